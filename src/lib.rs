@@ -7,3 +7,6 @@ pub mod proto {
     /// Descriptor set served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("permitd_descriptor");
 }
+
+pub mod clock;
+pub mod permits;

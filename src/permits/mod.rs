@@ -1,0 +1,41 @@
+//! The permit domain: resources and their limits, bucket math, the wait queue, concurrency
+//! leases. Pure and synchronous where it can be (`limit`, `bucket`); `registry` adds the
+//! async waiting. No tonic, no sled, no redis in here: the server converts to and from the
+//! wire, the store persists definitions.
+
+pub mod bucket;
+pub mod id;
+pub mod limit;
+pub mod registry;
+pub mod resource;
+
+pub use registry::{
+    AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
+    Registry, Settlement,
+};
+pub use resource::ResourceDef;
+
+/// Errors of the permit domain.
+#[derive(Debug, thiserror::Error)]
+pub enum PermitError {
+    /// A request field is invalid.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field, as named in the proto (`cost.tokens`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such resource.
+    #[error("unknown resource {0:?}")]
+    UnknownResource(String),
+    /// A well-formed permit id with no live lease (unknown, expired or released).
+    #[error("unknown permit: never granted, already released or lease expired")]
+    UnknownPermit,
+    /// Not a permit id this server issued.
+    #[error("permit_id: malformed")]
+    MalformedPermit,
+    /// The server is stopping.
+    #[error("server is shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,843 @@
+//! The live registry: resources, their buckets, and the async part of permits (queueing,
+//! wake-up timers, cancellation).
+//!
+//! Concurrency design: resources sit in a `DashMap` (sharded, so lookups of different
+//! resources don't contend); each bucket is a `std::sync::Mutex<BucketState>` held only for
+//! the check-and-take (nanoseconds, never across an await), which is what makes "never more
+//! grants than allowed" hold under any concurrency. A queued caller waits on a oneshot that
+//! the bucket fills when capacity returns: on a release, or when a timer armed for the head's
+//! exact ready time fires. There is no polling loop.
+//!
+//! Lock order: a permit's home bucket, then its secondary bucket. Which bucket is home is
+//! fixed by the resource definition, so two permits never lock the same pair in opposite
+//! orders.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use super::PermitError;
+use super::bucket::{Block, BucketState, Cost, Granted, QueueKey, Settle, WaitOutcome, Waiter};
+use super::id::{self, PermitId};
+use super::resource::{ResourceDef, Scope};
+use crate::clock::{Clock, Nanos, nanos};
+
+/// Why a permit was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialReason {
+    /// A rate limit has no room.
+    RateLimited,
+    /// The concurrency limit is reached.
+    ConcurrencyLimited,
+    /// The resource is paused after an upstream 429.
+    Cooldown,
+    /// Waited `max_wait` without a grant.
+    QueueTimeout,
+    /// The queue is full.
+    QueueFull,
+}
+
+/// A request for a permit, validated except for what needs the resource.
+#[derive(Debug, Clone)]
+pub struct AcquireRequest<'a> {
+    /// The resource.
+    pub resource: &'a str,
+    /// The partition.
+    pub partition: &'a str,
+    /// Dimension -> amount (`requests` defaults to 1).
+    pub cost: &'a HashMap<String, u64>,
+    /// How long the caller may wait (already capped by its deadline).
+    pub max_wait: Duration,
+    /// Higher first.
+    pub priority: i32,
+    /// Lease override.
+    pub lease: Option<Duration>,
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone)]
+pub struct AcquireOutcome {
+    /// The resource definition the answer was computed under (to name dimensions).
+    pub def: Arc<ResourceDef>,
+    /// `Ok(grant)` or `Err(denial)`.
+    pub result: Result<GrantInfo, Denial>,
+    /// Time spent queued.
+    pub waited: Duration,
+    /// (dimension index, units left) per limited dimension.
+    pub remaining: Vec<(usize, u64)>,
+}
+
+/// A granted permit.
+#[derive(Debug, Clone)]
+pub struct GrantInfo {
+    /// Its id.
+    pub permit_id: String,
+    /// When its lease ends.
+    pub lease_expires_at: SystemTime,
+}
+
+/// A denial.
+#[derive(Debug, Clone, Copy)]
+pub struct Denial {
+    /// Why.
+    pub reason: DenialReason,
+    /// When to come back (never zero).
+    pub retry_after: Duration,
+}
+
+/// How a released permit's cost is settled, by dimension name.
+#[derive(Debug, Clone, Copy)]
+pub enum Settlement<'a> {
+    /// Keep the cost as acquired.
+    Keep,
+    /// Give it all back.
+    Refund,
+    /// What the call really used.
+    Actual(&'a HashMap<String, u64>),
+}
+
+/// One bucket's state for dashboards and GetQuota.
+#[derive(Debug, Clone)]
+pub struct QuotaView {
+    /// The definition.
+    pub def: Arc<ResourceDef>,
+    /// Per limited dimension, the tightest limit.
+    pub dimensions: Vec<DimensionView>,
+    /// Leases held.
+    pub in_flight: u32,
+    /// Concurrency limit.
+    pub concurrency: u32,
+    /// Waiters.
+    pub queue_depth: u32,
+    /// Grants.
+    pub granted_total: u64,
+    /// Denials.
+    pub denied_total: u64,
+    /// When read.
+    pub at: SystemTime,
+}
+
+/// One dimension's state.
+#[derive(Debug, Clone)]
+pub struct DimensionView {
+    /// Dimension index.
+    pub dimension: usize,
+    /// Amount per period of the tightest limit.
+    pub limit: u64,
+    /// Period of that limit.
+    pub period: Duration,
+    /// Units left.
+    pub remaining: u64,
+    /// When the bucket is full again.
+    pub reset_at: SystemTime,
+    /// Whether the limit was learned.
+    pub learned: bool,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    state: Mutex<BucketState>,
+}
+
+impl Bucket {
+    fn new(def: &ResourceDef, scope: Scope) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(BucketState::new(def, scope, def.home_scope() == scope)),
+        })
+    }
+    fn lock(&self) -> MutexGuard<'_, BucketState> {
+        // A panic while holding the lock leaves consistent integer state: keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    def: Arc<ResourceDef>,
+    shared: Arc<Bucket>,
+    partitions: DashMap<Box<str>, Arc<Bucket>>,
+    shared_has_limits: bool,
+}
+
+impl Entry {
+    fn new(def: ResourceDef) -> Self {
+        let shared = Bucket::new(&def, Scope::Resource);
+        let shared_has_limits = def.limits.iter().any(|l| l.scope == Scope::Resource);
+        Self {
+            def: Arc::new(def),
+            shared,
+            partitions: DashMap::new(),
+            shared_has_limits,
+        }
+    }
+
+    fn partition(&self, partition: &str, create: bool) -> Option<Arc<Bucket>> {
+        if let Some(b) = self.partitions.get(partition) {
+            return Some(Arc::clone(&b));
+        }
+        if !create {
+            return None;
+        }
+        Some(Arc::clone(
+            &self
+                .partitions
+                .entry(partition.into())
+                .or_insert_with(|| Bucket::new(&self.def, Scope::Partition)),
+        ))
+    }
+
+    /// (home, secondary) buckets of a partition; `None` when `create` is false and the
+    /// partition bucket does not exist.
+    fn buckets(&self, partition: &str, create: bool) -> Option<(Arc<Bucket>, Option<Arc<Bucket>>)> {
+        if !self.def.per_partition {
+            return Some((Arc::clone(&self.shared), None));
+        }
+        let part = self.partition(partition, create)?;
+        Some((part, self.secondary()))
+    }
+
+    /// The resource-wide bucket as secondary of a partition, when it has limits.
+    fn secondary(&self) -> Option<Arc<Bucket>> {
+        self.shared_has_limits.then(|| Arc::clone(&self.shared))
+    }
+
+    fn all_buckets(&self) -> Vec<Arc<Bucket>> {
+        let mut v = vec![Arc::clone(&self.shared)];
+        v.extend(self.partitions.iter().map(|b| Arc::clone(&b)));
+        v
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    clock: Arc<dyn Clock>,
+    resources: DashMap<String, Arc<Entry>>,
+    seq: AtomicU64,
+    template: Option<ResourceDef>,
+    closed: AtomicBool,
+}
+
+/// The live registry of resources and buckets. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+/// Both locks of a permit's buckets.
+struct Locked<'a> {
+    home: MutexGuard<'a, BucketState>,
+    sec: Option<MutexGuard<'a, BucketState>>,
+}
+
+impl Locked<'_> {
+    fn retired(&self) -> bool {
+        self.home.retired || self.sec.as_ref().is_some_and(|s| s.retired)
+    }
+}
+
+fn lock_pair<'a>(home: &'a Bucket, sec: Option<&'a Arc<Bucket>>) -> Locked<'a> {
+    let home = home.lock();
+    let sec = sec.map(|s| s.lock());
+    Locked { home, sec }
+}
+
+impl Registry {
+    /// An empty registry. `template`: definition used for resources created on first use
+    /// (`None`: unknown resources are NOT_FOUND).
+    #[must_use]
+    pub fn new(clock: Arc<dyn Clock>, template: Option<ResourceDef>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                clock,
+                resources: DashMap::new(),
+                seq: AtomicU64::new(1),
+                template,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The clock.
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Define or replace a resource; returns true when it replaced one. Waiters of the old
+    /// definition retry against the new one.
+    pub fn put(&self, def: ResourceDef) -> bool {
+        let name = def.name.clone();
+        let old = self.inner.resources.insert(name, Arc::new(Entry::new(def)));
+        if let Some(old) = &old {
+            close_entry(old, || WaitOutcome::Replaced);
+        }
+        old.is_some()
+    }
+
+    /// Remove a resource; its waiters are told it is gone.
+    pub fn delete(&self, name: &str) -> bool {
+        match self.inner.resources.remove(name) {
+            Some((_, old)) => {
+                close_entry(&old, || WaitOutcome::Deleted);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A resource's definition.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<Arc<ResourceDef>> {
+        self.inner
+            .resources
+            .get(name)
+            .map(|e| Arc::clone(&e.def))
+    }
+
+    /// Definitions whose name starts with `prefix` and sorts after `after`, in name order,
+    /// at most `limit`.
+    #[must_use]
+    pub fn list(&self, prefix: &str, after: &str, limit: usize) -> Vec<Arc<ResourceDef>> {
+        let mut v: Vec<Arc<ResourceDef>> = self
+            .inner
+            .resources
+            .iter()
+            .filter(|e| e.key().starts_with(prefix) && e.key().as_str() > after)
+            .map(|e| Arc::clone(&e.def))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v.truncate(limit);
+        v
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, PermitError> {
+        if let Some(e) = self.inner.resources.get(name) {
+            return Ok(Arc::clone(&e));
+        }
+        let Some(t) = &self.inner.template else {
+            return Err(PermitError::UnknownResource(name.to_owned()));
+        };
+        let mut def = t.clone();
+        def.name = name.to_owned();
+        Ok(Arc::clone(
+            &self
+                .inner
+                .resources
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Entry::new(def))),
+        ))
+    }
+
+    fn next_id(&self) -> (u64, u64) {
+        (self.inner.seq.fetch_add(1, Ordering::Relaxed), fastrand::u64(..))
+    }
+
+    /// Grant, queue or deny a permit.
+    pub async fn acquire(&self, req: AcquireRequest<'_>) -> Result<AcquireOutcome, PermitError> {
+        let clock = Arc::clone(&self.inner.clock);
+        let start = clock.now();
+        let deadline = start.saturating_add(nanos(req.max_wait));
+        loop {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(PermitError::ShuttingDown);
+            }
+            let entry = self.entry(req.resource)?;
+            let def = Arc::clone(&entry.def);
+            let cost = resolve_cost(&def, req.cost)?;
+            let lease_ns = nanos(req.lease.unwrap_or(def.lease));
+            let Some((home, sec)) = entry.buckets(req.partition, true) else {
+                continue;
+            };
+            let (key, rx) = {
+                let mut l = lock_pair(&home, sec.as_ref());
+                if l.retired() {
+                    continue;
+                }
+                let now = clock.now();
+                let checked = l.home.check(l.sec.as_deref(), &cost, now);
+                if checked == Err(Block::Never) {
+                    return Err(never(&def, &cost));
+                }
+                if checked.is_ok() && l.home.may_bypass_queue(req.priority) {
+                    let (seq, tag) = self.next_id();
+                    let g = l.home.commit(l.sec.as_deref_mut(), cost, now, lease_ns, seq, tag);
+                    let remaining = remaining(&l, now);
+                    drop(l);
+                    return Ok(self.granted(def, &req, g, start, remaining));
+                }
+                let block = checked.err();
+                let max_queue = usize::try_from(def.max_queue).unwrap_or(usize::MAX);
+                let reason = if now >= deadline {
+                    Some(block_reason(block))
+                } else if l.home.queue_len() >= max_queue {
+                    Some(DenialReason::QueueFull)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    let wait = l.home.estimate_wait(l.sec.as_deref(), &cost, block, now);
+                    l.home.denied_total = l.home.denied_total.saturating_add(1);
+                    let remaining = remaining(&l, now);
+                    return Ok(AcquireOutcome {
+                        def,
+                        result: Err(Denial {
+                            reason,
+                            retry_after: Duration::from_nanos(wait),
+                        }),
+                        waited: Duration::from_nanos(now.saturating_sub(start)),
+                        remaining,
+                    });
+                }
+                let key: QueueKey = (std::cmp::Reverse(req.priority), self.next_id().0);
+                let (tx, rx) = oneshot::channel();
+                l.home.enqueue(
+                    key,
+                    Waiter {
+                        cost,
+                        lease_ns,
+                        tx,
+                    },
+                );
+                self.drain_locked(&mut l, &home, sec.as_ref(), now);
+                (key, rx)
+            };
+            let mut guard = WaitGuard {
+                registry: self,
+                home: &home,
+                sec: sec.as_ref(),
+                key,
+                rx: Some(rx),
+            };
+            let outcome = match guard.rx.as_mut() {
+                Some(rx) => tokio::time::timeout_at(clock.instant(deadline).into(), rx).await,
+                None => continue,
+            };
+            let outcome = match outcome {
+                Ok(Ok(o)) => {
+                    guard.rx = None;
+                    o
+                }
+                // The sender vanished with its bucket: look the resource up again.
+                Ok(Err(_)) => {
+                    guard.rx = None;
+                    continue;
+                }
+                Err(_elapsed) => match guard.time_out() {
+                    TimedOut::Denied(retry_after) => {
+                        let mut l = lock_pair(&home, sec.as_ref());
+                        let now = clock.now();
+                        l.home.denied_total = l.home.denied_total.saturating_add(1);
+                        let remaining = remaining(&l, now);
+                        return Ok(AcquireOutcome {
+                            def,
+                            result: Err(Denial {
+                                reason: DenialReason::QueueTimeout,
+                                retry_after,
+                            }),
+                            waited: Duration::from_nanos(now.saturating_sub(start)),
+                            remaining,
+                        });
+                    }
+                    TimedOut::Answered(o) => o,
+                },
+            };
+            match outcome {
+                WaitOutcome::Granted(g) => {
+                    let l = lock_pair(&home, sec.as_ref());
+                    let remaining = remaining(&l, clock.now());
+                    drop(l);
+                    return Ok(self.granted(def, &req, g, start, remaining));
+                }
+                WaitOutcome::Replaced => {}
+                WaitOutcome::Deleted => {
+                    return Err(PermitError::UnknownResource(req.resource.to_owned()));
+                }
+                WaitOutcome::Shutdown => return Err(PermitError::ShuttingDown),
+                WaitOutcome::Impossible => {
+                    let cost = resolve_cost(&def, req.cost)?;
+                    return Err(never(&def, &cost));
+                }
+            }
+        }
+    }
+
+    fn granted(
+        &self,
+        def: Arc<ResourceDef>,
+        req: &AcquireRequest<'_>,
+        g: Granted,
+        start: Nanos,
+        remaining: Vec<(usize, u64)>,
+    ) -> AcquireOutcome {
+        let permit_id = PermitId {
+            resource: req.resource,
+            partition: req.partition,
+            seq: g.seq,
+            tag: g.tag,
+        }
+        .encode();
+        AcquireOutcome {
+            def,
+            result: Ok(GrantInfo {
+                permit_id,
+                lease_expires_at: self.inner.clock.wall(g.expires),
+            }),
+            waited: Duration::from_nanos(g.at.saturating_sub(start)),
+            remaining,
+        }
+    }
+
+    /// Drain a bucket's queue and arm its wake-up timer if the head must wait.
+    fn drain_locked(&self, l: &mut Locked<'_>, home: &Arc<Bucket>, sec: Option<&Arc<Bucket>>, now: Nanos) {
+        let wake = l.home.drain(l.sec.as_deref_mut(), now, || self.next_id());
+        if let Some(at) = wake {
+            if l.home.timer_at.is_none_or(|t| at < t) {
+                l.home.timer_at = Some(at);
+                let registry = self.clone();
+                let home = Arc::clone(home);
+                let sec = sec.cloned();
+                let when = self.inner.clock.instant(at);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(when.into()).await;
+                    let mut l = lock_pair(&home, sec.as_ref());
+                    if l.home.timer_at == Some(at) {
+                        l.home.timer_at = None;
+                    }
+                    let now = registry.inner.clock.now();
+                    registry.drain_locked(&mut l, &home, sec.as_ref(), now);
+                });
+            }
+        }
+    }
+
+    /// Release a permit. `NotFound` for an unknown or already released permit.
+    pub fn release(&self, permit_id: &str, settlement: Settlement<'_>) -> Result<(), PermitError> {
+        let id = id::parse(permit_id).ok_or(PermitError::MalformedPermit)?;
+        let entry = self
+            .inner
+            .resources
+            .get(id.resource)
+            .map(|e| Arc::clone(&e))
+            .ok_or(PermitError::UnknownPermit)?;
+        let actual = match settlement {
+            Settlement::Actual(m) => Some(resolve_actual(&entry.def, m)?),
+            _ => None,
+        };
+        let settle = match (&settlement, &actual) {
+            (Settlement::Refund, _) => Settle::Refund,
+            (Settlement::Actual(_), Some(a)) => Settle::Actual(a),
+            _ => Settle::Keep,
+        };
+        let (home, sec) = entry
+            .buckets(id.partition, false)
+            .ok_or(PermitError::UnknownPermit)?;
+        let mut l = lock_pair(&home, sec.as_ref());
+        let now = self.inner.clock.now();
+        l.home
+            .release(l.sec.as_deref_mut(), id.seq, id.tag, settle, now)
+            .ok_or(PermitError::UnknownPermit)?;
+        self.drain_locked(&mut l, &home, sec.as_ref(), now);
+        Ok(())
+    }
+
+    /// Charge the cost of a call made without a permit (ReportOutcome without `permit_id`).
+    pub fn charge(
+        &self,
+        resource: &str,
+        partition: &str,
+        actual: &HashMap<String, u64>,
+    ) -> Result<(), PermitError> {
+        let entry = self.entry(resource)?;
+        let cost = resolve_actual(&entry.def, actual)?;
+        if cost.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let cost: Vec<u64> = cost.iter().map(|c| c.unwrap_or(0)).collect();
+        let (home, sec) = entry
+            .buckets(partition, true)
+            .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
+        let mut l = lock_pair(&home, sec.as_ref());
+        let now = self.inner.clock.now();
+        l.home.charge(&cost, now);
+        if let Some(s) = l.sec.as_mut() {
+            s.charge(&cost, now);
+        }
+        Ok(())
+    }
+
+    /// The state of one bucket (a fresh view when the partition has none yet).
+    pub fn quota(&self, resource: &str, partition: &str) -> Result<QuotaView, PermitError> {
+        let entry = self
+            .inner
+            .resources
+            .get(resource)
+            .map(|e| Arc::clone(&e))
+            .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
+        let now = self.inner.clock.now();
+        let view = |l: &Locked<'_>| self.view(&entry.def, l, now);
+        match entry.buckets(partition, false) {
+            Some((home, sec)) => Ok(view(&lock_pair(&home, sec.as_ref()))),
+            None => {
+                // No bucket yet: show what a fresh one would hold, without creating it.
+                let home = Bucket::new(&entry.def, Scope::Partition);
+                let sec = entry.secondary();
+                Ok(view(&lock_pair(&home, sec.as_ref())))
+            }
+        }
+    }
+
+    fn view(&self, def: &Arc<ResourceDef>, l: &Locked<'_>, now: Nanos) -> QuotaView {
+        let clock = &self.inner.clock;
+        let mut dims: Vec<DimensionView> = Vec::new();
+        let slots = l
+            .home
+            .limits
+            .iter()
+            .chain(l.sec.iter().flat_map(|s| s.limits.iter()));
+        for slot in slots {
+            let rate = slot.state.rate();
+            let v = DimensionView {
+                dimension: slot.dimension,
+                limit: rate.amount,
+                period: Duration::from_nanos(rate.period_ns),
+                remaining: slot.state.available(now),
+                reset_at: clock.wall(slot.state.full_at().max(now)),
+                learned: slot.origin == super::resource::Origin::Learned,
+            };
+            match dims.iter_mut().find(|d| d.dimension == v.dimension) {
+                Some(d) if v.remaining < d.remaining => *d = v,
+                Some(_) => {}
+                None => dims.push(v),
+            }
+        }
+        QuotaView {
+            def: Arc::clone(def),
+            dimensions: dims,
+            in_flight: l.home.in_flight,
+            concurrency: l.home.concurrency,
+            queue_depth: u32::try_from(l.home.queue_len()).unwrap_or(u32::MAX),
+            granted_total: l.home.granted_total,
+            denied_total: l.home.denied_total,
+            at: clock.wall(now),
+        }
+    }
+
+    /// Reclaim expired leases everywhere and drop idle partition buckets (memory stays
+    /// bounded by live partitions). Returns (leases reclaimed, buckets dropped).
+    pub fn sweep(&self) -> (usize, usize) {
+        let entries: Vec<Arc<Entry>> = self
+            .inner
+            .resources
+            .iter()
+            .map(|e| Arc::clone(&e))
+            .collect();
+        let (mut reclaimed, mut dropped) = (0, 0);
+        for entry in entries {
+            for b in entry.all_buckets() {
+                let now = self.inner.clock.now();
+                let mut st = b.lock();
+                let n = st.reclaim(now);
+                // Queues are drained when a lease is reclaimed, so a waiter behind an expired
+                // lease is woken even if no timer was armed for it.
+                if n > 0 && st.queue_len() > 0 {
+                    drop(st);
+                    self.wake(&entry, &b);
+                }
+                reclaimed += n;
+            }
+            let now = self.inner.clock.now();
+            entry.partitions.retain(|_, b| {
+                let mut st = b.lock();
+                if st.is_idle(now) && st.timer_at.is_none() {
+                    st.retired = true;
+                    dropped += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        (reclaimed, dropped)
+    }
+
+    fn wake(&self, entry: &Entry, bucket: &Arc<Bucket>) {
+        // Only home buckets have queues: the shared one of a resource that is not per
+        // partition (no secondary), or a partition's (the shared one is its secondary).
+        let sec = if Arc::ptr_eq(bucket, &entry.shared) {
+            None
+        } else {
+            entry.secondary()
+        };
+        let mut l = lock_pair(bucket, sec.as_ref());
+        let now = self.inner.clock.now();
+        self.drain_locked(&mut l, bucket, sec.as_ref(), now);
+    }
+
+    /// Live bucket count (resources' shared buckets plus partition buckets).
+    #[must_use]
+    pub fn bucket_count(&self) -> usize {
+        self.inner
+            .resources
+            .iter()
+            .map(|e| 1 + e.partitions.len())
+            .sum()
+    }
+
+    /// Stop: every waiter is answered `ShuttingDown` and new acquires are refused.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        for e in &self.inner.resources {
+            close_entry(&e, || WaitOutcome::Shutdown);
+        }
+    }
+}
+
+fn close_entry(entry: &Entry, outcome: fn() -> WaitOutcome) {
+    for b in entry.all_buckets() {
+        b.lock().close_queue(outcome);
+    }
+}
+
+enum TimedOut {
+    Denied(Duration),
+    Answered(WaitOutcome),
+}
+
+/// Takes a queued caller out of the queue when it stops waiting: on time-out, and on drop
+/// (the client disconnected and tonic dropped the future). A grant that raced in is given
+/// back, so a cancelled caller takes nothing.
+struct WaitGuard<'a> {
+    registry: &'a Registry,
+    home: &'a Arc<Bucket>,
+    sec: Option<&'a Arc<Bucket>>,
+    key: QueueKey,
+    rx: Option<oneshot::Receiver<WaitOutcome>>,
+}
+
+impl WaitGuard<'_> {
+    fn time_out(&mut self) -> TimedOut {
+        let mut l = lock_pair(self.home, self.sec);
+        let now = self.registry.inner.clock.now();
+        if let Some(w) = l.home.dequeue(&self.key) {
+            self.rx = None;
+            let wait = l
+                .home
+                .estimate_wait(l.sec.as_deref(), &w.cost, None, now);
+            // The head leaving may let the next waiter through.
+            self.registry.drain_locked(&mut l, self.home, self.sec, now);
+            return TimedOut::Denied(Duration::from_nanos(wait));
+        }
+        match self.rx.take().map(|mut rx| rx.try_recv()) {
+            Some(Ok(o)) => TimedOut::Answered(o),
+            _ => TimedOut::Answered(WaitOutcome::Replaced),
+        }
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let mut l = lock_pair(self.home, self.sec);
+        let now = self.registry.inner.clock.now();
+        if l.home.dequeue(&self.key).is_none() {
+            if let Ok(WaitOutcome::Granted(g)) = rx.try_recv() {
+                l.home
+                    .release(l.sec.as_deref_mut(), g.seq, g.tag, Settle::Refund, now);
+            }
+        }
+        self.registry.drain_locked(&mut l, self.home, self.sec, now);
+    }
+}
+
+fn block_reason(block: Option<Block>) -> DenialReason {
+    match block {
+        Some(Block::Concurrency { .. }) => DenialReason::ConcurrencyLimited,
+        // Capacity reserved for queued callers counts as rate limited.
+        _ => DenialReason::RateLimited,
+    }
+}
+
+fn remaining(l: &Locked<'_>, now: Nanos) -> Vec<(usize, u64)> {
+    let mut out: Vec<(usize, u64)> = Vec::new();
+    let slots = l
+        .home
+        .limits
+        .iter()
+        .chain(l.sec.iter().flat_map(|s| s.limits.iter()));
+    for s in slots {
+        let a = s.state.available(now);
+        match out.iter_mut().find(|(d, _)| *d == s.dimension) {
+            Some((_, r)) => *r = (*r).min(a),
+            None => out.push((s.dimension, a)),
+        }
+    }
+    out
+}
+
+/// A cost map -> per-dimension amounts, refusing unknown dimensions and costs no limit can
+/// ever grant.
+fn resolve_cost(def: &ResourceDef, cost: &HashMap<String, u64>) -> Result<Cost, PermitError> {
+    let mut out = vec![0u64; def.dimensions.len()].into_boxed_slice();
+    out[0] = 1;
+    for (dim, &amount) in cost {
+        let i = def
+            .dimension_index(dim)
+            .ok_or_else(|| unknown_dimension(def, "cost", dim))?;
+        if let Some(max) = def.max_grantable(i) {
+            if amount > max {
+                return Err(PermitError::Invalid {
+                    field: format!("cost.{dim}"),
+                    message: format!(
+                        "{amount} exceeds {max}, the most resource {:?} can ever grant at once",
+                        def.name
+                    ),
+                });
+            }
+        }
+        out[i] = amount;
+    }
+    Ok(out)
+}
+
+fn resolve_actual(
+    def: &ResourceDef,
+    actual: &HashMap<String, u64>,
+) -> Result<Vec<Option<u64>>, PermitError> {
+    let mut out = vec![None; def.dimensions.len()];
+    for (dim, &amount) in actual {
+        let i = def
+            .dimension_index(dim)
+            .ok_or_else(|| unknown_dimension(def, "actual_cost", dim))?;
+        out[i] = Some(amount);
+    }
+    Ok(out)
+}
+
+fn unknown_dimension(def: &ResourceDef, field: &str, dim: &str) -> PermitError {
+    PermitError::Invalid {
+        field: format!("{field}.{dim}"),
+        message: format!(
+            "unknown dimension for resource {:?} (known: {})",
+            def.name,
+            def.dimensions.join(", ")
+        ),
+    }
+}
+
+fn never(def: &ResourceDef, cost: &[u64]) -> PermitError {
+    let dim = def
+        .limits
+        .iter()
+        .find(|l| cost.get(l.dimension).is_some_and(|&c| c > l.rate.burst))
+        .map_or(super::resource::REQUESTS, |l| def.dimensions[l.dimension].as_str());
+    PermitError::Invalid {
+        field: format!("cost.{dim}"),
+        message: format!("exceeds what resource {:?} can ever grant at once", def.name),
+    }
+}
