@@ -1,1 +1,168 @@
-fn main() {}
+//! The `permitd` binary: parse the command line, then either serve (load the config, start
+//! logging, run the server until SIGINT or SIGTERM) or run one client subcommand.
+//!
+//! Thin on purpose: everything worth testing lives in the library. Errors end here, printed
+//! once as `error: ...` (with their causes) and turned into exit status 1.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use permitd::cli::ClientCommand;
+use permitd::config::{Config, LogFormat, Overrides};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Rate-limit coordination service: permits, header feedback, backoff, idempotency.
+#[derive(Debug, Parser)]
+#[command(name = "permitd", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands: the server, then the client's.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server
+    Serve(ServeArgs),
+    /// The client subcommands, talking to a running server.
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// Flags of `permitd serve`; each one given wins over the config file.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Config file (TOML): server settings and resources
+    #[arg(long, env = "PERMITD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve gRPC on [default: 127.0.0.1:50051]
+    #[arg(long, env = "PERMITD_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./permitd-data]
+    #[arg(long, env = "PERMITD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to serve Prometheus metrics on [default: none]
+    #[arg(long, env = "PERMITD_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log line format [default: human]
+    #[arg(long, env = "PERMITD_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
+    /// Log filter in tracing's env-filter syntax, e.g. info,permitd=debug [default: info]
+    #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
+    log_filter: Option<String>,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines
+    Human,
+    /// One JSON object per line
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parse the command line and dispatch.
+fn run() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Client(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            rt.block_on(permitd::cli::run(cmd))
+        }
+    }
+}
+
+/// `permitd serve`: config, logging, runtime, signals, then the server until shutdown.
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        metrics_listen: args.metrics_listen,
+        log_format: args.log_format.map(LogFormat::from),
+        log_filter: args.log_filter,
+    };
+    let config = Config::load(args.config.as_deref(), overrides)?;
+    init_tracing(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(async {
+        let shutdown = shutdown_signal()?;
+        permitd::app::serve(config, shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Log to stderr in the configured format, filtered by the configured filter.
+fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    // Config::load has already checked that the filter parses.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .with_context(|| format!("invalid log filter \"{}\"", config.log_filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match config.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+/// A future that resolves on the first SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed now, before the server starts, so an early signal is not lost to the default
+/// action (which would kill the process without draining).
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "shutdown requested, draining");
+    })
+}
+
+/// A future that resolves on Ctrl-C (platforms without Unix signals).
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!("shutdown requested, draining"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C; stop the process another way");
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+}

@@ -173,7 +173,10 @@ impl BucketState {
     fn accumulate_wait(&self, cost: &[u64], now: Nanos) -> Nanos {
         self.limits
             .iter()
-            .map(|l| l.state.ready_in(cost.get(l.dimension).copied().unwrap_or(0), now))
+            .map(|l| {
+                l.state
+                    .ready_in(cost.get(l.dimension).copied().unwrap_or(0), now)
+            })
             .max()
             .unwrap_or(0)
     }
@@ -327,7 +330,8 @@ impl BucketState {
                         return None;
                     };
                     let (seq, tag) = next_id();
-                    let g = self.commit(secondary.as_deref_mut(), w.cost, now, w.lease_ns, seq, tag);
+                    let g =
+                        self.commit(secondary.as_deref_mut(), w.cost, now, w.lease_ns, seq, tag);
                     if w.tx.send(WaitOutcome::Granted(g)).is_err() {
                         // The caller vanished between the check and the send: undo.
                         self.release(secondary.as_deref_mut(), seq, tag, Settle::Refund, now);

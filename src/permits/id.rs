@@ -72,7 +72,16 @@ mod tests {
     /// Garbage is refused, never a panic.
     #[test]
     fn garbage() {
-        for s in ["", "x", "1.2", "1.2.3", "1.2.0.ab", "1.2.ff.ab", "g.1.1.a", "1.1.1.é"] {
+        for s in [
+            "",
+            "x",
+            "1.2",
+            "1.2.3",
+            "1.2.0.ab",
+            "1.2.ff.ab",
+            "g.1.1.a",
+            "1.1.1.é",
+        ] {
             assert_eq!(parse(s), None, "{s:?}");
         }
     }

@@ -292,10 +292,7 @@ impl Registry {
     /// A resource's definition.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<Arc<ResourceDef>> {
-        self.inner
-            .resources
-            .get(name)
-            .map(|e| Arc::clone(&e.def))
+        self.inner.resources.get(name).map(|e| Arc::clone(&e.def))
     }
 
     /// Definitions whose name starts with `prefix` and sorts after `after`, in name order,
@@ -333,7 +330,10 @@ impl Registry {
     }
 
     fn next_id(&self) -> (u64, u64) {
-        (self.inner.seq.fetch_add(1, Ordering::Relaxed), fastrand::u64(..))
+        (
+            self.inner.seq.fetch_add(1, Ordering::Relaxed),
+            fastrand::u64(..),
+        )
     }
 
     /// Grant, queue or deny a permit.
@@ -364,7 +364,9 @@ impl Registry {
                 }
                 if checked.is_ok() && l.home.may_bypass_queue(req.priority) {
                     let (seq, tag) = self.next_id();
-                    let g = l.home.commit(l.sec.as_deref_mut(), cost, now, lease_ns, seq, tag);
+                    let g = l
+                        .home
+                        .commit(l.sec.as_deref_mut(), cost, now, lease_ns, seq, tag);
                     let remaining = remaining(&l, now);
                     drop(l);
                     return Ok(self.granted(def, &req, g, start, remaining));
@@ -394,14 +396,7 @@ impl Registry {
                 }
                 let key: QueueKey = (std::cmp::Reverse(req.priority), self.next_id().0);
                 let (tx, rx) = oneshot::channel();
-                l.home.enqueue(
-                    key,
-                    Waiter {
-                        cost,
-                        lease_ns,
-                        tx,
-                    },
-                );
+                l.home.enqueue(key, Waiter { cost, lease_ns, tx });
                 self.drain_locked(&mut l, &home, sec.as_ref(), now);
                 (key, rx)
             };
@@ -492,7 +487,13 @@ impl Registry {
     }
 
     /// Drain a bucket's queue and arm its wake-up timer if the head must wait.
-    fn drain_locked(&self, l: &mut Locked<'_>, home: &Arc<Bucket>, sec: Option<&Arc<Bucket>>, now: Nanos) {
+    fn drain_locked(
+        &self,
+        l: &mut Locked<'_>,
+        home: &Arc<Bucket>,
+        sec: Option<&Arc<Bucket>>,
+        now: Nanos,
+    ) {
         let wake = l.home.drain(l.sec.as_deref_mut(), now, || self.next_id());
         if let Some(at) = wake {
             if l.home.timer_at.is_none_or(|t| at < t) {
@@ -724,9 +725,7 @@ impl WaitGuard<'_> {
         let now = self.registry.inner.clock.now();
         if let Some(w) = l.home.dequeue(&self.key) {
             self.rx = None;
-            let wait = l
-                .home
-                .estimate_wait(l.sec.as_deref(), &w.cost, None, now);
+            let wait = l.home.estimate_wait(l.sec.as_deref(), &w.cost, None, now);
             // The head leaving may let the next waiter through.
             self.registry.drain_locked(&mut l, self.home, self.sec, now);
             return TimedOut::Denied(Duration::from_nanos(wait));
@@ -835,9 +834,14 @@ fn never(def: &ResourceDef, cost: &[u64]) -> PermitError {
         .limits
         .iter()
         .find(|l| cost.get(l.dimension).is_some_and(|&c| c > l.rate.burst))
-        .map_or(super::resource::REQUESTS, |l| def.dimensions[l.dimension].as_str());
+        .map_or(super::resource::REQUESTS, |l| {
+            def.dimensions[l.dimension].as_str()
+        });
     PermitError::Invalid {
         field: format!("cost.{dim}"),
-        message: format!("exceeds what resource {:?} can ever grant at once", def.name),
+        message: format!(
+            "exceeds what resource {:?} can ever grant at once",
+            def.name
+        ),
     }
 }

@@ -1,1 +1,13 @@
+//! permitd's integration tests: one binary (`autotests = false`), each module a concern, all
+//! against the real server on 127.0.0.1:0 with real clients.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    missing_docs
+)]
+
+mod load;
+mod sequential;
+mod support;

@@ -1,0 +1,142 @@
+//! The composition root: the only place that picks a store and wires the services.
+//!
+//! Start-up order: open the store (a clear error if the data directory is unusable), load
+//! the resources defined at run time, then apply the config file's resources on top (the
+//! file is declarative: what it names, it defines at every start), start the sweeper that
+//! reclaims expired leases and idle partition buckets, and serve.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::net::TcpListener;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::permits::{PermitError, Registry};
+use crate::proto;
+use crate::server::{self, Settings, convert};
+use crate::store::SledStore;
+use crate::store::{ResourceStore, StoreError};
+
+/// How often expired leases and idle partition buckets are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened or read.
+    #[error("store")]
+    Store(#[from] StoreError),
+    /// A resource of the config file is invalid.
+    #[error("config: {0}")]
+    Resource(#[from] PermitError),
+    /// The server failed.
+    #[error("server")]
+    Server(#[from] server::ServerError),
+    /// A blocking task died.
+    #[error("start-up task")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Bind `config.listen` and serve until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    run(config, listener, shutdown).await
+}
+
+/// Serve on an already bound listener (tests bind `127.0.0.1:0`).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let dir = config.data_dir.clone();
+    let store: Arc<dyn ResourceStore> =
+        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
+    let registry = build_registry(&config, store.as_ref())?;
+    let sweeper = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let (reclaimed, dropped) = registry.sweep();
+                if reclaimed + dropped > 0 {
+                    tracing::debug!(reclaimed, dropped, "swept");
+                }
+            }
+        })
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "permitd listening");
+    }
+    let settings = Settings {
+        max_message_bytes: config.max_message_bytes,
+        max_concurrent_streams: config.max_concurrent_streams,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let res = server::run(listener, registry, Arc::clone(&store), settings, shutdown).await;
+    sweeper.abort();
+    res?;
+    Ok(())
+}
+
+fn build_registry(config: &Config, store: &dyn ResourceStore) -> Result<Registry, AppError> {
+    let template = match &config.default_resource {
+        Some(t) => {
+            let mut t = t.clone();
+            "default".clone_into(&mut t.name);
+            Some(convert::resource_from_proto(&t, "default_resource")?)
+        }
+        None => None,
+    };
+    let registry = Registry::new(Arc::new(SystemClock::new()), template);
+    let mut loaded = 0usize;
+    for (name, bytes) in store.list_resources()? {
+        // A stored definition the current version rejects is skipped loudly rather than
+        // failing start-up: the others still serve, and PutResource can fix it.
+        match proto::Resource::decode(bytes.as_slice())
+            .map_err(|e| e.to_string())
+            .and_then(|r| convert::resource_from_proto(&r, "resource").map_err(|e| e.to_string()))
+        {
+            Ok(def) => {
+                registry.put(def);
+                loaded += 1;
+            }
+            Err(error) => tracing::warn!(resource = %name, %error, "stored resource skipped"),
+        }
+    }
+    for (i, r) in config.resources.iter().enumerate() {
+        let def = convert::resource_from_proto(r, &format!("resources[{i}]"))?;
+        if registry.put(def) {
+            tracing::info!(resource = %r.name, "config file overrides the stored definition");
+        }
+    }
+    tracing::info!(
+        stored = loaded,
+        from_config = config.resources.len(),
+        "resources loaded"
+    );
+    Ok(registry)
+}

@@ -1,0 +1,141 @@
+//! The gRPC edge: tonic services that convert protobuf <-> domain and map errors to
+//! statuses, plus health, reflection, limits and graceful shutdown.
+//!
+//! [`run`] takes a bound listener and a shutdown future (the mini-redis shape), so `main`
+//! and the tests differ only in what they pass in. Shutdown: health turns NOT_SERVING at
+//! once, queued waiters are answered UNAVAILABLE, then in-flight calls get at most
+//! `shutdown_grace` to finish before the server is dropped; tonic's own shutdown has no
+//! drain bound (hyperium/tonic#1820), so a long-lived stream could otherwise block exit.
+
+pub mod convert;
+pub mod error;
+pub mod permits;
+pub mod quotas;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::permits::Registry;
+use crate::proto::{
+    self, cache_server::CacheServer, idempotency_server::IdempotencyServer,
+    permits_server::PermitsServer, quotas_server::QuotasServer,
+};
+use crate::store::ResourceStore;
+
+/// Server knobs (validated by the config).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest decoded request message.
+    pub max_message_bytes: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Bound on the drain at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Server failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Building reflection from the descriptor sets failed (a build bug).
+    #[error("reflection")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport")]
+    Transport(#[from] tonic::transport::Error),
+    /// The server task panicked.
+    #[error("server task")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Services whose issue has not landed: every method answers UNIMPLEMENTED (generated
+/// default stubs).
+#[derive(Debug, Clone, Copy)]
+struct NotYet;
+
+impl proto::idempotency_server::Idempotency for NotYet {}
+impl proto::cache_server::Cache for NotYet {}
+
+/// Serve until `shutdown` resolves, then drain for at most `settings.shutdown_grace`.
+pub async fn run(
+    listener: TcpListener,
+    registry: Registry,
+    store: Arc<dyn ResourceStore>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let max = settings.max_message_bytes;
+    let permits = PermitsServer::new(permits::PermitsService::new(registry.clone()))
+        .max_decoding_message_size(max);
+    let quotas = QuotasServer::new(quotas::QuotasService::new(registry.clone(), store))
+        .max_decoding_message_size(max);
+    let idempotency = IdempotencyServer::new(NotYet).max_decoding_message_size(max);
+    let cache = CacheServer::new(NotYet).max_decoding_message_size(max);
+
+    health
+        .set_serving::<PermitsServer<permits::PermitsService>>()
+        .await;
+    health
+        .set_serving::<QuotasServer<quotas::QuotasService>>()
+        .await;
+
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = Server::builder()
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(permits)
+        .add_service(quotas)
+        .add_service(idempotency)
+        .add_service(cache);
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!("serving");
+
+    tokio::select! {
+        // The transport died on its own (it should not): report it.
+        res = &mut server => return Ok(res??),
+        () = shutdown => {}
+    }
+    tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<PermitsServer<permits::PermitsService>>()
+        .await;
+    health
+        .set_not_serving::<QuotasServer<quotas::QuotasService>>()
+        .await;
+    registry.close();
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
+        Ok(res) => res??,
+        Err(_) => {
+            tracing::warn!("drain exceeded the grace period; closing remaining calls");
+            server.abort();
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

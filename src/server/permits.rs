@@ -1,0 +1,232 @@
+//! `permitd.v1.Permits`: converts requests to the domain, calls the registry, converts back.
+//! Nothing else happens here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{name, opt_duration, to_duration, to_timestamp};
+use crate::permits::resource::{MAX_DIMENSION_LEN, MAX_LEASE, MAX_NAME_LEN, MIN_LEASE};
+use crate::permits::{
+    AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, Settlement,
+};
+use crate::proto::{self, permits_server::Permits};
+
+/// Longest `max_wait` accepted.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Most headers in one report.
+pub const MAX_HEADERS: usize = 200;
+/// Largest header name plus value, in bytes.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Longest permit id accepted.
+const MAX_PERMIT_ID: usize = 512;
+/// Margin kept before a caller's gRPC deadline, so the answer arrives before it expires.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// The Permits service.
+#[derive(Debug, Clone)]
+pub struct PermitsService {
+    registry: Registry,
+}
+
+impl PermitsService {
+    /// A service over `registry`.
+    #[must_use]
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+/// The caller's gRPC deadline from the `grpc-timeout` header (`<digits><unit>`).
+fn grpc_timeout<T>(req: &Request<T>) -> Option<Duration> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn check_cost(cost: &HashMap<String, u64>, field: &str) -> Result<(), PermitError> {
+    if cost.len() > 16 {
+        return Err(PermitError::Invalid {
+            field: field.into(),
+            message: format!("{} dimensions, at most 16", cost.len()),
+        });
+    }
+    for dim in cost.keys() {
+        name(dim, &format!("{field}.{dim}"), true, MAX_DIMENSION_LEN)?;
+    }
+    Ok(())
+}
+
+fn reason(r: DenialReason) -> proto::DenialReason {
+    match r {
+        DenialReason::RateLimited => proto::DenialReason::RateLimited,
+        DenialReason::ConcurrencyLimited => proto::DenialReason::ConcurrencyLimited,
+        DenialReason::Cooldown => proto::DenialReason::Cooldown,
+        DenialReason::QueueTimeout => proto::DenialReason::QueueTimeout,
+        DenialReason::QueueFull => proto::DenialReason::QueueFull,
+    }
+}
+
+fn acquire_response(o: AcquireOutcome) -> proto::AcquirePermitResponse {
+    let remaining = o
+        .remaining
+        .iter()
+        .map(|&(d, n)| (o.def.dimensions[d].clone(), n))
+        .collect();
+    let mut resp = proto::AcquirePermitResponse {
+        waited: Some(to_duration(o.waited)),
+        remaining,
+        ..Default::default()
+    };
+    match o.result {
+        Ok(g) => {
+            resp.granted = true;
+            resp.permit_id = g.permit_id;
+            resp.lease_expires_at = Some(to_timestamp(g.lease_expires_at));
+        }
+        Err(d) => {
+            resp.retry_after = Some(to_duration(d.retry_after));
+            resp.denial_reason = reason(d.reason) as i32;
+        }
+    }
+    resp
+}
+
+fn permit_id(id: &str) -> Result<&str, PermitError> {
+    if id.is_empty() || id.len() > MAX_PERMIT_ID {
+        return Err(PermitError::MalformedPermit);
+    }
+    Ok(id)
+}
+
+#[tonic::async_trait]
+impl Permits for PermitsService {
+    async fn acquire_permit(
+        &self,
+        request: Request<proto::AcquirePermitRequest>,
+    ) -> Result<Response<proto::AcquirePermitResponse>, Status> {
+        let deadline = grpc_timeout(&request);
+        let r = request.into_inner();
+        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+        name(&r.partition, "partition", false, MAX_NAME_LEN)?;
+        check_cost(&r.cost, "cost")?;
+        if r.client_id.len() > MAX_NAME_LEN {
+            return Err(PermitError::Invalid {
+                field: "client_id".into(),
+                message: format!("{} bytes, at most {MAX_NAME_LEN}", r.client_id.len()),
+            }
+            .into());
+        }
+        let mut max_wait = opt_duration(r.max_wait.as_ref(), "max_wait", Duration::ZERO, MAX_WAIT)?
+            .unwrap_or_default();
+        if let Some(d) = deadline {
+            max_wait = max_wait.min(d.saturating_sub(DEADLINE_MARGIN));
+        }
+        let lease = opt_duration(r.lease.as_ref(), "lease", MIN_LEASE, MAX_LEASE)?;
+        let outcome = self
+            .registry
+            .acquire(AcquireRequest {
+                resource: &r.resource,
+                partition: &r.partition,
+                cost: &r.cost,
+                max_wait,
+                priority: r.priority,
+                lease,
+            })
+            .await?;
+        Ok(Response::new(acquire_response(outcome)))
+    }
+
+    async fn report_outcome(
+        &self,
+        request: Request<proto::ReportOutcomeRequest>,
+    ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
+        let r = request.into_inner();
+        check_cost(&r.actual_cost, "actual_cost")?;
+        if r.headers.len() > MAX_HEADERS {
+            return Err(PermitError::Invalid {
+                field: "headers".into(),
+                message: format!("{} headers, at most {MAX_HEADERS}", r.headers.len()),
+            }
+            .into());
+        }
+        if let Some((k, _)) = r
+            .headers
+            .iter()
+            .find(|(k, v)| k.len() + v.len() > MAX_HEADER_BYTES)
+        {
+            return Err(PermitError::Invalid {
+                field: format!("headers.{}", k.chars().take(64).collect::<String>()),
+                message: format!("name and value exceed {MAX_HEADER_BYTES} bytes"),
+            }
+            .into());
+        }
+        if r.permit_id.is_empty() {
+            name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+            name(&r.partition, "partition", false, MAX_NAME_LEN)?;
+            self.registry
+                .charge(&r.resource, &r.partition, &r.actual_cost)?;
+        } else {
+            let settlement = if r.actual_cost.is_empty() {
+                Settlement::Keep
+            } else {
+                Settlement::Actual(&r.actual_cost)
+            };
+            self.registry
+                .release(permit_id(&r.permit_id)?, settlement)?;
+        }
+        // Header feedback (learning, cooldown, retry advice) is its own issue; until it
+        // lands the headers are accepted and ignored.
+        Ok(Response::new(proto::ReportOutcomeResponse::default()))
+    }
+
+    async fn release_permit(
+        &self,
+        request: Request<proto::ReleasePermitRequest>,
+    ) -> Result<Response<proto::ReleasePermitResponse>, Status> {
+        let r = request.into_inner();
+        let settlement = if r.refund {
+            Settlement::Refund
+        } else {
+            Settlement::Keep
+        };
+        self.registry
+            .release(permit_id(&r.permit_id)?, settlement)?;
+        Ok(Response::new(proto::ReleasePermitResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// grpc-timeout values in every unit parse; garbage is ignored.
+    #[test]
+    fn grpc_timeout_header() {
+        let mk = |v: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut().insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&r)
+        };
+        assert_eq!(mk("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(mk("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(mk("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(mk("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(mk("S"), None);
+        assert_eq!(mk("12x"), None);
+        assert_eq!(mk("-1S"), None);
+    }
+}

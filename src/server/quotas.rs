@@ -1,0 +1,170 @@
+//! `permitd.v1.Quotas`: bucket state and run-time administration of resources.
+//!
+//! PutResource and DeleteResource write the store first (durably) and only then change the
+//! live registry, under one async mutex, so the stored and the live definitions can't
+//! diverge when two admins race.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+use super::convert::{name, resource_from_proto, resource_to_proto, to_duration, to_timestamp};
+use super::error::ServiceError;
+use crate::permits::resource::MAX_NAME_LEN;
+use crate::permits::{QuotaView, Registry};
+use crate::proto::{self, quotas_server::Quotas};
+use crate::store::ResourceStore;
+
+/// Default page size of ListResources.
+const DEFAULT_PAGE: usize = 100;
+/// Largest page size of ListResources.
+const MAX_PAGE: usize = 1000;
+
+/// The Quotas service.
+#[derive(Clone)]
+pub struct QuotasService {
+    registry: Registry,
+    store: Arc<dyn ResourceStore>,
+    admin: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for QuotasService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotasService").finish_non_exhaustive()
+    }
+}
+
+impl QuotasService {
+    /// A service over the registry and the store that persists definitions.
+    #[must_use]
+    pub fn new(registry: Registry, store: Arc<dyn ResourceStore>) -> Self {
+        Self {
+            registry,
+            store,
+            admin: Arc::new(Mutex::new(())),
+        }
+    }
+}
+
+/// A bucket view on the wire.
+#[must_use]
+pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::QuotaUpdate {
+    proto::QuotaUpdate {
+        resource: resource.to_owned(),
+        partition: partition.to_owned(),
+        dimensions: v
+            .dimensions
+            .iter()
+            .map(|d| proto::DimensionQuota {
+                dimension: v.def.dimensions[d.dimension].clone(),
+                limit: d.limit,
+                remaining: d.remaining,
+                reset_at: Some(to_timestamp(d.reset_at)),
+                source: if d.learned {
+                    proto::LimitSource::Learned
+                } else {
+                    proto::LimitSource::Config
+                } as i32,
+                period: Some(to_duration(d.period)),
+            })
+            .collect(),
+        in_flight: v.in_flight,
+        concurrency: v.concurrency,
+        queue_depth: v.queue_depth,
+        cooldown_until: None,
+        granted_total: v.granted_total,
+        denied_total: v.denied_total,
+        upstream_429_total: 0,
+        at: Some(to_timestamp(v.at)),
+    }
+}
+
+#[tonic::async_trait]
+impl Quotas for QuotasService {
+    async fn get_quota(
+        &self,
+        request: Request<proto::GetQuotaRequest>,
+    ) -> Result<Response<proto::QuotaUpdate>, Status> {
+        let r = request.into_inner();
+        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+        name(&r.partition, "partition", false, MAX_NAME_LEN)?;
+        let v = self.registry.quota(&r.resource, &r.partition)?;
+        Ok(Response::new(quota_update(&r.resource, &r.partition, &v)))
+    }
+
+    async fn list_resources(
+        &self,
+        request: Request<proto::ListResourcesRequest>,
+    ) -> Result<Response<proto::ListResourcesResponse>, Status> {
+        let r = request.into_inner();
+        name(&r.prefix, "prefix", false, MAX_NAME_LEN)?;
+        name(&r.page_token, "page_token", false, MAX_NAME_LEN)?;
+        let size = match usize::try_from(r.page_size).unwrap_or(usize::MAX) {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        // One extra tells whether another page follows.
+        let mut defs = self.registry.list(&r.prefix, &r.page_token, size + 1);
+        let next_page_token = if defs.len() > size {
+            defs.truncate(size);
+            defs.last().map(|d| d.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListResourcesResponse {
+            resources: defs.iter().map(|d| resource_to_proto(d)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn put_resource(
+        &self,
+        request: Request<proto::PutResourceRequest>,
+    ) -> Result<Response<proto::PutResourceResponse>, Status> {
+        let r = request.into_inner();
+        let resource = r
+            .resource
+            .ok_or_else(|| Status::invalid_argument("resource: is required"))?;
+        let def = resource_from_proto(&resource, "resource")?;
+        let stored = resource_to_proto(&def);
+        let bytes = stored.encode_to_vec();
+        let _admin = self.admin.lock().await;
+        let store = Arc::clone(&self.store);
+        let key = def.name.clone();
+        tokio::task::spawn_blocking(move || store.put_resource(&key, &bytes))
+            .await
+            .map_err(ServiceError::from)?
+            .map_err(ServiceError::from)?;
+        let replaced = self.registry.put(def);
+        tracing::info!(resource = %stored.name, replaced, "resource defined");
+        Ok(Response::new(proto::PutResourceResponse {
+            resource: Some(stored),
+            replaced,
+        }))
+    }
+
+    async fn delete_resource(
+        &self,
+        request: Request<proto::DeleteResourceRequest>,
+    ) -> Result<Response<proto::DeleteResourceResponse>, Status> {
+        let r = request.into_inner();
+        name(&r.name, "name", true, MAX_NAME_LEN)?;
+        let _admin = self.admin.lock().await;
+        let store = Arc::clone(&self.store);
+        let key = r.name.clone();
+        let existed_on_disk = tokio::task::spawn_blocking(move || store.delete_resource(&key))
+            .await
+            .map_err(ServiceError::from)?
+            .map_err(ServiceError::from)?;
+        // Config-file resources live only in memory: deleting one is allowed too (until the
+        // next start re-applies the file).
+        let existed = self.registry.delete(&r.name) || existed_on_disk;
+        if !existed {
+            return Err(Status::not_found(format!("unknown resource {:?}", r.name)));
+        }
+        tracing::info!(resource = %r.name, "resource deleted");
+        Ok(Response::new(proto::DeleteResourceResponse {}))
+    }
+}

@@ -1,0 +1,386 @@
+//! The store conformance suite: one body per behaviour, run on every backend by
+//! [`store_conformance!`], so backends cannot disagree on what a put, a delete, a list or a
+//! damaged value means. A new backend (Redis) joins with one macro line and a
+//! [`Subject`] impl; behaviour only one backend has (sled reopening its directory) is
+//! tested below the macro lines.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+use super::{MemoryStore, OpenHint, ResourceStore, SledStore, StoreError, codec};
+
+/// A backend under test: the trait plus a way to plant damage behind the codec's back.
+trait Subject: ResourceStore {
+    /// Stores `raw` under the resource key `key` exactly as given (no framing).
+    fn inject_raw(&self, key: &[u8], raw: &[u8]);
+}
+
+impl Subject for MemoryStore {
+    fn inject_raw(&self, key: &[u8], raw: &[u8]) {
+        self.insert_raw_resource(key, raw);
+    }
+}
+
+impl Subject for SledStore {
+    fn inject_raw(&self, key: &[u8], raw: &[u8]) {
+        self.insert_raw_resource(key, raw).expect("raw insert");
+    }
+}
+
+/// A store plus whatever must outlive it (a temporary directory).
+struct Fixture<S> {
+    store: S,
+    _dir: Option<TempDir>,
+}
+
+fn memory() -> Fixture<MemoryStore> {
+    Fixture {
+        store: MemoryStore::new(),
+        _dir: None,
+    }
+}
+
+fn sled() -> Fixture<SledStore> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A subdirectory that does not exist yet: open must create it.
+    let store = SledStore::open(&dir.path().join("data")).expect("open sled");
+    Fixture {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+/// Names in the order `list_resources` must return them.
+fn names(store: &(impl ResourceStore + ?Sized)) -> Vec<String> {
+    let listed = store.list_resources().expect("list");
+    listed.into_iter().map(|(name, _)| name).collect()
+}
+
+/// Proves put reports insert vs replace, delete reports existence, list is in name order.
+fn check_put_replace_delete_list_order(s: &impl Subject) {
+    assert_eq!(s.list_resources().expect("list"), vec![]);
+    assert!(!s.put_resource("b", b"1").expect("put"));
+    assert!(!s.put_resource("a", b"2").expect("put"));
+    assert!(!s.put_resource("ä", b"3").expect("put"));
+    assert!(!s.put_resource("A", b"4").expect("put"));
+    assert!(s.put_resource("b", b"5").expect("replace"));
+    assert_eq!(names(s), ["A", "a", "b", "ä"]);
+    assert_eq!(
+        s.list_resources().expect("list")[2],
+        ("b".into(), b"5".to_vec())
+    );
+    assert!(s.delete_resource("a").expect("delete"));
+    assert!(!s.delete_resource("a").expect("delete again"));
+    assert_eq!(names(s), ["A", "b", "ä"]);
+    assert_eq!(s.corrupt_values(), 0);
+}
+
+/// Proves deleting a name that was never stored returns false and changes nothing.
+fn check_delete_missing_is_false(s: &impl Subject) {
+    assert!(!s.delete_resource("never").expect("delete"));
+    s.put_resource("kept", b"v").expect("put");
+    assert!(!s.delete_resource("never").expect("delete"));
+    assert_eq!(names(s), ["kept"]);
+}
+
+/// Proves names and values come back byte for byte: empty, every byte value, 1 MiB.
+fn check_values_round_trip(s: &impl Subject) {
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| i.wrapping_mul(31).to_le_bytes()[1])
+        .collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("", b"empty name".to_vec()),
+        ("empty", vec![]),
+        ("all-bytes", all_bytes),
+        ("big", big),
+        ("日本/ß\n\t\"", b"\0\xff".to_vec()),
+    ];
+    for (name, value) in &cases {
+        s.put_resource(name, value).expect("put");
+    }
+    let mut expected: Vec<(String, Vec<u8>)> =
+        cases.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+    expected.sort();
+    assert_eq!(s.list_resources().expect("list"), expected);
+}
+
+/// Proves a damaged value is skipped, counted once, absent for put and delete, and that a
+/// good write over it counts nothing more.
+fn check_corrupt_value_skipped_and_counted(s: &impl Subject) {
+    s.put_resource("good", b"v").expect("put");
+    let mut flipped = codec::encode(b"payload");
+    flipped[codec::HEADER_LEN] ^= 0x40;
+    s.inject_raw(b"bad", &flipped);
+    s.inject_raw(b"short", b"\x01");
+    assert_eq!(names(s), ["good"]);
+    assert_eq!(s.corrupt_values(), 2);
+    // Listing again sees the same damage: not counted again.
+    assert_eq!(names(s), ["good"]);
+    assert_eq!(s.corrupt_values(), 2);
+    // Damage reads as absent: overwriting it is not a "replace", removing it not "existed".
+    assert!(!s.put_resource("bad", b"fixed").expect("put"));
+    assert!(!s.delete_resource("short").expect("delete"));
+    assert_eq!(names(s), ["bad", "good"]);
+    assert_eq!(s.corrupt_values(), 2);
+}
+
+/// Proves a key that is not UTF-8 is skipped and counted like a damaged value.
+fn check_non_utf8_key_skipped_and_counted(s: &impl Subject) {
+    s.inject_raw(&[b'x', 0xff], &codec::encode(b"v"));
+    s.put_resource("y", b"v").expect("put");
+    assert_eq!(names(s), ["y"]);
+    assert_eq!(s.corrupt_values(), 1);
+}
+
+/// Proves concurrent puts of one new name report exactly one insert: the store's
+/// insert-or-replace is atomic, never a get then a set.
+fn check_concurrent_puts_insert_once(s: &impl Subject) {
+    let inserts = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8u8)
+            .map(|i| scope.spawn(move || s.put_resource("shared", &[i]).expect("put")))
+            .collect();
+        let joined = handles.into_iter().map(|h| h.join().expect("join"));
+        joined.filter(|replaced| !replaced).count()
+    });
+    assert_eq!(inserts, 1);
+    assert_eq!(names(s), ["shared"]);
+}
+
+/// One step of the model check.
+#[derive(Debug, Clone)]
+enum Op {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let name = prop_oneof![Just(String::new()), "[a-c]{1,2}", "[äß日]"];
+    prop_oneof![
+        (name.clone(), proptest::collection::vec(any::<u8>(), 0..16))
+            .prop_map(|(n, v)| Op::Put(n, v)),
+        name.prop_map(Op::Delete),
+    ]
+}
+
+/// Proves a random schedule of puts and deletes matches a `BTreeMap` reference model,
+/// return values and listing alike.
+fn check_matches_model(s: &impl Subject, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Put(n, v) => {
+                let replaced = s.put_resource(n, v).expect("put");
+                prop_assert_eq!(replaced, model.insert(n.clone(), v.clone()).is_some());
+            }
+            Op::Delete(n) => {
+                let existed = s.delete_resource(n).expect("delete");
+                prop_assert_eq!(existed, model.remove(n).is_some());
+            }
+        }
+    }
+    let expected: Vec<(String, Vec<u8>)> = model.into_iter().collect();
+    prop_assert_eq!(s.list_resources().expect("list"), expected);
+    Ok(())
+}
+
+/// Runs every conformance body against one backend, built fresh per test by `$make`.
+macro_rules! store_conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            /// Proves put/replace/delete results and name-ordered listing on this backend.
+            #[test]
+            fn put_replace_delete_list_order() {
+                check_put_replace_delete_list_order(&$make().store);
+            }
+
+            /// Proves deleting a missing name returns false on this backend.
+            #[test]
+            fn delete_missing_is_false() {
+                check_delete_missing_is_false(&$make().store);
+            }
+
+            /// Proves names and values round-trip byte for byte on this backend.
+            #[test]
+            fn values_round_trip() {
+                check_values_round_trip(&$make().store);
+            }
+
+            /// Proves damaged values are skipped, counted once and absent on this backend.
+            #[test]
+            fn corrupt_value_skipped_and_counted() {
+                check_corrupt_value_skipped_and_counted(&$make().store);
+            }
+
+            /// Proves non-UTF-8 keys are skipped and counted on this backend.
+            #[test]
+            fn non_utf8_key_skipped_and_counted() {
+                check_non_utf8_key_skipped_and_counted(&$make().store);
+            }
+
+            /// Proves concurrent puts of one name report one insert on this backend.
+            #[test]
+            fn concurrent_puts_insert_once() {
+                check_concurrent_puts_insert_once(&$make().store);
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(32))]
+                /// Proves this backend matches the reference model on random schedules.
+                #[test]
+                fn matches_model(ops in proptest::collection::vec(op(), 0..24)) {
+                    check_matches_model(&$make().store, &ops)?;
+                }
+            }
+        }
+    };
+}
+
+store_conformance!(memory_backend, memory);
+store_conformance!(sled_backend, sled);
+
+// ---- sled only: behaviour of a directory on disk ----
+
+/// Opens `dir` or panics with the error chain.
+fn open(dir: &Path) -> SledStore {
+    SledStore::open(dir).unwrap_or_else(|e| panic!("open {}: {e:?}", dir.display()))
+}
+
+/// Proves data written and acknowledged survives closing and reopening the directory.
+#[test]
+fn sled_reopen_keeps_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(dir.path());
+        s.put_resource("a", b"1").expect("put");
+        s.put_resource("b", b"2").expect("put");
+        s.put_resource("a", b"3").expect("replace");
+        s.delete_resource("b").expect("delete");
+        s.put_resource("c", b"").expect("put");
+    }
+    let s = open(dir.path());
+    let expected = vec![("a".to_owned(), b"3".to_vec()), ("c".to_owned(), vec![])];
+    assert_eq!(s.list_resources().expect("list"), expected);
+    assert!(s.put_resource("a", b"4").expect("replace after reopen"));
+}
+
+/// Set (to a directory) only in the child process of `sled_acked_writes_survive_exit`.
+const EXIT_CHILD_DIR: &str = "PERMITD_STORE_TEST_EXIT_CHILD_DIR";
+/// Exit code by which the child shows it got past its writes.
+const EXIT_CHILD_CODE: i32 = 42;
+
+/// Child half of `sled_acked_writes_survive_exit` (a no-op when run normally): writes,
+/// then exits at once. `exit` runs no destructors, like kill -9, so sled's drop-time flush
+/// never happens; only what each call flushed before returning can survive.
+#[test]
+fn sled_exit_child() {
+    let Some(dir) = std::env::var_os(EXIT_CHILD_DIR) else {
+        return;
+    };
+    let s = open(Path::new(&dir));
+    s.put_resource("a", b"1").expect("put");
+    s.put_resource("b", b"2").expect("put");
+    s.delete_resource("a").expect("delete");
+    std::process::exit(EXIT_CHILD_CODE);
+}
+
+/// Proves a put or delete is durable when it returns: a process that exits right after,
+/// without dropping the store, loses none of them.
+#[test]
+fn sled_acked_writes_survive_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    let status = std::process::Command::new(exe)
+        .args(["--exact", "store::conformance::sled_exit_child"])
+        .args(["--test-threads=1", "--nocapture"])
+        .env(EXIT_CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run child");
+    assert_eq!(
+        status.code(),
+        Some(EXIT_CHILD_CODE),
+        "child did not finish its writes"
+    );
+    let s = open(dir.path());
+    assert_eq!(
+        s.list_resources().expect("list"),
+        vec![("b".into(), b"2".to_vec())]
+    );
+}
+
+/// Proves damage on disk is still skipped after a reopen, and the counter restarts.
+#[test]
+fn sled_corrupt_value_survives_reopen_as_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(dir.path());
+        s.put_resource("good", b"v").expect("put");
+        s.inject_raw(b"bad", b"garbage bytes on disk");
+    }
+    let s = open(dir.path());
+    assert_eq!(s.corrupt_values(), 0);
+    assert_eq!(names(&s), ["good"]);
+    assert_eq!(s.corrupt_values(), 1);
+}
+
+/// Proves opening a path that is a regular file fails with advice naming the path.
+#[test]
+fn sled_open_on_regular_file_fails_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write file");
+    for path in [file.clone(), file.join("below")] {
+        let err = SledStore::open(&path).expect_err("must not open a file");
+        assert!(
+            matches!(&err, StoreError::Open { hint: OpenHint::NotADirectory, path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("not a directory"), "{msg}");
+        assert!(!err.is_transient());
+    }
+}
+
+/// Proves a second open of a directory in use fails with the lock hint, and succeeds once
+/// the first store is dropped.
+#[test]
+fn sled_second_open_is_locked_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = open(dir.path());
+    first.put_resource("a", b"1").expect("put");
+    let err = SledStore::open(dir.path()).expect_err("lock must be held");
+    assert!(
+        matches!(
+            err,
+            StoreError::Open {
+                hint: OpenHint::Locked,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("another permitd"), "{err}");
+    drop(first);
+    assert_eq!(names(&open(dir.path())), ["a"]);
+}
+
+/// Proves the store can be shared across threads behind an `Arc<dyn ResourceStore>`,
+/// the way the server holds it.
+#[test]
+fn store_is_usable_as_shared_trait_object() {
+    let fixture = sled();
+    let shared: Arc<dyn ResourceStore> = Arc::new(fixture.store);
+    let clone = Arc::clone(&shared);
+    std::thread::spawn(move || clone.put_resource("t", b"v").expect("put"))
+        .join()
+        .expect("join");
+    assert_eq!(names(&*shared), ["t"]);
+}
