@@ -1,5 +1,5 @@
 //! Configuration: the raw settings (a TOML file, then command-line overrides) validated once
-//! into a typed [`Config`](crate::config::Config).
+//! into a typed [`Config`].
 //!
 //! This module owns the file's shape and the server settings' bounds. It checks TOML syntax,
 //! types, durations and enum names, and names the offending field in every error

@@ -1,4 +1,25 @@
-//! permitd library.
+//! permitd: one service every worker asks before it calls a rate-limited upstream.
+//!
+//! # Request flow
+//! 1. `Permits.AcquirePermit` ([`server::permits`]) validates the request, then
+//!    [`permits::Registry::acquire`] finds the resource's bucket(s) and, under the bucket's
+//!    lock, checks every limit (exact integer GCRA, [`permits::limit`]) and the concurrency
+//!    slots; it grants (taking the cost and holding a lease), queues the caller (priority,
+//!    FIFO, head-of-line) until a release or a timer at the exact ready time wakes it, or
+//!    denies with the exact `retry_after`.
+//! 2. The worker calls the upstream.
+//! 3. `Permits.ReportOutcome` / `ReleasePermit` release the lease, reconcile the real cost
+//!    and wake the queue.
+//!
+//! # Module map (dependencies point down)
+//! - [`app`]: composition root: opens the store, loads resources, runs the server.
+//! - [`config`]: TOML file + flags -> validated [`config::Config`]; [`cli`]: the client
+//!   subcommands of the binary.
+//! - [`server`]: tonic services, proto <-> domain conversion, error -> status mapping,
+//!   health, reflection, shutdown.
+//! - [`permits`]: the domain: resources, bucket math, queue, leases. No transport or storage.
+//! - [`store`]: persistence behind a trait (sled on disk, memory for tests).
+//! - [`clock`]: monotonic time the domain is given, never reads itself.
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -126,7 +126,9 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log filter \"{}\"", config.log_filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let installed = match config.log_format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -326,9 +326,7 @@ impl BucketState {
             };
             match self.check(secondary.as_deref(), &cost, now) {
                 Ok(()) => {
-                    let Some(w) = self.dequeue(&key) else {
-                        return None;
-                    };
+                    let w = self.dequeue(&key)?;
                     let (seq, tag) = next_id();
                     let g =
                         self.commit(secondary.as_deref_mut(), w.cost, now, w.lease_ns, seq, tag);

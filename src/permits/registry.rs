@@ -369,7 +369,7 @@ impl Registry {
                         .commit(l.sec.as_deref_mut(), cost, now, lease_ns, seq, tag);
                     let remaining = remaining(&l, now);
                     drop(l);
-                    return Ok(self.granted(def, &req, g, start, remaining));
+                    return Ok(self.granted(def, &req, &g, start, remaining));
                 }
                 let block = checked.err();
                 let max_queue = usize::try_from(def.max_queue).unwrap_or(usize::MAX);
@@ -445,7 +445,7 @@ impl Registry {
                     let l = lock_pair(&home, sec.as_ref());
                     let remaining = remaining(&l, clock.now());
                     drop(l);
-                    return Ok(self.granted(def, &req, g, start, remaining));
+                    return Ok(self.granted(def, &req, &g, start, remaining));
                 }
                 WaitOutcome::Replaced => {}
                 WaitOutcome::Deleted => {
@@ -464,7 +464,7 @@ impl Registry {
         &self,
         def: Arc<ResourceDef>,
         req: &AcquireRequest<'_>,
-        g: Granted,
+        g: &Granted,
         start: Nanos,
         remaining: Vec<(usize, u64)>,
     ) -> AcquireOutcome {
@@ -495,23 +495,23 @@ impl Registry {
         now: Nanos,
     ) {
         let wake = l.home.drain(l.sec.as_deref_mut(), now, || self.next_id());
-        if let Some(at) = wake {
-            if l.home.timer_at.is_none_or(|t| at < t) {
-                l.home.timer_at = Some(at);
-                let registry = self.clone();
-                let home = Arc::clone(home);
-                let sec = sec.cloned();
-                let when = self.inner.clock.instant(at);
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(when.into()).await;
-                    let mut l = lock_pair(&home, sec.as_ref());
-                    if l.home.timer_at == Some(at) {
-                        l.home.timer_at = None;
-                    }
-                    let now = registry.inner.clock.now();
-                    registry.drain_locked(&mut l, &home, sec.as_ref(), now);
-                });
-            }
+        if let Some(at) = wake
+            && l.home.timer_at.is_none_or(|t| at < t)
+        {
+            l.home.timer_at = Some(at);
+            let registry = self.clone();
+            let home = Arc::clone(home);
+            let sec = sec.cloned();
+            let when = self.inner.clock.instant(at);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(when.into()).await;
+                let mut l = lock_pair(&home, sec.as_ref());
+                if l.home.timer_at == Some(at) {
+                    l.home.timer_at = None;
+                }
+                let now = registry.inner.clock.now();
+                registry.drain_locked(&mut l, &home, sec.as_ref(), now);
+            });
         }
     }
 
@@ -744,11 +744,11 @@ impl Drop for WaitGuard<'_> {
         };
         let mut l = lock_pair(self.home, self.sec);
         let now = self.registry.inner.clock.now();
-        if l.home.dequeue(&self.key).is_none() {
-            if let Ok(WaitOutcome::Granted(g)) = rx.try_recv() {
-                l.home
-                    .release(l.sec.as_deref_mut(), g.seq, g.tag, Settle::Refund, now);
-            }
+        if l.home.dequeue(&self.key).is_none()
+            && let Ok(WaitOutcome::Granted(g)) = rx.try_recv()
+        {
+            l.home
+                .release(l.sec.as_deref_mut(), g.seq, g.tag, Settle::Refund, now);
         }
         self.registry.drain_locked(&mut l, self.home, self.sec, now);
     }
@@ -788,16 +788,16 @@ fn resolve_cost(def: &ResourceDef, cost: &HashMap<String, u64>) -> Result<Cost, 
         let i = def
             .dimension_index(dim)
             .ok_or_else(|| unknown_dimension(def, "cost", dim))?;
-        if let Some(max) = def.max_grantable(i) {
-            if amount > max {
-                return Err(PermitError::Invalid {
-                    field: format!("cost.{dim}"),
-                    message: format!(
-                        "{amount} exceeds {max}, the most resource {:?} can ever grant at once",
-                        def.name
-                    ),
-                });
-            }
+        if let Some(max) = def.max_grantable(i)
+            && amount > max
+        {
+            return Err(PermitError::Invalid {
+                field: format!("cost.{dim}"),
+                message: format!(
+                    "{amount} exceeds {max}, the most resource {:?} can ever grant at once",
+                    def.name
+                ),
+            });
         }
         out[i] = amount;
     }
@@ -845,3 +845,7 @@ fn never(def: &ResourceDef, cost: &[u64]) -> PermitError {
         ),
     }
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

@@ -364,7 +364,8 @@ mod tests {
             limits: vec![limit("requests", 5, 1)],
             ..Default::default()
         };
-        let cases: Vec<(Box<dyn Fn(&mut proto::Resource)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut proto::Resource)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|r| r.name = String::new()), "resource.name"),
             (Box::new(|r| r.name = "a b".into()), "resource.name"),
             (
@@ -380,7 +381,7 @@ mod tests {
                     r.limits[0].period = Some(prost_types::Duration {
                         seconds: -1,
                         nanos: 0,
-                    })
+                    });
                 }),
                 "resource.limits[0].period",
             ),
@@ -389,7 +390,7 @@ mod tests {
                     r.limits[0].period = Some(prost_types::Duration {
                         seconds: 0,
                         nanos: 1,
-                    })
+                    });
                 }),
                 "resource.limits[0].period",
             ),
@@ -410,7 +411,7 @@ mod tests {
                     r.lease = Some(prost_types::Duration {
                         seconds: 10_000_000,
                         nanos: 0,
-                    })
+                    });
                 }),
                 "resource.lease",
             ),

@@ -5,7 +5,9 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::cast_precision_loss,
-    missing_docs
+    missing_docs,
+    unreachable_pub,
+    dead_code
 )]
 
 mod load;

@@ -1,0 +1,178 @@
+//! Registry tests on a manual clock: exact and independent of the machine's speed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::permits::limit::Rate;
+use crate::permits::resource::{BackoffDef, LimitDef, Origin, REQUESTS};
+
+fn def(name: &str, per_partition: bool, amount: u64, concurrency: u32) -> ResourceDef {
+    ResourceDef {
+        name: name.into(),
+        dimensions: vec![REQUESTS.into()],
+        declared_dimensions: vec![],
+        limits: vec![LimitDef {
+            dimension: 0,
+            rate: Rate {
+                amount,
+                period_ns: 1_000_000_000,
+                burst: amount,
+            },
+            scope: if per_partition {
+                Scope::Partition
+            } else {
+                Scope::Resource
+            },
+            scope_explicit: false,
+            origin: Origin::Config,
+        }],
+        concurrency,
+        lease: Duration::from_secs(60),
+        per_partition,
+        backoff: BackoffDef::default(),
+        max_queue: 10,
+        learn_from_headers: true,
+    }
+}
+
+fn req<'a>(
+    resource: &'a str,
+    partition: &'a str,
+    cost: &'a HashMap<String, u64>,
+) -> AcquireRequest<'a> {
+    AcquireRequest {
+        resource,
+        partition,
+        cost,
+        max_wait: Duration::ZERO,
+        priority: 0,
+        lease: None,
+    }
+}
+
+/// Partition buckets are created on first use and dropped once idle (leases expired,
+/// limits refilled), so memory is bounded by live partitions; a dropped partition starts
+/// afresh, full.
+#[tokio::test]
+async fn idle_partitions_are_dropped() {
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock.clone()), None);
+    reg.put(def("r", true, 1, 0));
+    let none = HashMap::new();
+    for i in 0..1000 {
+        let p = format!("user:{i}");
+        let o = reg.acquire(req("r", &p, &none)).await.unwrap();
+        assert!(o.result.is_ok());
+    }
+    assert_eq!(reg.bucket_count(), 1001);
+    // Leases held and buckets drained: nothing may be dropped.
+    assert_eq!(reg.sweep(), (0, 0));
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(reg.sweep(), (1000, 1000));
+    assert_eq!(reg.bucket_count(), 1);
+    let o = reg.acquire(req("r", "user:7", &none)).await.unwrap();
+    assert!(o.result.is_ok(), "a recreated partition is full");
+}
+
+/// A denial's retry_after is exact on the manual clock, and a concurrency denial points at
+/// the earliest lease expiry.
+#[tokio::test]
+async fn exact_retry_after() {
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock.clone()), None);
+    reg.put(def("rate", false, 4, 0));
+    reg.put(def("conc", false, 1000, 1));
+    let none = HashMap::new();
+    for _ in 0..4 {
+        assert!(
+            reg.acquire(req("rate", "", &none))
+                .await
+                .unwrap()
+                .result
+                .is_ok()
+        );
+    }
+    let d = reg
+        .acquire(req("rate", "", &none))
+        .await
+        .unwrap()
+        .result
+        .unwrap_err();
+    assert_eq!(d.reason, DenialReason::RateLimited);
+    assert_eq!(d.retry_after, Duration::from_millis(250));
+    clock.advance(Duration::from_millis(250));
+    assert!(
+        reg.acquire(req("rate", "", &none))
+            .await
+            .unwrap()
+            .result
+            .is_ok()
+    );
+
+    let g = reg
+        .acquire(req("conc", "", &none))
+        .await
+        .unwrap()
+        .result
+        .unwrap();
+    clock.advance(Duration::from_secs(10));
+    let d = reg
+        .acquire(req("conc", "", &none))
+        .await
+        .unwrap()
+        .result
+        .unwrap_err();
+    assert_eq!(d.reason, DenialReason::ConcurrencyLimited);
+    assert_eq!(d.retry_after, Duration::from_secs(50));
+    reg.release(&g.permit_id, Settlement::Keep).unwrap();
+    assert!(
+        reg.acquire(req("conc", "", &none))
+            .await
+            .unwrap()
+            .result
+            .is_ok()
+    );
+    assert!(matches!(
+        reg.release(&g.permit_id, Settlement::Keep),
+        Err(PermitError::UnknownPermit)
+    ));
+}
+
+/// Deleting a resource makes it unknown; replacing one starts its buckets afresh.
+#[tokio::test]
+async fn replace_and_delete() {
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock), None);
+    assert!(!reg.put(def("r", false, 1, 0)));
+    let none = HashMap::new();
+    assert!(
+        reg.acquire(req("r", "", &none))
+            .await
+            .unwrap()
+            .result
+            .is_ok()
+    );
+    assert!(
+        reg.acquire(req("r", "", &none))
+            .await
+            .unwrap()
+            .result
+            .is_err()
+    );
+    assert!(reg.put(def("r", false, 2, 0)));
+    assert!(
+        reg.acquire(req("r", "", &none))
+            .await
+            .unwrap()
+            .result
+            .is_ok()
+    );
+    assert!(reg.delete("r"));
+    assert!(matches!(
+        reg.acquire(req("r", "", &none)).await,
+        Err(PermitError::UnknownResource(_))
+    ));
+}
