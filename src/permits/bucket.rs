@@ -385,7 +385,12 @@ impl BucketState {
 
     /// Charge a cost incurred without a permit (a report of an un-permitted call).
     pub fn charge(&mut self, cost: &[u64], now: Nanos) {
-        take(&mut self.limits, cost, now);
+        for l in &mut self.limits {
+            let c = cost.get(l.dimension).copied().unwrap_or(0);
+            if c > 0 {
+                l.state.charge(c, now);
+            }
+        }
     }
 
     /// Whether the bucket holds nothing a fresh one would not: no lease, no waiter, every
@@ -421,7 +426,7 @@ fn take(limits: &mut [LimitSlot], cost: &[u64], now: Nanos) {
     for l in limits {
         let c = cost.get(l.dimension).copied().unwrap_or(0);
         if c > 0 {
-            l.state.take(c, now);
+            l.state.charge(c, now);
         }
     }
 }
@@ -434,7 +439,7 @@ fn settle_limits(limits: &mut [LimitSlot], refund: &[u64], charge: &[u64], now: 
             l.state.refund(r);
         }
         if c > 0 {
-            l.state.take(c, now);
+            l.state.charge(c, now);
         }
     }
 }

@@ -97,11 +97,19 @@ impl LimitState {
         u64::try_from(at).unwrap_or(u64::MAX).saturating_sub(now)
     }
 
-    /// Take `cost` units (the caller checked [`Self::wait_for`]); also used to charge extra
-    /// cost after the fact, which may leave the bucket in debt.
+    /// Take `cost` units (the caller checked [`Self::wait_for`]).
     pub fn take(&mut self, cost: u64, now: Nanos) {
         let base = self.tat.max(self.scaled(now));
         self.tat = base.saturating_add(u128::from(cost) * self.unit());
+    }
+
+    /// Charge units already used upstream (a reconciled cost, or a call made without a
+    /// permit). The bucket may go into debt, but by at most one full burst: an absurd report
+    /// must not lock a resource out for years, and an upstream's own window forgets too.
+    pub fn charge(&mut self, cost: u64, now: Nanos) {
+        self.take(cost, now);
+        let ceiling = self.scaled(now).saturating_add(2 * self.capacity());
+        self.tat = self.tat.min(ceiling);
     }
 
     /// Give `cost` units back (a refund); never fuller than full.
@@ -182,6 +190,17 @@ mod tests {
         assert_eq!(l.available(0), 0);
         // 15 units of debt plus 1 unit: 1.6 s.
         assert_eq!(l.wait_for(1, 0), Some(1_600_000_000));
+    }
+
+    /// A charge may leave the bucket in debt, but by one burst at most.
+    #[test]
+    fn charge_debt_is_capped() {
+        let mut l = LimitState::new(rate(10, SEC, 10));
+        l.charge(u64::MAX, 0);
+        assert_eq!(l.available(0), 0);
+        // Full again after two bursts' refill (2 s), not after centuries.
+        assert_eq!(l.full_at(), 2 * SEC);
+        assert_eq!(l.wait_for(1, 0), Some(1_100_000_000));
     }
 
     /// correct_down lowers the level and never raises it.

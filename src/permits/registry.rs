@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use super::PermitError;
 use super::bucket::{Block, BucketState, Cost, Granted, QueueKey, Settle, WaitOutcome, Waiter};
 use super::id::{self, PermitId};
+use super::limit::MAX_AMOUNT;
 use super::resource::{ResourceDef, Scope};
 use crate::clock::{Clock, Nanos, nanos};
 
@@ -538,11 +539,14 @@ impl Registry {
             .ok_or(PermitError::UnknownPermit)?;
         let mut l = lock_pair(&home, sec.as_ref());
         let now = self.inner.clock.now();
-        l.home
-            .release(l.sec.as_deref_mut(), id.seq, id.tag, settle, now)
-            .ok_or(PermitError::UnknownPermit)?;
+        // A lease that has ended is gone whether or not the sweeper has reclaimed it yet:
+        // its permit is NOT_FOUND and its cost stays taken.
+        l.home.reclaim(now);
+        let released = l
+            .home
+            .release(l.sec.as_deref_mut(), id.seq, id.tag, settle, now);
         self.drain_locked(&mut l, &home, sec.as_ref(), now);
-        Ok(())
+        released.map(|_| ()).ok_or(PermitError::UnknownPermit)
     }
 
     /// Charge the cost of a call made without a permit (ReportOutcome without `permit_id`).
@@ -581,7 +585,15 @@ impl Registry {
         let now = self.inner.clock.now();
         let view = |l: &Locked<'_>| self.view(&entry.def, l, now);
         match entry.buckets(partition, false) {
-            Some((home, sec)) => Ok(view(&lock_pair(&home, sec.as_ref()))),
+            Some((home, sec)) => {
+                let mut l = lock_pair(&home, sec.as_ref());
+                // Leases are reclaimed lazily (on the next check, or by the sweeper): an
+                // expired one must not show as in flight. A waiter behind it is served now.
+                if l.home.reclaim(now) > 0 {
+                    self.drain_locked(&mut l, &home, sec.as_ref(), now);
+                }
+                Ok(view(&l))
+            }
             None => {
                 // No bucket yet: show what a fresh one would hold, without creating it.
                 let home = Bucket::new(&entry.def, Scope::Partition);
@@ -725,7 +737,10 @@ impl WaitGuard<'_> {
         let now = self.registry.inner.clock.now();
         if let Some(w) = l.home.dequeue(&self.key) {
             self.rx = None;
-            let wait = l.home.estimate_wait(l.sec.as_deref(), &w.cost, None, now);
+            // What blocks it now (a held slot, not only the rates), so that retry_after
+            // agrees with an immediate denial's.
+            let block = l.home.check(l.sec.as_deref(), &w.cost, now).err();
+            let wait = l.home.estimate_wait(l.sec.as_deref(), &w.cost, block, now);
             // The head leaving may let the next waiter through.
             self.registry.drain_locked(&mut l, self.home, self.sec, now);
             return TimedOut::Denied(Duration::from_nanos(wait));
@@ -813,6 +828,14 @@ fn resolve_actual(
         let i = def
             .dimension_index(dim)
             .ok_or_else(|| unknown_dimension(def, "actual_cost", dim))?;
+        if amount > MAX_AMOUNT {
+            return Err(PermitError::Invalid {
+                field: format!("actual_cost.{dim}"),
+                message: format!(
+                    "{amount} is above the largest amount a limit can have ({MAX_AMOUNT})"
+                ),
+            });
+        }
         out[i] = Some(amount);
     }
     Ok(out)

@@ -22,7 +22,7 @@ pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// Longest permit id accepted.
 const MAX_PERMIT_ID: usize = 512;
 /// Margin kept before a caller's gRPC deadline, so the answer arrives before it expires.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
 /// The Permits service.
 #[derive(Debug, Clone)]

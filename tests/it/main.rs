@@ -10,6 +10,12 @@
     dead_code
 )]
 
+mod admin;
+mod bad_input;
+mod cli;
+mod lease;
 mod load;
+mod queue;
 mod sequential;
+mod service;
 mod support;
