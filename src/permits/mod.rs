@@ -3,16 +3,19 @@
 //! async waiting. No tonic, no sled, no redis in here: the server converts to and from the
 //! wire, the store persists definitions.
 
+pub mod answer;
 pub mod bucket;
+mod cost;
 pub mod id;
 pub mod limit;
 pub mod registry;
 pub mod resource;
 
-pub use registry::{
+pub use answer::{
     AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
-    Registry, Settlement,
+    Settlement,
 };
+pub use registry::Registry;
 pub use resource::ResourceDef;
 
 /// Errors of the permit domain.

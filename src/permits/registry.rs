@@ -15,129 +15,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::PermitError;
-use super::bucket::{Block, BucketState, Cost, Granted, QueueKey, Settle, WaitOutcome, Waiter};
+use super::answer::{
+    AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
+    Settlement,
+};
+use super::bucket::{Block, BucketState, Granted, QueueKey, Settle, WaitOutcome, Waiter};
+use super::cost::{never, resolve_actual, resolve_cost};
 use super::id::{self, PermitId};
-use super::limit::MAX_AMOUNT;
 use super::resource::{ResourceDef, Scope};
 use crate::clock::{Clock, Nanos, nanos};
-
-/// Why a permit was denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenialReason {
-    /// A rate limit has no room.
-    RateLimited,
-    /// The concurrency limit is reached.
-    ConcurrencyLimited,
-    /// The resource is paused after an upstream 429.
-    Cooldown,
-    /// Waited `max_wait` without a grant.
-    QueueTimeout,
-    /// The queue is full.
-    QueueFull,
-}
-
-/// A request for a permit, validated except for what needs the resource.
-#[derive(Debug, Clone)]
-pub struct AcquireRequest<'a> {
-    /// The resource.
-    pub resource: &'a str,
-    /// The partition.
-    pub partition: &'a str,
-    /// Dimension -> amount (`requests` defaults to 1).
-    pub cost: &'a HashMap<String, u64>,
-    /// How long the caller may wait (already capped by its deadline).
-    pub max_wait: Duration,
-    /// Higher first.
-    pub priority: i32,
-    /// Lease override.
-    pub lease: Option<Duration>,
-}
-
-/// The answer to an acquire.
-#[derive(Debug, Clone)]
-pub struct AcquireOutcome {
-    /// The resource definition the answer was computed under (to name dimensions).
-    pub def: Arc<ResourceDef>,
-    /// `Ok(grant)` or `Err(denial)`.
-    pub result: Result<GrantInfo, Denial>,
-    /// Time spent queued.
-    pub waited: Duration,
-    /// (dimension index, units left) per limited dimension.
-    pub remaining: Vec<(usize, u64)>,
-}
-
-/// A granted permit.
-#[derive(Debug, Clone)]
-pub struct GrantInfo {
-    /// Its id.
-    pub permit_id: String,
-    /// When its lease ends.
-    pub lease_expires_at: SystemTime,
-}
-
-/// A denial.
-#[derive(Debug, Clone, Copy)]
-pub struct Denial {
-    /// Why.
-    pub reason: DenialReason,
-    /// When to come back (never zero).
-    pub retry_after: Duration,
-}
-
-/// How a released permit's cost is settled, by dimension name.
-#[derive(Debug, Clone, Copy)]
-pub enum Settlement<'a> {
-    /// Keep the cost as acquired.
-    Keep,
-    /// Give it all back.
-    Refund,
-    /// What the call really used.
-    Actual(&'a HashMap<String, u64>),
-}
-
-/// One bucket's state for dashboards and GetQuota.
-#[derive(Debug, Clone)]
-pub struct QuotaView {
-    /// The definition.
-    pub def: Arc<ResourceDef>,
-    /// Per limited dimension, the tightest limit.
-    pub dimensions: Vec<DimensionView>,
-    /// Leases held.
-    pub in_flight: u32,
-    /// Concurrency limit.
-    pub concurrency: u32,
-    /// Waiters.
-    pub queue_depth: u32,
-    /// Grants.
-    pub granted_total: u64,
-    /// Denials.
-    pub denied_total: u64,
-    /// When read.
-    pub at: SystemTime,
-}
-
-/// One dimension's state.
-#[derive(Debug, Clone)]
-pub struct DimensionView {
-    /// Dimension index.
-    pub dimension: usize,
-    /// Amount per period of the tightest limit.
-    pub limit: u64,
-    /// Period of that limit.
-    pub period: Duration,
-    /// Units left.
-    pub remaining: u64,
-    /// When the bucket is full again.
-    pub reset_at: SystemTime,
-    /// Whether the limit was learned.
-    pub learned: bool,
-}
 
 #[derive(Debug)]
 struct Bucket {
@@ -792,81 +684,6 @@ fn remaining(l: &Locked<'_>, now: Nanos) -> Vec<(usize, u64)> {
         }
     }
     out
-}
-
-/// A cost map -> per-dimension amounts, refusing unknown dimensions and costs no limit can
-/// ever grant.
-fn resolve_cost(def: &ResourceDef, cost: &HashMap<String, u64>) -> Result<Cost, PermitError> {
-    let mut out = vec![0u64; def.dimensions.len()].into_boxed_slice();
-    out[0] = 1;
-    for (dim, &amount) in cost {
-        let i = def
-            .dimension_index(dim)
-            .ok_or_else(|| unknown_dimension(def, "cost", dim))?;
-        if let Some(max) = def.max_grantable(i)
-            && amount > max
-        {
-            return Err(PermitError::Invalid {
-                field: format!("cost.{dim}"),
-                message: format!(
-                    "{amount} exceeds {max}, the most resource {:?} can ever grant at once",
-                    def.name
-                ),
-            });
-        }
-        out[i] = amount;
-    }
-    Ok(out)
-}
-
-fn resolve_actual(
-    def: &ResourceDef,
-    actual: &HashMap<String, u64>,
-) -> Result<Vec<Option<u64>>, PermitError> {
-    let mut out = vec![None; def.dimensions.len()];
-    for (dim, &amount) in actual {
-        let i = def
-            .dimension_index(dim)
-            .ok_or_else(|| unknown_dimension(def, "actual_cost", dim))?;
-        if amount > MAX_AMOUNT {
-            return Err(PermitError::Invalid {
-                field: format!("actual_cost.{dim}"),
-                message: format!(
-                    "{amount} is above the largest amount a limit can have ({MAX_AMOUNT})"
-                ),
-            });
-        }
-        out[i] = Some(amount);
-    }
-    Ok(out)
-}
-
-fn unknown_dimension(def: &ResourceDef, field: &str, dim: &str) -> PermitError {
-    PermitError::Invalid {
-        field: format!("{field}.{dim}"),
-        message: format!(
-            "unknown dimension for resource {:?} (known: {})",
-            def.name,
-            def.dimensions.join(", ")
-        ),
-    }
-}
-
-fn never(def: &ResourceDef, cost: &[u64]) -> PermitError {
-    let dim = def
-        .limits
-        .iter()
-        .find(|l| cost.get(l.dimension).is_some_and(|&c| c > l.rate.burst))
-        .map_or(super::resource::REQUESTS, |l| {
-            def.dimensions[l.dimension].as_str()
-        });
-    PermitError::Invalid {
-        field: format!("cost.{dim}"),
-        message: format!(
-            "exceeds what resource {:?} can ever grant at once",
-            def.name
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,120 @@
+//! What the registry takes and answers: plain data, no behaviour. Kept apart from the
+//! registry so the server's conversions read against a short file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::resource::ResourceDef;
+
+/// Why a permit was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialReason {
+    /// A rate limit has no room.
+    RateLimited,
+    /// The concurrency limit is reached.
+    ConcurrencyLimited,
+    /// The resource is paused after an upstream 429.
+    Cooldown,
+    /// Waited `max_wait` without a grant.
+    QueueTimeout,
+    /// The queue is full.
+    QueueFull,
+}
+
+/// A request for a permit, validated except for what needs the resource.
+#[derive(Debug, Clone)]
+pub struct AcquireRequest<'a> {
+    /// The resource.
+    pub resource: &'a str,
+    /// The partition.
+    pub partition: &'a str,
+    /// Dimension -> amount (`requests` defaults to 1).
+    pub cost: &'a HashMap<String, u64>,
+    /// How long the caller may wait (already capped by its deadline).
+    pub max_wait: Duration,
+    /// Higher first.
+    pub priority: i32,
+    /// Lease override.
+    pub lease: Option<Duration>,
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone)]
+pub struct AcquireOutcome {
+    /// The resource definition the answer was computed under (to name dimensions).
+    pub def: Arc<ResourceDef>,
+    /// `Ok(grant)` or `Err(denial)`.
+    pub result: Result<GrantInfo, Denial>,
+    /// Time spent queued.
+    pub waited: Duration,
+    /// (dimension index, units left) per limited dimension.
+    pub remaining: Vec<(usize, u64)>,
+}
+
+/// A granted permit.
+#[derive(Debug, Clone)]
+pub struct GrantInfo {
+    /// Its id.
+    pub permit_id: String,
+    /// When its lease ends.
+    pub lease_expires_at: SystemTime,
+}
+
+/// A denial.
+#[derive(Debug, Clone, Copy)]
+pub struct Denial {
+    /// Why.
+    pub reason: DenialReason,
+    /// When to come back (never zero).
+    pub retry_after: Duration,
+}
+
+/// How a released permit's cost is settled, by dimension name.
+#[derive(Debug, Clone, Copy)]
+pub enum Settlement<'a> {
+    /// Keep the cost as acquired.
+    Keep,
+    /// Give it all back.
+    Refund,
+    /// What the call really used.
+    Actual(&'a HashMap<String, u64>),
+}
+
+/// One bucket's state for dashboards and GetQuota.
+#[derive(Debug, Clone)]
+pub struct QuotaView {
+    /// The definition.
+    pub def: Arc<ResourceDef>,
+    /// Per limited dimension, the tightest limit.
+    pub dimensions: Vec<DimensionView>,
+    /// Leases held.
+    pub in_flight: u32,
+    /// Concurrency limit.
+    pub concurrency: u32,
+    /// Waiters.
+    pub queue_depth: u32,
+    /// Grants.
+    pub granted_total: u64,
+    /// Denials.
+    pub denied_total: u64,
+    /// When read.
+    pub at: SystemTime,
+}
+
+/// One dimension's state.
+#[derive(Debug, Clone)]
+pub struct DimensionView {
+    /// Dimension index.
+    pub dimension: usize,
+    /// Amount per period of the tightest limit.
+    pub limit: u64,
+    /// Period of that limit.
+    pub period: Duration,
+    /// Units left.
+    pub remaining: u64,
+    /// When the bucket is full again.
+    pub reset_at: SystemTime,
+    /// Whether the limit was learned.
+    pub learned: bool,
+}
