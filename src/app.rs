@@ -3,7 +3,10 @@
 //! Start-up order: open the store (a clear error if the data directory is unusable), load
 //! the resources defined at run time, then apply the config file's resources on top (the
 //! file is declarative: what it names, it defines at every start), start the sweeper that
-//! reclaims expired leases and idle partition buckets, and serve.
+//! reclaims expired leases and idle partition buckets, open the idempotency records and
+//! the cache on the same store (one group-commit flusher for both, an expiry sweeper for
+//! each), and serve. On the way out the sweepers are joined and the flusher closed, so the
+//! store is released before `run` returns (a restart in the same process can reopen it).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,13 +16,16 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::net::TcpListener;
 
-use crate::clock::SystemClock;
+use crate::cache::Cache;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::idempotency::Idempotency;
 use crate::permits::{PermitError, Registry};
 use crate::proto;
-use crate::server::{self, Settings, convert};
-use crate::store::SledStore;
+use crate::server::{self, Records, Settings, convert};
+use crate::store::{GroupCommit, RecordStore, SledStore};
 use crate::store::{ResourceStore, StoreError};
+use crate::sweeper;
 
 /// How often expired leases and idle partition buckets are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -71,9 +77,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     let dir = config.data_dir.clone();
-    let store: Arc<dyn ResourceStore> =
-        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
+    let sled = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
+    let store: Arc<dyn ResourceStore> = Arc::clone(&sled) as Arc<dyn ResourceStore>;
+    let records_store: Arc<dyn RecordStore> = sled;
     let registry = build_registry(&config, store.as_ref())?;
+    let (records, commit) = open_records(&config, records_store).await?;
+    let record_sweepers = [
+        sweeper::spawn(
+            config.idempotency.sweep_interval,
+            Arc::clone(&records.clock),
+            Arc::new(records.idempotency.clone()),
+        ),
+        sweeper::spawn(
+            config.cache.sweep_interval,
+            Arc::clone(&records.clock),
+            Arc::new(records.cache.clone()),
+        ),
+    ];
     let sweeper = {
         let registry = registry.clone();
         tokio::spawn(async move {
@@ -96,10 +116,52 @@ pub async fn run(
         max_concurrent_streams: config.max_concurrent_streams,
         shutdown_grace: config.shutdown_grace,
     };
-    let res = server::run(listener, registry, Arc::clone(&store), settings, shutdown).await;
+    let res = server::run(listener, registry, store, records, settings, shutdown).await;
     sweeper.abort();
+    for s in record_sweepers {
+        s.abort();
+        // Joined, not just aborted: a sweeper holds the store until its task is dropped.
+        let _ = s.await;
+    }
+    // Flushes any last batch and drops the flusher's handle on the store.
+    tokio::task::spawn_blocking(move || commit.close()).await?;
     res?;
     Ok(())
+}
+
+/// Opens the idempotency records and the cache (rebuilding its index) over `store`, with
+/// one group-commit flusher for both.
+async fn open_records(
+    config: &Config,
+    store: Arc<dyn RecordStore>,
+) -> Result<(Records, GroupCommit), AppError> {
+    let commit = GroupCommit::start(Arc::clone(&store))?;
+    let idempotency = Idempotency::new(
+        Arc::clone(&store),
+        commit.clone(),
+        config.idempotency.clone(),
+    );
+    let (c, settings) = (commit.clone(), config.cache.clone());
+    let opened = match tokio::task::spawn_blocking(move || Cache::open(store, c, settings)).await {
+        Ok(opened) => opened.map_err(AppError::from),
+        Err(e) => Err(AppError::from(e)),
+    };
+    let cache = match opened {
+        Ok(cache) => cache,
+        Err(e) => {
+            // Release the store before reporting: the flusher thread owns a handle on it.
+            let closing = commit.clone();
+            tokio::task::spawn_blocking(move || closing.close()).await?;
+            return Err(e);
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let records = Records {
+        idempotency,
+        cache,
+        clock,
+    };
+    Ok((records, commit))
 }
 
 fn build_registry(config: &Config, store: &dyn ResourceStore) -> Result<Registry, AppError> {

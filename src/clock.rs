@@ -123,3 +123,28 @@ impl Clock for ManualClock {
 pub fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// Milliseconds since the Unix epoch at the clock's current instant: the time base of
+/// records that outlive the process (idempotency records, cache entries), where a count
+/// since this process's start would mean nothing after a restart.
+#[must_use]
+pub fn unix_ms(clock: &dyn Clock) -> u64 {
+    clock
+        .wall(clock.now())
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The wall time of a Unix-millisecond instant (for timestamps in answers).
+#[must_use]
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Whole milliseconds of a duration, rounded up (so a TTL under 1 ms is not zero) and
+/// saturating.
+#[must_use]
+pub fn ceil_ms(d: Duration) -> u64 {
+    let whole = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    whole.saturating_add(u64::from(!d.subsec_nanos().is_multiple_of(1_000_000)))
+}

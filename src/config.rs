@@ -10,6 +10,7 @@
 //! `config::resources` and is shared with the command-line client.
 
 mod error;
+mod records;
 mod resources;
 
 use crate::proto::Resource;
@@ -62,6 +63,10 @@ pub struct Config {
     pub default_resource: Option<Resource>,
     /// The resources declared in the file, not yet validated (the server does that).
     pub resources: Vec<Resource>,
+    /// The `[idempotency]` section: record and lock TTLs, result cap, sweeper.
+    pub idempotency: crate::idempotency::Settings,
+    /// The `[cache]` section: default TTL, value cap, byte budget, sweeper.
+    pub cache: crate::cache::Settings,
 }
 
 impl Default for Config {
@@ -77,6 +82,8 @@ impl Default for Config {
             max_concurrent_streams: 1024,
             default_resource: None,
             resources: Vec::new(),
+            idempotency: crate::idempotency::Settings::default(),
+            cache: crate::cache::Settings::default(),
         }
     }
 }
@@ -106,6 +113,10 @@ pub(crate) struct RawFile {
     default_resource: Option<RawResource>,
     #[serde(default)]
     pub(crate) resources: Vec<RawResource>,
+    #[serde(default)]
+    idempotency: records::RawIdempotency,
+    #[serde(default)]
+    cache: records::RawCache,
 }
 
 /// The `[server]` table as written.
@@ -236,6 +247,9 @@ impl Config {
             .map(|(i, r)| r.into_proto(&format!("resources[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let idempotency = raw.idempotency.build()?;
+        let cache = raw.cache.build()?;
+
         Ok(Config {
             listen,
             data_dir,
@@ -247,6 +261,8 @@ impl Config {
             max_concurrent_streams,
             default_resource,
             resources,
+            idempotency,
+            cache,
         })
     }
 }

@@ -11,6 +11,12 @@
 //! 3. `Permits.ReportOutcome` / `ReleasePermit` release the lease, reconcile the real cost
 //!    and wake the queue.
 //!
+//! Around it, `Cache.Get` ([`server::cache`] -> [`cache`]) answers repeated requests
+//! without an upstream call, and `Idempotency.Begin` ([`server::idempotency`] ->
+//! [`idempotency`]) lets exactly one worker make a call with side effects; each is one
+//! atomic read-modify-write of a record in the [`store`], and `Complete` / `Put` are
+//! answered once a group-commit flush made them durable.
+//!
 //! # Module map (dependencies point down)
 //! - [`app`]: composition root: opens the store, loads resources, runs the server.
 //! - [`config`]: TOML file + flags -> validated [`config::Config`]; [`cli`]: the client
@@ -18,7 +24,9 @@
 //! - [`server`]: tonic services, proto <-> domain conversion, error -> status mapping,
 //!   health, reflection, shutdown.
 //! - [`permits`]: the domain: resources, bucket math, queue, leases. No transport or storage.
-//! - [`store`]: persistence behind a trait (sled on disk, memory for tests).
+//! - [`idempotency`], [`cache`]: idempotency records and the result cache over the store's
+//!   record trait (state machine, TTLs, caps, eviction); [`sweeper`] removes what expired.
+//! - [`store`]: persistence behind traits (sled on disk, memory for tests), group commit.
 //! - [`clock`]: monotonic time the domain is given, never reads itself.
 
 /// Generated protobuf and gRPC code.
@@ -31,9 +39,12 @@ pub mod proto {
 }
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod idempotency;
 pub mod permits;
 pub mod server;
 pub mod store;
+pub mod sweeper;

@@ -3,6 +3,8 @@
 
 use tonic::{Code, Status};
 
+use crate::cache::CacheError;
+use crate::idempotency::IdempotencyError;
 use crate::permits::PermitError;
 use crate::store::StoreError;
 
@@ -15,6 +17,12 @@ pub enum ServiceError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The idempotency domain refused or failed.
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    /// The cache refused or failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     /// A blocking task died (a bug).
     #[error("internal task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -30,6 +38,18 @@ impl From<ServiceError> for Status {
             },
             ServiceError::Store(s) if s.is_transient() => Code::Unavailable,
             ServiceError::Store(_) | ServiceError::Join(_) => Code::Internal,
+            ServiceError::Idempotency(i) => match i {
+                IdempotencyError::Invalid { .. } => Code::InvalidArgument,
+                IdempotencyError::NotFound { .. } => Code::NotFound,
+                IdempotencyError::Refused { .. } => Code::FailedPrecondition,
+                IdempotencyError::Store(s) => store_code(s),
+                IdempotencyError::Task(_) => Code::Internal,
+            },
+            ServiceError::Cache(c) => match c {
+                CacheError::Invalid { .. } => Code::InvalidArgument,
+                CacheError::Store(s) => store_code(s),
+                CacheError::Task(_) => Code::Internal,
+            },
         };
         if code == Code::Internal {
             // Details go to the log, not to the client.
@@ -37,6 +57,16 @@ impl From<ServiceError> for Status {
             return Status::internal("internal error (logged on the server)");
         }
         Status::new(code, e.to_string())
+    }
+}
+
+/// A store failure inside a domain error: `UNAVAILABLE` when retrying can help, else
+/// `INTERNAL`.
+fn store_code(s: &StoreError) -> Code {
+    if s.is_transient() {
+        Code::Unavailable
+    } else {
+        Code::Internal
     }
 }
 
@@ -75,5 +105,58 @@ mod tests {
             Status::from(PermitError::MalformedPermit).code(),
             Code::InvalidArgument
         );
+    }
+
+    /// Each idempotency and cache error maps to its documented code; store trouble is
+    /// UNAVAILABLE only when transient, and internal details are not leaked.
+    #[test]
+    fn idempotency_and_cache_codes() {
+        use crate::idempotency::Refusal;
+        let code = |e: ServiceError| Status::from(e).code();
+        let store = |transient| StoreError::Backend {
+            op: "flush",
+            transient,
+            source: "disk".into(),
+        };
+        let invalid = IdempotencyError::Invalid {
+            field: "key",
+            message: "is required".into(),
+        };
+        let s = Status::from(ServiceError::from(invalid));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "key: is required")
+        );
+        let not_found = IdempotencyError::NotFound { key: "k".into() };
+        assert_eq!(code(not_found.into()), Code::NotFound);
+        for refusal in [
+            Refusal::NotBegun,
+            Refusal::AlreadyCompleted,
+            Refusal::NotHolder,
+            Refusal::LockExpired,
+        ] {
+            let e = IdempotencyError::Refused {
+                key: "k".into(),
+                refusal,
+            };
+            assert_eq!(code(e.into()), Code::FailedPrecondition);
+        }
+        assert_eq!(
+            code(IdempotencyError::Store(store(true)).into()),
+            Code::Unavailable
+        );
+        let s = Status::from(ServiceError::from(IdempotencyError::Store(store(false))));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("disk"));
+        let invalid = CacheError::Invalid {
+            field: "value",
+            message: "too big".into(),
+        };
+        assert_eq!(code(invalid.into()), Code::InvalidArgument);
+        assert_eq!(
+            code(CacheError::Store(store(true)).into()),
+            Code::Unavailable
+        );
+        assert_eq!(code(CacheError::Store(store(false)).into()), Code::Internal);
     }
 }

@@ -7,8 +7,10 @@
 //! `shutdown_grace` to finish before the server is dropped; tonic's own shutdown has no
 //! drain bound (hyperium/tonic#1820), so a long-lived stream could otherwise block exit.
 
+pub mod cache;
 pub mod convert;
 pub mod error;
+pub mod idempotency;
 pub mod permits;
 pub mod quotas;
 
@@ -20,6 +22,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::clock::Clock;
 use crate::permits::Registry;
 use crate::proto::{
     self, cache_server::CacheServer, idempotency_server::IdempotencyServer,
@@ -52,19 +55,27 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Services whose issue has not landed: every method answers UNIMPLEMENTED (generated
-/// default stubs).
-#[derive(Debug, Clone, Copy)]
-struct NotYet;
+/// Room for the rest of a request around its capped payload (headers, metadata, names).
+const ENVELOPE_BYTES: usize = 64 * 1024;
 
-impl proto::idempotency_server::Idempotency for NotYet {}
-impl proto::cache_server::Cache for NotYet {}
+/// The domain objects behind the Idempotency and Cache services, and the clock they take
+/// `now` from.
+#[derive(Debug, Clone)]
+pub struct Records {
+    /// Idempotency records.
+    pub idempotency: crate::idempotency::Idempotency,
+    /// The result cache.
+    pub cache: crate::cache::Cache,
+    /// Time source (Unix ms for records that outlive the process).
+    pub clock: Arc<dyn Clock>,
+}
 
 /// Serve until `shutdown` resolves, then drain for at most `settings.shutdown_grace`.
 pub async fn run(
     listener: TcpListener,
     registry: Registry,
     store: Arc<dyn ResourceStore>,
+    records: Records,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
@@ -82,14 +93,29 @@ pub async fn run(
         .max_decoding_message_size(max);
     let quotas = QuotasServer::new(quotas::QuotasService::new(registry.clone(), store))
         .max_decoding_message_size(max);
-    let idempotency = IdempotencyServer::new(NotYet).max_decoding_message_size(max);
-    let cache = CacheServer::new(NotYet).max_decoding_message_size(max);
+    // A capped payload (a result, a value) just over its cap must reach the domain to be
+    // refused as INVALID_ARGUMENT naming the field, so these decode a little more.
+    let result_cap = records.idempotency.settings().max_result_bytes;
+    let value_cap = records.cache.settings().max_value_bytes;
+    let idempotency = IdempotencyServer::new(idempotency::IdempotencyService::new(
+        records.idempotency,
+        Arc::clone(&records.clock),
+    ))
+    .max_decoding_message_size(max.max(result_cap.saturating_add(ENVELOPE_BYTES)));
+    let cache = CacheServer::new(cache::CacheService::new(records.cache, records.clock))
+        .max_decoding_message_size(max.max(value_cap.saturating_add(ENVELOPE_BYTES)));
 
     health
         .set_serving::<PermitsServer<permits::PermitsService>>()
         .await;
     health
         .set_serving::<QuotasServer<quotas::QuotasService>>()
+        .await;
+    health
+        .set_serving::<IdempotencyServer<idempotency::IdempotencyService>>()
+        .await;
+    health
+        .set_serving::<CacheServer<cache::CacheService>>()
         .await;
 
     let incoming = TcpIncoming::from(listener)
@@ -126,6 +152,12 @@ pub async fn run(
         .await;
     health
         .set_not_serving::<QuotasServer<quotas::QuotasService>>()
+        .await;
+    health
+        .set_not_serving::<IdempotencyServer<idempotency::IdempotencyService>>()
+        .await;
+    health
+        .set_not_serving::<CacheServer<cache::CacheService>>()
         .await;
     registry.close();
     let _ = stop_tx.send(());

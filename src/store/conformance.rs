@@ -2,7 +2,8 @@
 //! [`store_conformance!`], so backends cannot disagree on what a put, a delete, a list or a
 //! damaged value means. A new backend (Redis) joins with one macro line and a
 //! [`Subject`] impl; behaviour only one backend has (sled reopening its directory) is
-//! tested below the macro lines.
+//! tested below the macro lines. The [`super::RecordStore`] bodies live in [`records`]
+//! and run from the same macro.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,9 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use super::{MemoryStore, OpenHint, ResourceStore, SledStore, StoreError, codec};
+
+mod records;
+use records::*;
 
 /// A backend under test: the trait plus a way to plant damage behind the codec's back.
 trait Subject: ResourceStore {
@@ -230,12 +234,73 @@ macro_rules! store_conformance {
                 check_concurrent_puts_insert_once(&$make().store);
             }
 
+            /// Proves record put/get/replace/delete through update on this backend.
+            #[test]
+            fn update_put_get_delete() {
+                check_update_put_get_delete(&$make().store);
+            }
+
+            /// Proves Keep and deleting an absent record change nothing on this backend.
+            #[test]
+            fn keep_and_absent_delete_change_nothing() {
+                check_keep_and_absent_delete_change_nothing(&$make().store);
+            }
+
+            /// Proves the update closure sees the current record on this backend.
+            #[test]
+            fn update_sees_current_value() {
+                check_update_sees_current_value(&$make().store);
+            }
+
+            /// Proves concurrent read-modify-writes lose no update on this backend.
+            #[test]
+            fn concurrent_updates_are_atomic() {
+                check_concurrent_updates_are_atomic(&$make().store);
+            }
+
+            /// Proves 32 concurrent claims of one key have one winner on this backend.
+            #[test]
+            fn concurrent_claims_have_one_winner() {
+                check_concurrent_claims_have_one_winner(&$make().store);
+            }
+
+            /// Proves record scans are ordered, cursor-exclusive and bounded on this backend.
+            #[test]
+            fn scan_pages_in_key_order() {
+                check_scan_pages_in_key_order(&$make().store);
+            }
+
+            /// Proves record trees and resources are separate on this backend.
+            #[test]
+            fn trees_are_separate() {
+                check_trees_are_separate(&$make().store);
+            }
+
+            /// Proves damaged records are absent, counted and repairable on this backend.
+            #[test]
+            fn corrupt_record_absent_and_counted() {
+                check_corrupt_record_absent_and_counted(&$make().store);
+            }
+
+            /// Proves record payloads round-trip byte for byte on this backend.
+            #[test]
+            fn payloads_round_trip() {
+                check_payloads_round_trip(&$make().store);
+            }
+
             proptest! {
                 #![proptest_config(ProptestConfig::with_cases(32))]
                 /// Proves this backend matches the reference model on random schedules.
                 #[test]
                 fn matches_model(ops in proptest::collection::vec(op(), 0..24)) {
                     check_matches_model(&$make().store, &ops)?;
+                }
+
+                /// Proves this backend's records match the reference model on random
+                /// schedules of updates.
+                #[test]
+                fn records_match_model(ops in proptest::collection::vec(record_op(), 0..32)) {
+                    check_records_match_model(&$make().store, &ops)?;
                 }
             }
         }

@@ -68,6 +68,23 @@ impl CorruptTracker {
         old.is_some_and(|raw| codec::decode(raw).is_ok())
     }
 
+    /// The payload of one raw record entry (any tree), or `None` after recording it as
+    /// damaged.
+    pub(crate) fn decode_value<'a>(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        raw: &'a [u8],
+    ) -> Option<&'a [u8]> {
+        match codec::decode(raw) {
+            Ok(payload) => Some(payload),
+            Err(e) => {
+                self.record(tree, key, Corruption::Value(e));
+                None
+            }
+        }
+    }
+
     /// Decodes one raw resource entry, or records it as damaged and returns `None`.
     pub(crate) fn decode_resource(&self, key: &[u8], raw: &[u8]) -> Option<(String, Vec<u8>)> {
         let tree = keys::RESOURCES_TREE;

@@ -1,8 +1,10 @@
-//! Persistence behind a trait: what must survive a restart (resource definitions now;
-//! idempotency records and cached results in a later issue), on sled (the embedded
-//! default) or in memory (tests), with Redis to come.
+//! Persistence behind traits: what must survive a restart (resource definitions through
+//! [`ResourceStore`]; idempotency records and cached results through [`RecordStore`], whose
+//! one atomic read-modify-write primitive is explained in its module), on sled (the embedded
+//! default) or in memory (tests), with Redis to come. [`GroupCommit`] makes record writes
+//! durable in batches, one flush for every write that arrived meanwhile.
 //!
-//! The public surface names no backend type: [`ResourceStore`] speaks `&str` and bytes,
+//! The public surface names no backend type: the traits speak `&str` and bytes,
 //! and [`StoreError`] boxes backend errors as sources, so adding a backend changes no
 //! caller. Values are opaque bytes to the store (the caller encodes them); the store frames
 //! each one with a version and a checksum ([`codec`]) and lays keys out in one place
@@ -12,14 +14,18 @@
 //! the caller.
 //!
 //! [`ResourceStore`]: crate::store::ResourceStore
+//! [`RecordStore`]: crate::store::RecordStore
+//! [`GroupCommit`]: crate::store::GroupCommit
 //! [`StoreError`]: crate::store::StoreError
 //! [`codec`]: crate::store::codec
 //! [`keys`]: crate::store::keys
 
 pub mod codec;
+mod commit;
 mod corrupt;
 pub mod keys;
 mod memory;
+mod records;
 mod sled;
 
 #[cfg(test)]
@@ -27,7 +33,9 @@ mod conformance;
 
 use std::path::PathBuf;
 
+pub use self::commit::GroupCommit;
 pub use self::memory::MemoryStore;
+pub use self::records::{RecordStore, Scanned, Write};
 pub use self::sled::SledStore;
 
 /// A backend's own error, kept as a source without naming its type.

@@ -12,10 +12,17 @@
 
 mod admin;
 mod bad_input;
+mod cache;
 mod cli;
+mod crash;
+mod durability;
+mod group_commit;
+mod idempotency;
 mod lease;
 mod load;
 mod queue;
 mod sequential;
 mod service;
+mod soak;
+mod spawned;
 mod support;

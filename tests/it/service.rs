@@ -1,10 +1,8 @@
 //! What every permitd serves besides its own API, and how it stops: grpc.health.v1,
-//! server reflection (v1 and v1alpha), the UNIMPLEMENTED stubs of services not landed yet,
-//! and graceful shutdown with a waiter queued.
+//! server reflection (v1 and v1alpha), and graceful shutdown with a waiter queued.
 
 use std::time::{Duration, Instant};
 
-use permitd::proto;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -21,7 +19,13 @@ const NOT_SERVING: i32 = 2;
 async fn health_is_serving() {
     let server = TestServer::start().await;
     let mut h = HealthClient::new(server.channel().await);
-    for service in ["", "permitd.v1.Permits", "permitd.v1.Quotas"] {
+    for service in [
+        "",
+        "permitd.v1.Permits",
+        "permitd.v1.Quotas",
+        "permitd.v1.Idempotency",
+        "permitd.v1.Cache",
+    ] {
         let r = h
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -113,33 +117,6 @@ async fn reflection_v1_and_v1alpha() {
     for w in want {
         assert!(names.contains(&w), "v1alpha lists {names:?}, missing {w}");
     }
-    server.stop().await;
-}
-
-/// Idempotency and Cache are served but not implemented yet: UNIMPLEMENTED, not a
-/// transport error or a crash.
-#[tokio::test]
-async fn idempotency_and_cache_are_unimplemented() {
-    let server = TestServer::start().await;
-    let mut idem = proto::idempotency_client::IdempotencyClient::new(server.channel().await);
-    let e = idem
-        .begin(proto::BeginRequest {
-            key: "k".into(),
-            fingerprint: "f".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-    let mut cache = proto::cache_client::CacheClient::new(server.channel().await);
-    let e = cache
-        .get(proto::CacheGetRequest {
-            namespace: "n".into(),
-            key: "k".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
     server.stop().await;
 }
 

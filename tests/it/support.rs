@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use permitd::config::Config;
-use permitd::proto::{self, permits_client::PermitsClient, quotas_client::QuotasClient};
+use permitd::proto::{
+    self, cache_client::CacheClient, idempotency_client::IdempotencyClient,
+    permits_client::PermitsClient, quotas_client::QuotasClient,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -41,6 +44,19 @@ impl TestServer {
             ..Config::default()
         })
         .await
+    }
+
+    /// Start on a fresh temporary data directory with `tune` applied to the default config.
+    pub async fn start_tuned(tune: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        tune(&mut config);
+        let mut s = Self::start_with(config).await;
+        s._dir = Some(dir);
+        s
     }
 
     /// Start with a given config (its listen address is ignored).
@@ -100,6 +116,16 @@ impl TestServer {
 
     pub async fn quotas(&self) -> QuotasClient<Channel> {
         QuotasClient::new(self.channel().await)
+    }
+
+    pub async fn idempotency(&self) -> IdempotencyClient<Channel> {
+        IdempotencyClient::new(self.channel().await)
+    }
+
+    pub async fn cache(&self) -> CacheClient<Channel> {
+        CacheClient::new(self.channel().await)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
     }
 
     /// Signal shutdown and join the server; returns how long the drain took.
