@@ -20,6 +20,7 @@ use crate::proto;
 use crate::server::{self, Settings, convert};
 use crate::store::SledStore;
 use crate::store::{ResourceStore, StoreError};
+use crate::watch::Hub;
 
 /// How often expired leases and idle partition buckets are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -73,7 +74,8 @@ pub async fn run(
     let dir = config.data_dir.clone();
     let store: Arc<dyn ResourceStore> =
         Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
-    let registry = build_registry(&config, store.as_ref())?;
+    let hub = Hub::new();
+    let registry = build_registry(&config, store.as_ref(), hub.clone())?;
     let sweeper = {
         let registry = registry.clone();
         tokio::spawn(async move {
@@ -95,14 +97,28 @@ pub async fn run(
         max_message_bytes: config.max_message_bytes,
         max_concurrent_streams: config.max_concurrent_streams,
         shutdown_grace: config.shutdown_grace,
+        retryable_status: config.retryable_status.clone(),
+        feedback_counters: Arc::default(),
     };
-    let res = server::run(listener, registry, Arc::clone(&store), settings, shutdown).await;
+    let res = server::run(
+        listener,
+        registry,
+        hub,
+        Arc::clone(&store),
+        settings,
+        shutdown,
+    )
+    .await;
     sweeper.abort();
     res?;
     Ok(())
 }
 
-fn build_registry(config: &Config, store: &dyn ResourceStore) -> Result<Registry, AppError> {
+fn build_registry(
+    config: &Config,
+    store: &dyn ResourceStore,
+    hub: Hub,
+) -> Result<Registry, AppError> {
     let template = match &config.default_resource {
         Some(t) => {
             let mut t = t.clone();
@@ -111,7 +127,7 @@ fn build_registry(config: &Config, store: &dyn ResourceStore) -> Result<Registry
         }
         None => None,
     };
-    let registry = Registry::new(Arc::new(SystemClock::new()), template);
+    let registry = Registry::new(Arc::new(SystemClock::new()), template, hub);
     let mut loaded = 0usize;
     for (name, bytes) in store.list_resources()? {
         // A stored definition the current version rejects is skipped loudly rather than

@@ -18,6 +18,9 @@
 //! - [`server`]: tonic services, proto <-> domain conversion, error -> status mapping,
 //!   health, reflection, shutdown.
 //! - [`permits`]: the domain: resources, bucket math, queue, leases. No transport or storage.
+//! - [`feedback`]: upstream rate-limit headers (every dialect) -> one typed observation,
+//!   and how an observation changes a bucket; [`backoff`]: retry delays and advice.
+//! - [`watch`]: the quota-update hub behind `Quotas.Watch`.
 //! - [`store`]: persistence behind a trait (sled on disk, memory for tests).
 //! - [`clock`]: monotonic time the domain is given, never reads itself.
 
@@ -31,9 +34,12 @@ pub mod proto {
 }
 
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod feedback;
 pub mod permits;
 pub mod server;
 pub mod store;
+pub mod watch;

@@ -1,5 +1,5 @@
 //! The command-line client: subcommands that talk to a running permitd over gRPC
-//! (`acquire`, `release`, `report`, `resources list|put|delete`, `quota`).
+//! (`acquire`, `release`, `report`, `resources list|put|delete`, `quota`, `bench`).
 //!
 //! This module owns the flags (clap derive) and their parsing; `commands` makes the calls
 //! and prints the answers; `output` holds the formatting shared by them; `rpc` owns the
@@ -9,6 +9,7 @@
 //! Exit status: 0 on success, `EXIT_DENIED` (3) when `acquire` is denied (a normal answer
 //! a shell script branches on), 1 on any error (printed by `main` as `error: ...`).
 
+mod bench;
 mod commands;
 mod output;
 mod rpc;
@@ -44,6 +45,11 @@ pub enum ClientCommand {
     },
     /// Show the live state of one bucket (remaining per dimension, in flight, queued)
     Quota(QuotaArgs),
+    /// Load-test a running server: AcquirePermit against Health/Check (the floor)
+    ///
+    /// Interleaves the phases (health, grant, deny, release) in rounds and prints req/s,
+    /// p50/p90/p99/p99.9 latency and the ratios to the floor, as a table and one JSON line.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the server is and how long to wait for it; taken by every client subcommand.
@@ -220,6 +226,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             }
         },
         ClientCommand::Quota(args) => commands::quota(args).await,
+        ClientCommand::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -8,6 +8,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::permits::limit::Rate;
 use crate::permits::resource::{BackoffDef, LimitDef, Origin, REQUESTS};
+use crate::watch::Hub;
 
 fn def(name: &str, per_partition: bool, amount: u64, concurrency: u32) -> ResourceDef {
     ResourceDef {
@@ -59,7 +60,7 @@ fn req<'a>(
 #[tokio::test]
 async fn idle_partitions_are_dropped() {
     let clock = ManualClock::new();
-    let reg = Registry::new(Arc::new(clock.clone()), None);
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
     reg.put(def("r", true, 1, 0));
     let none = HashMap::new();
     for i in 0..1000 {
@@ -82,7 +83,7 @@ async fn idle_partitions_are_dropped() {
 #[tokio::test]
 async fn exact_retry_after() {
     let clock = ManualClock::new();
-    let reg = Registry::new(Arc::new(clock.clone()), None);
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
     reg.put(def("rate", false, 4, 0));
     reg.put(def("conc", false, 1000, 1));
     let none = HashMap::new();
@@ -145,7 +146,7 @@ async fn exact_retry_after() {
 #[tokio::test]
 async fn replace_and_delete() {
     let clock = ManualClock::new();
-    let reg = Registry::new(Arc::new(clock), None);
+    let reg = Registry::new(Arc::new(clock), None, Hub::new());
     assert!(!reg.put(def("r", false, 1, 0)));
     let none = HashMap::new();
     assert!(

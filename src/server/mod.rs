@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 pub mod permits;
 pub mod quotas;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::proto::{
     permits_server::PermitsServer, quotas_server::QuotasServer,
 };
 use crate::store::ResourceStore;
+use crate::watch::Hub;
 
 /// Server knobs (validated by the config).
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub struct Settings {
     pub max_concurrent_streams: u32,
     /// Bound on the drain at shutdown.
     pub shutdown_grace: Duration,
+    /// Upstream statuses worth a retry.
+    pub retryable_status: Vec<u32>,
+    /// Header feedback counters (shared with metrics).
+    pub feedback_counters: Arc<crate::feedback::apply::Counters>,
 }
 
 /// Server failures.
@@ -64,6 +70,7 @@ impl proto::cache_server::Cache for NotYet {}
 pub async fn run(
     listener: TcpListener,
     registry: Registry,
+    hub: Hub,
     store: Arc<dyn ResourceStore>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
@@ -78,10 +85,18 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let max = settings.max_message_bytes;
-    let permits = PermitsServer::new(permits::PermitsService::new(registry.clone()))
-        .max_decoding_message_size(max);
-    let quotas = QuotasServer::new(quotas::QuotasService::new(registry.clone(), store))
-        .max_decoding_message_size(max);
+    let permits = PermitsServer::new(permits::PermitsService::new(
+        registry.clone(),
+        crate::backoff::Retryable::new(settings.retryable_status.iter().copied()),
+        Arc::clone(&settings.feedback_counters),
+    ))
+    .max_decoding_message_size(max);
+    let quotas = QuotasServer::new(quotas::QuotasService::new(
+        registry.clone(),
+        hub.clone(),
+        store,
+    ))
+    .max_decoding_message_size(max);
     let idempotency = IdempotencyServer::new(NotYet).max_decoding_message_size(max);
     let cache = CacheServer::new(NotYet).max_decoding_message_size(max);
 
@@ -128,6 +143,8 @@ pub async fn run(
         .set_not_serving::<QuotasServer<quotas::QuotasService>>()
         .await;
     registry.close();
+    // Watch streams send a final UNAVAILABLE and end, so the drain is not held up by them.
+    hub.close();
     let _ = stop_tx.send(());
     match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
         Ok(res) => res??,

@@ -13,9 +13,11 @@
 mod admin;
 mod bad_input;
 mod cli;
+mod feedback;
 mod lease;
 mod load;
 mod queue;
 mod sequential;
 mod service;
 mod support;
+mod watch;
