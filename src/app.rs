@@ -3,7 +3,9 @@
 //! Start-up order: open the store (a clear error if the data directory is unusable), load
 //! the resources defined at run time, then apply the config file's resources on top (the
 //! file is declarative: what it names, it defines at every start), start the sweeper that
-//! reclaims expired leases and idle partition buckets, and serve.
+//! reclaims expired leases and idle partition buckets, and serve: gRPC on `listen`, and
+//! (when `metrics_listen` is set) metrics and the dashboard over HTTP, both stopped by the
+//! same shutdown signal, each draining for at most `shutdown_grace`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,8 +17,10 @@ use tokio::net::TcpListener;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::metrics;
 use crate::permits::{PermitError, Registry};
 use crate::proto;
+use crate::server::grpc_stats::GrpcStats;
 use crate::server::{self, Settings, convert};
 use crate::store::SledStore;
 use crate::store::{ResourceStore, StoreError};
@@ -46,29 +50,51 @@ pub enum AppError {
     /// The server failed.
     #[error("server")]
     Server(#[from] server::ServerError),
+    /// The metrics and dashboard server failed.
+    #[error("metrics")]
+    Metrics(#[from] metrics::MetricsError),
     /// A blocking task died.
     #[error("start-up task")]
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Bind `config.listen` and serve until `shutdown` resolves.
+/// Bind `config.listen` (and `config.metrics_listen`, if set) and serve until `shutdown`
+/// resolves.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).await?;
     run(config, listener, shutdown).await
 }
 
-/// Serve on an already bound listener (tests bind `127.0.0.1:0`).
+/// Serve on an already bound gRPC listener (tests bind `127.0.0.1:0`); metrics are served
+/// on `config.metrics_listen` if set.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    run_with(config, listener, metrics_listener, shutdown).await
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+/// Serve gRPC on `listener` and, when given, metrics and the dashboard on
+/// `metrics_listener` (`config.metrics_listen` is not read: tests pass a listener bound to
+/// `127.0.0.1:0`).
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     let dir = config.data_dir.clone();
@@ -99,18 +125,55 @@ pub async fn run(
         shutdown_grace: config.shutdown_grace,
         retryable_status: config.retryable_status.clone(),
         feedback_counters: Arc::default(),
+        grpc_stats: Arc::new(GrpcStats::served()),
     };
+    // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
+    // also ends the waits) if the gRPC server stops on its own.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let http = metrics_listener.map(|l| {
+        let state = metrics::State::new(
+            registry.clone(),
+            hub.clone(),
+            Arc::clone(&settings.feedback_counters),
+            Arc::clone(&settings.grpc_stats),
+        );
+        tokio::spawn(metrics::serve(
+            l,
+            state,
+            config.shutdown_grace,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let res = server::run(
         listener,
         registry,
-        hub,
+        hub.clone(),
         Arc::clone(&store),
         settings,
-        shutdown,
+        stopped(stop_rx),
     )
     .await;
+    stopper.abort();
+    // Idempotent; ends the dashboards' feeds even when the gRPC server died on its own.
+    hub.close();
     sweeper.abort();
+    let http_res = match http {
+        // Bounded by its own grace period.
+        Some(task) => task
+            .await
+            .map_err(metrics::MetricsError::from)
+            .and_then(|r| r),
+        None => Ok(()),
+    };
     res?;
+    http_res?;
     Ok(())
 }
 

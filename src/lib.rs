@@ -12,7 +12,9 @@
 //!    and wake the queue.
 //!
 //! # Module map (dependencies point down)
-//! - [`app`]: composition root: opens the store, loads resources, runs the server.
+//! - [`app`]: composition root: opens the store, loads resources, runs the servers.
+//! - [`metrics`]: HTTP on `--metrics-listen`: Prometheus `/metrics`, the live dashboard
+//!   page and its server-sent events feed.
 //! - [`config`]: TOML file + flags -> validated [`config::Config`]; [`cli`]: the client
 //!   subcommands of the binary.
 //! - [`server`]: tonic services, proto <-> domain conversion, error -> status mapping,
@@ -39,6 +41,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod feedback;
+pub mod metrics;
 pub mod permits;
 pub mod server;
 pub mod store;

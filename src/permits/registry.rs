@@ -37,17 +37,18 @@ use crate::watch::{BucketKey, Hub};
 struct Bucket {
     state: Mutex<BucketState>,
     /// Announced to the watch hub on every change (an `Arc`, so announcing allocates
-    /// nothing).
+    /// nothing). Its strings are shared with the resource and the partition map's key, so
+    /// a bucket costs no string copies.
     key: Arc<BucketKey>,
 }
 
 impl Bucket {
-    fn new(def: &ResourceDef, scope: Scope, partition: &str) -> Arc<Self> {
+    fn new(def: &ResourceDef, scope: Scope, resource: &Arc<str>, partition: Arc<str>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(BucketState::new(def, scope, def.home_scope() == scope)),
             key: Arc::new(BucketKey {
-                resource: def.name.as_str().into(),
-                partition: partition.into(),
+                resource: Arc::clone(resource),
+                partition,
             }),
         })
     }
@@ -62,13 +63,15 @@ struct Entry {
     def: Arc<ResourceDef>,
     stats: Arc<ResourceStats>,
     shared: Arc<Bucket>,
-    partitions: DashMap<Box<str>, Arc<Bucket>>,
+    partitions: DashMap<Arc<str>, Arc<Bucket>>,
     shared_has_limits: bool,
+    name: Arc<str>,
 }
 
 impl Entry {
     fn new(def: ResourceDef) -> Self {
-        let shared = Bucket::new(&def, Scope::Resource, "");
+        let name: Arc<str> = def.name.as_str().into();
+        let shared = Bucket::new(&def, Scope::Resource, &name, "".into());
         let shared_has_limits = def.limits.iter().any(|l| l.scope == Scope::Resource);
         Self {
             def: Arc::new(def),
@@ -76,6 +79,7 @@ impl Entry {
             shared,
             partitions: DashMap::new(),
             shared_has_limits,
+            name,
         }
     }
 
@@ -86,11 +90,12 @@ impl Entry {
         if !create {
             return None;
         }
+        let key: Arc<str> = partition.into();
         Some(Arc::clone(
             &self
                 .partitions
-                .entry(partition.into())
-                .or_insert_with(|| Bucket::new(&self.def, Scope::Partition, partition)),
+                .entry(Arc::clone(&key))
+                .or_insert_with(|| Bucket::new(&self.def, Scope::Partition, &self.name, key)),
         ))
     }
 
@@ -625,7 +630,7 @@ impl Registry {
             }
             None => {
                 // No bucket yet: show what a fresh one would hold, without creating it.
-                let home = Bucket::new(&entry.def, Scope::Partition, partition);
+                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition.into());
                 let sec = entry.secondary();
                 Ok(view(&lock_pair(&home, sec.as_ref())))
             }

@@ -177,3 +177,41 @@ async fn replace_and_delete() {
         Err(PermitError::UnknownResource(_))
     ));
 }
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Memory per live partition bucket (RSS growth / buckets), with and without a held
+/// lease; run with `cargo test --release --lib memory_per_bucket -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, run by scripts/bench.sh"]
+async fn memory_per_bucket() {
+    const N: usize = 500_000;
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
+    reg.put(def("mem", true, 10, 0));
+    let none = HashMap::new();
+    let names: Vec<String> = (0..N).map(|i| format!("user:{i}")).collect();
+    let before = rss_bytes();
+    for p in &names {
+        let o = reg.acquire(req("mem", p, &none)).await.unwrap();
+        assert!(o.result.is_ok());
+    }
+    let after = rss_bytes();
+    assert_eq!(reg.bucket_count(), N + 1);
+    println!(
+        "RESULT memory_per_bucket buckets={N} bytes_per_bucket_with_lease={} size_of_bucket_state={}",
+        (after - before) / N as u64,
+        std::mem::size_of::<BucketState>()
+    );
+}

@@ -1,5 +1,6 @@
 //! The gRPC edge: tonic services that convert protobuf <-> domain and map errors to
-//! statuses, plus health, reflection, limits and graceful shutdown.
+//! statuses, plus health, reflection, per-method request metrics ([`grpc_stats`]), limits
+//! and graceful shutdown.
 //!
 //! [`run`] takes a bound listener and a shutdown future (the mini-redis shape), so `main`
 //! and the tests differ only in what they pass in. Shutdown: health turns NOT_SERVING at
@@ -9,6 +10,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod grpc_stats;
 pub mod permits;
 pub mod quotas;
 pub mod watch;
@@ -42,6 +44,8 @@ pub struct Settings {
     pub retryable_status: Vec<u32>,
     /// Header feedback counters (shared with metrics).
     pub feedback_counters: Arc<crate::feedback::apply::Counters>,
+    /// Request counts and latencies per method (shared with metrics).
+    pub grpc_stats: Arc<grpc_stats::GrpcStats>,
 }
 
 /// Server failures.
@@ -112,6 +116,7 @@ pub async fn run(
         .with_keepalive(Some(Duration::from_secs(60)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = Server::builder()
+        .layer(settings.grpc_stats.layer())
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

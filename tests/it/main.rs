@@ -13,6 +13,10 @@
 mod admin;
 mod bad_input;
 mod cli;
+mod dash_http;
+mod dash_metrics;
+mod dash_watch_cli;
+mod dashboard;
 mod feedback;
 mod lease;
 mod load;
