@@ -262,3 +262,59 @@ async fn bad_interval() {
     assert!(e.message().contains("min_interval"));
     server.stop().await;
 }
+
+/// A thousand subscribers on one connection: each gets its snapshot, and the permit path
+/// and the server's memory stay flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers() {
+    let server = TestServer::start().await;
+    put(
+        &server,
+        resource(
+            "w:many",
+            vec![limit("requests", 1_000_000_000, Duration::from_secs(1), 0)],
+            0,
+        ),
+    )
+    .await;
+    let mut c = server.permits().await;
+    let timed = async |c: &mut permitd::proto::permits_client::PermitsClient<_>| {
+        let t = Instant::now();
+        for _ in 0..1000 {
+            c.acquire_permit(acquire_req("w:many")).await.unwrap();
+        }
+        t.elapsed()
+    };
+    timed(&mut c).await;
+    let alone = timed(&mut c).await;
+    let rss_before = crate::support::rss_kib().unwrap_or(0);
+    let channel = server.channel().await;
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        let mut q = permitd::proto::quotas_client::QuotasClient::new(channel.clone());
+        let mut s = q
+            .watch(watch_req("w:", Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            next(&mut s, Duration::from_secs(10)).await.resource,
+            "w:many"
+        );
+        streams.push(s);
+    }
+    let watched = timed(&mut c).await;
+    let rss_after = crate::support::rss_kib().unwrap_or(0);
+    let ratio = alone.as_secs_f64() / watched.as_secs_f64();
+    println!(
+        "RESULT watch_thousand_subscribers throughput_ratio={ratio:.2} rss_growth_kib={}",
+        rss_after.saturating_sub(rss_before)
+    );
+    assert!(ratio > 0.5, "1000 subscribers slowed permits to {ratio:.2}");
+    assert!(
+        rss_after.saturating_sub(rss_before) < 128 * 1024,
+        "memory grew"
+    );
+    drop(streams);
+    server.stop().await;
+}
