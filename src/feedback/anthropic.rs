@@ -9,17 +9,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::value::{self, Pick, Why};
-use super::{Kind, PerKind, What};
-
-/// A header of this dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Field {
-    what: What,
-    kind: Kind,
-}
+use super::{Kind, KindField, PerKind, What};
 
 /// Every field with its lower-case name.
-const FIELDS: [(&str, What, Kind); 12] = [
+pub(super) const FIELDS: [(&str, What, Kind); 12] = [
     (
         "anthropic-ratelimit-requests-limit",
         What::Limit,
@@ -82,38 +75,20 @@ const FIELDS: [(&str, What, Kind); 12] = [
     ),
 ];
 
-impl Field {
-    /// The field a lower-case name denotes, if it is one of this dialect's.
-    pub(super) fn recognise(lower: &str) -> Option<Self> {
-        FIELDS
-            .iter()
-            .find(|(n, ..)| *n == lower)
-            .map(|&(_, what, kind)| Self { what, kind })
-    }
-
-    /// Its lower-case name.
-    pub(super) fn name(self) -> &'static str {
-        FIELDS
-            .iter()
-            .find(|&&(_, w, k)| w == self.what && k == self.kind)
-            .map_or("anthropic-ratelimit", |(n, ..)| n)
-    }
-}
-
 /// What the dialect's headers said so far.
 #[derive(Debug, Default)]
 pub(super) struct State(PerKind);
 
 impl State {
     /// Take one header's value.
-    pub(super) fn apply(&mut self, f: Field, v: &str, now: SystemTime) -> Result<(), Why> {
+    pub(super) fn apply(&mut self, f: KindField, v: &str, now: SystemTime) -> Result<(), Why> {
         let p = self.0.kind(f.kind);
         match f.what {
-            What::Limit => p.limit(value::counts(v, Pick::Min)?, f.name()),
-            What::Remaining => p.remaining(value::counts(v, Pick::Min)?, f.name()),
+            What::Limit => p.limit(value::counts(v, Pick::Min)?, f.name),
+            What::Remaining => p.remaining(value::counts(v, Pick::Min)?, f.name),
             What::Reset => {
                 let d = value::each(v, Pick::Max, |s| value::until(now, rfc3339(s)?))?;
-                p.reset(d, f.name());
+                p.reset(d, f.name);
             }
         }
         Ok(())

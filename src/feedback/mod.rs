@@ -176,9 +176,9 @@ enum Field {
     /// `X-RateLimit-*`, GitHub and the older `RateLimit-*` drafts.
     Classic(classic::Field),
     /// `x-ratelimit-{limit,remaining,reset}-{kind}`.
-    OpenAi(openai::Field),
+    OpenAi(KindField),
     /// `anthropic-ratelimit-{kind}-{limit,remaining,reset}`.
-    Anthropic(anthropic::Field),
+    Anthropic(KindField),
     /// `RateLimit-Policy` / `RateLimit`.
     Ietf(ietf::Field),
 }
@@ -191,8 +191,8 @@ impl Field {
         }
         classic::Field::recognise(lower)
             .map(Self::Classic)
-            .or_else(|| openai::Field::recognise(lower).map(Self::OpenAi))
-            .or_else(|| anthropic::Field::recognise(lower).map(Self::Anthropic))
+            .or_else(|| KindField::recognise(&openai::FIELDS, lower).map(Self::OpenAi))
+            .or_else(|| KindField::recognise(&anthropic::FIELDS, lower).map(Self::Anthropic))
             .or_else(|| ietf::Field::recognise(lower).map(Self::Ietf))
     }
 
@@ -201,8 +201,7 @@ impl Field {
         match self {
             Self::RetryAfter => retry_after::NAME,
             Self::Classic(f) => f.name(),
-            Self::OpenAi(f) => f.name(),
-            Self::Anthropic(f) => f.name(),
+            Self::OpenAi(f) | Self::Anthropic(f) => f.name,
             Self::Ietf(f) => f.name(),
         }
     }
@@ -299,6 +298,25 @@ enum What {
     Remaining,
     /// When it is back to full.
     Reset,
+}
+
+/// A header of a dialect that names quota kinds (OpenAI, Anthropic): which figure, of which
+/// kind, under which lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KindField {
+    what: What,
+    kind: Kind,
+    name: &'static str,
+}
+
+impl KindField {
+    /// The field of `table` a lower-case name denotes, if any.
+    fn recognise(table: &[(&'static str, What, Kind)], lower: &str) -> Option<Self> {
+        table
+            .iter()
+            .find(|(n, ..)| *n == lower)
+            .map(|&(name, what, kind)| Self { what, kind, name })
+    }
 }
 
 /// Figures per [`Kind`], for the dialects that name kinds.

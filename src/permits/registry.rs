@@ -438,6 +438,17 @@ impl Registry {
         }
     }
 
+    /// The resources whose name starts with `prefix`, taken out of the map so no shard lock
+    /// is held while their buckets are locked.
+    fn entries(&self, prefix: &str) -> Vec<Arc<Entry>> {
+        self.inner
+            .resources
+            .iter()
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| Arc::clone(&e))
+            .collect()
+    }
+
     /// Count an upstream answer reported for `resource` (unknown resources are ignored).
     pub fn count_upstream(&self, resource: &str, status: u32) {
         if let Some(e) = self.inner.resources.get(resource) {
@@ -449,12 +460,7 @@ impl Registry {
     /// metrics (partitions are summed, never labels).
     #[must_use]
     pub fn metrics(&self) -> Vec<ResourceMetrics> {
-        let entries: Vec<Arc<Entry>> = self
-            .inner
-            .resources
-            .iter()
-            .map(|e| Arc::clone(&e))
-            .collect();
+        let entries = self.entries("");
         let mut out: Vec<ResourceMetrics> = entries
             .into_iter()
             .map(|e| {
@@ -501,13 +507,7 @@ impl Registry {
     /// listed only when it has limits of its own.
     #[must_use]
     pub fn snapshot(&self, prefix: &str) -> Vec<(Arc<BucketKey>, QuotaView)> {
-        let entries: Vec<Arc<Entry>> = self
-            .inner
-            .resources
-            .iter()
-            .filter(|e| e.key().starts_with(prefix))
-            .map(|e| Arc::clone(&e))
-            .collect();
+        let entries = self.entries(prefix);
         let mut out = Vec::new();
         for e in entries {
             let mut keys = Vec::new();
@@ -679,12 +679,7 @@ impl Registry {
     /// Reclaim expired leases everywhere and drop idle partition buckets (memory stays
     /// bounded by live partitions). Returns (leases reclaimed, buckets dropped).
     pub fn sweep(&self) -> (usize, usize) {
-        let entries: Vec<Arc<Entry>> = self
-            .inner
-            .resources
-            .iter()
-            .map(|e| Arc::clone(&e))
-            .collect();
+        let entries = self.entries("");
         let (mut reclaimed, mut dropped) = (0, 0);
         for entry in entries {
             for b in entry.all_buckets() {
@@ -740,7 +735,7 @@ impl Registry {
     /// Stop: every waiter is answered `ShuttingDown` and new acquires are refused.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        for e in &self.inner.resources {
+        for e in self.entries("") {
             close_entry(&e, || WaitOutcome::Shutdown);
         }
     }

@@ -312,7 +312,10 @@ async fn a_thousand_subscribers() {
     );
     // Only a guard against a collapse: other tests share the 2 cores, so the figure itself
     // is read from the RESULT line (about 0.9 when this test runs alone).
-    assert!(ratio > 0.25, "1000 subscribers slowed permits to {ratio:.2}");
+    assert!(
+        ratio > 0.25,
+        "1000 subscribers slowed permits to {ratio:.2}"
+    );
     assert!(
         rss_after.saturating_sub(rss_before) < 128 * 1024,
         "memory grew"
