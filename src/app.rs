@@ -5,8 +5,11 @@
 //! file is declarative: what it names, it defines at every start), start the sweeper that
 //! reclaims expired leases and idle partition buckets, open the idempotency records and
 //! the cache on the same store (one group-commit flusher for both, an expiry sweeper for
-//! each), and serve. On the way out the sweepers are joined and the flusher closed, so the
-//! store is released before `run` returns (a restart in the same process can reopen it).
+//! each), and serve: gRPC on `listen`, and (when `metrics_listen` is set) metrics and the
+//! dashboard over HTTP, both stopped by the same shutdown signal, each draining for at
+//! most `shutdown_grace`. On the way out the record sweepers are joined and the flusher
+//! closed, so the store is released before `run` returns (a restart in the same process
+//! can reopen it).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,12 +23,15 @@ use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::idempotency::Idempotency;
+use crate::metrics;
 use crate::permits::{PermitError, Registry};
 use crate::proto;
+use crate::server::grpc_stats::GrpcStats;
 use crate::server::{self, Records, Settings, convert};
 use crate::store::{GroupCommit, RecordStore, SledStore};
 use crate::store::{ResourceStore, StoreError};
 use crate::sweeper;
+use crate::watch::Hub;
 
 /// How often expired leases and idle partition buckets are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -51,36 +57,59 @@ pub enum AppError {
     /// The server failed.
     #[error("server")]
     Server(#[from] server::ServerError),
+    /// The metrics and dashboard server failed.
+    #[error("metrics")]
+    Metrics(#[from] metrics::MetricsError),
     /// A blocking task died.
     #[error("start-up task")]
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Bind `config.listen` and serve until `shutdown` resolves.
+/// Bind `config.listen` (and `config.metrics_listen`, if set) and serve until `shutdown`
+/// resolves.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).await?;
     run(config, listener, shutdown).await
 }
 
-/// Serve on an already bound listener (tests bind `127.0.0.1:0`).
+/// Serve on an already bound gRPC listener (tests bind `127.0.0.1:0`); metrics are served
+/// on `config.metrics_listen` if set.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    run_with(config, listener, metrics_listener, shutdown).await
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+/// Serve gRPC on `listener` and, when given, metrics and the dashboard on
+/// `metrics_listener` (`config.metrics_listen` is not read: tests pass a listener bound to
+/// `127.0.0.1:0`).
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     let dir = config.data_dir.clone();
     let sled = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
     let store: Arc<dyn ResourceStore> = Arc::clone(&sled) as Arc<dyn ResourceStore>;
     let records_store: Arc<dyn RecordStore> = sled;
-    let registry = build_registry(&config, store.as_ref())?;
+    let hub = Hub::new();
+    let registry = build_registry(&config, store.as_ref(), hub.clone())?;
     let (records, commit) = open_records(&config, records_store).await?;
     let record_sweepers = [
         sweeper::spawn(
@@ -115,8 +144,47 @@ pub async fn run(
         max_message_bytes: config.max_message_bytes,
         max_concurrent_streams: config.max_concurrent_streams,
         shutdown_grace: config.shutdown_grace,
+        retryable_status: config.retryable_status.clone(),
+        feedback_counters: Arc::default(),
+        grpc_stats: Arc::new(GrpcStats::served()),
     };
-    let res = server::run(listener, registry, store, records, settings, shutdown).await;
+    // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
+    // also ends the waits) if the gRPC server stops on its own.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let http = metrics_listener.map(|l| {
+        let state = metrics::State::new(
+            registry.clone(),
+            hub.clone(),
+            Arc::clone(&settings.feedback_counters),
+            Arc::clone(&settings.grpc_stats),
+        );
+        tokio::spawn(metrics::serve(
+            l,
+            state,
+            config.shutdown_grace,
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let res = server::run(
+        listener,
+        registry,
+        hub.clone(),
+        Arc::clone(&store),
+        records,
+        settings,
+        stopped(stop_rx),
+    )
+    .await;
+    stopper.abort();
+    // Idempotent; ends the dashboards' feeds even when the gRPC server died on its own.
+    hub.close();
     sweeper.abort();
     for s in record_sweepers {
         s.abort();
@@ -125,7 +193,16 @@ pub async fn run(
     }
     // Flushes any last batch and drops the flusher's handle on the store.
     tokio::task::spawn_blocking(move || commit.close()).await?;
+    let http_res = match http {
+        // Bounded by its own grace period.
+        Some(task) => task
+            .await
+            .map_err(metrics::MetricsError::from)
+            .and_then(|r| r),
+        None => Ok(()),
+    };
     res?;
+    http_res?;
     Ok(())
 }
 
@@ -164,7 +241,11 @@ async fn open_records(
     Ok((records, commit))
 }
 
-fn build_registry(config: &Config, store: &dyn ResourceStore) -> Result<Registry, AppError> {
+fn build_registry(
+    config: &Config,
+    store: &dyn ResourceStore,
+    hub: Hub,
+) -> Result<Registry, AppError> {
     let template = match &config.default_resource {
         Some(t) => {
             let mut t = t.clone();
@@ -173,7 +254,7 @@ fn build_registry(config: &Config, store: &dyn ResourceStore) -> Result<Registry
         }
         None => None,
     };
-    let registry = Registry::new(Arc::new(SystemClock::new()), template);
+    let registry = Registry::new(Arc::new(SystemClock::new()), template, hub);
     let mut loaded = 0usize;
     for (name, bytes) in store.list_resources()? {
         // A stored definition the current version rejects is skipped loudly rather than

@@ -58,6 +58,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams allowed per connection. Default 1024.
     pub max_concurrent_streams: u32,
+    /// Upstream statuses worth a retry (0 = no answer). Default 0, 429, 502, 503, 504.
+    pub retryable_status: Vec<u32>,
     /// Template for resources created on first use (its name is empty); `None` makes an
     /// unknown resource `NOT_FOUND`.
     pub default_resource: Option<Resource>,
@@ -80,6 +82,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_message_bytes: 256 * 1024,
             max_concurrent_streams: 1024,
+            retryable_status: vec![0, 429, 502, 503, 504],
             default_resource: None,
             resources: Vec::new(),
             idempotency: crate::idempotency::Settings::default(),
@@ -131,6 +134,7 @@ struct RawServer {
     shutdown_grace: Option<String>,
     max_message_bytes: Option<i64>,
     max_concurrent_streams: Option<i64>,
+    retryable_status: Option<Vec<i64>>,
 }
 
 impl Config {
@@ -236,6 +240,18 @@ impl Config {
             None => defaults.max_concurrent_streams,
         };
 
+        let retryable_status = match s.retryable_status {
+            Some(codes) => codes
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let c = in_range(&format!("server.retryable_status[{i}]"), c, 0, 999)?;
+                    Ok(u32::try_from(c).unwrap_or(0))
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?,
+            None => defaults.retryable_status,
+        };
+
         let default_resource = raw
             .default_resource
             .map(|r| r.into_template("default_resource"))
@@ -259,6 +275,7 @@ impl Config {
             shutdown_grace,
             max_message_bytes,
             max_concurrent_streams,
+            retryable_status,
             default_resource,
             resources,
             idempotency,

@@ -18,14 +18,19 @@
 //! answered once a group-commit flush made them durable.
 //!
 //! # Module map (dependencies point down)
-//! - [`app`]: composition root: opens the store, loads resources, runs the server.
+//! - [`app`]: composition root: opens the store, loads resources, runs the servers.
+//! - [`metrics`]: HTTP on `--metrics-listen`: Prometheus `/metrics`, the live dashboard
+//!   page and its server-sent events feed.
 //! - [`config`]: TOML file + flags -> validated [`config::Config`]; [`cli`]: the client
 //!   subcommands of the binary.
 //! - [`server`]: tonic services, proto <-> domain conversion, error -> status mapping,
 //!   health, reflection, shutdown.
 //! - [`permits`]: the domain: resources, bucket math, queue, leases. No transport or storage.
+//! - [`feedback`]: upstream rate-limit headers (every dialect) -> one typed observation,
+//!   and how an observation changes a bucket; [`backoff`]: retry delays and advice.
 //! - [`idempotency`], [`cache`]: idempotency records and the result cache over the store's
 //!   record trait (state machine, TTLs, caps, eviction); [`sweeper`] removes what expired.
+//! - [`watch`]: the quota-update hub behind `Quotas.Watch`.
 //! - [`store`]: persistence behind traits (sled on disk, memory for tests), group commit.
 //! - [`clock`]: monotonic time the domain is given, never reads itself.
 
@@ -39,12 +44,16 @@ pub mod proto {
 }
 
 pub mod app;
+pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod feedback;
 pub mod idempotency;
+pub mod metrics;
 pub mod permits;
 pub mod server;
 pub mod store;
 pub mod sweeper;
+pub mod watch;

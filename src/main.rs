@@ -87,10 +87,16 @@ fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Client(cmd) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the tokio runtime")?;
+            // One thread suffices for a single call; the load generator uses every core it
+            // is given (pin it with taskset to keep it off the server's).
+            let rt = if matches!(cmd, permitd::cli::ClientCommand::Bench(_)) {
+                tokio::runtime::Builder::new_multi_thread()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+            }
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?;
             rt.block_on(permitd::cli::run(cmd))
         }
     }

@@ -1,17 +1,20 @@
 //! The command-line client: subcommands that talk to a running permitd over gRPC
-//! (`acquire`, `release`, `report`, `resources list|put|delete`, `quota`).
+//! (`acquire`, `release`, `report`, `resources list|put|delete`, `quota`, `bench`).
 //!
 //! This module owns the flags (clap derive) and their parsing; `commands` makes the calls
 //! and prints the answers; `output` holds the formatting shared by them; `rpc` owns the
-//! connection and the one place a gRPC error becomes the printed `CODE: message`. Nothing
-//! here panics on a server's answer: every value is printed, absent ones as `-`.
+//! connection and the one place a gRPC error becomes the printed `CODE: message`; `watch`
+//! owns the live view of `Quotas.Watch`. Nothing here panics on a server's answer: every
+//! value is printed, absent ones as `-`.
 //!
 //! Exit status: 0 on success, `EXIT_DENIED` (3) when `acquire` is denied (a normal answer
 //! a shell script branches on), 1 on any error (printed by `main` as `error: ...`).
 
+mod bench;
 mod commands;
 mod output;
 mod rpc;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +47,18 @@ pub enum ClientCommand {
     },
     /// Show the live state of one bucket (remaining per dimension, in flight, queued)
     Quota(QuotaArgs),
+    /// Watch quotas live: a table that redraws, or one JSON object per update
+    ///
+    /// Streams Quotas.Watch: every matching bucket first, then each change (at most one per
+    /// bucket per --interval). The table shows per bucket and dimension what remains of the
+    /// limit as a bar, the permits in flight, the callers queued and any cooldown counting
+    /// down. Ends on Ctrl-C or when the server stops.
+    Watch(WatchArgs),
+    /// Load-test a running server: AcquirePermit against Health/Check (the floor)
+    ///
+    /// Interleaves the phases (health, grant, deny, release) in rounds and prints req/s,
+    /// p50/p90/p99/p99.9 latency and the ratios to the floor, as a table and one JSON line.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the server is and how long to wait for it; taken by every client subcommand.
@@ -200,6 +215,23 @@ pub struct QuotaArgs {
     pub conn: ConnArgs,
 }
 
+/// Flags of `permitd watch`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    /// Only resources whose name starts with this
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// At most one update per bucket per this interval
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Print one JSON object per update, one per line, instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
 /// Run one client subcommand against the server and say how the process should exit.
 ///
 /// # Errors
@@ -220,6 +252,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             }
         },
         ClientCommand::Quota(args) => commands::quota(args).await,
+        ClientCommand::Watch(args) => watch::watch(args).await,
+        ClientCommand::Bench(args) => bench::run(args).await,
     }
 }
 

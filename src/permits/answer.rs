@@ -98,6 +98,10 @@ pub struct QuotaView {
     pub granted_total: u64,
     /// Denials.
     pub denied_total: u64,
+    /// Set while the bucket is paused after an upstream 429/503.
+    pub cooldown_until: Option<SystemTime>,
+    /// Upstream 429 answers reported.
+    pub upstream_429_total: u64,
     /// When read.
     pub at: SystemTime,
 }
@@ -117,4 +121,23 @@ pub struct DimensionView {
     pub reset_at: SystemTime,
     /// Whether the limit was learned.
     pub learned: bool,
+}
+
+/// One resource's figures for metrics.
+#[derive(Debug, Clone)]
+pub struct ResourceMetrics {
+    /// The definition.
+    pub def: Arc<ResourceDef>,
+    /// Its counters.
+    pub stats: Arc<super::stats::ResourceStats>,
+    /// The resource-wide bucket's dimensions.
+    pub dimensions: Vec<DimensionView>,
+    /// Leases held, over all its buckets.
+    pub in_flight: u64,
+    /// Waiters, over all its buckets.
+    pub queue_depth: u64,
+    /// Longest cooldown left in any of its buckets.
+    pub cooldown_remaining: Duration,
+    /// Live buckets.
+    pub buckets: u64,
 }

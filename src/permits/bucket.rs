@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use tokio::sync::oneshot;
 
-use super::limit::LimitState;
+use super::limit::{LimitState, Rate};
 use super::resource::{Origin, ResourceDef, Scope};
 use crate::clock::Nanos;
 
@@ -47,6 +47,11 @@ pub enum Block {
     Concurrency {
         /// Nanoseconds until the earliest lease expires.
         wait: Option<Nanos>,
+    },
+    /// The bucket is paused after an upstream 429/503 for `wait` more nanoseconds.
+    Cooldown {
+        /// Nanoseconds until the cooldown ends.
+        wait: Nanos,
     },
     /// The cost exceeds what a limit could ever grant.
     Never,
@@ -126,6 +131,12 @@ pub struct BucketState {
     pub denied_total: u64,
     /// Set when the bucket was dropped from its map: holders must look it up again.
     pub retired: bool,
+    /// Paused until this instant (an upstream 429/503): nothing is granted before it.
+    pub cooldown_until: Nanos,
+    /// Per dimension: the upstream said 0 remaining until this instant.
+    pub blocked_until: Vec<Nanos>,
+    /// Upstream 429 answers reported.
+    pub upstream_429_total: u64,
 }
 
 impl BucketState {
@@ -155,12 +166,20 @@ impl BucketState {
             granted_total: 0,
             denied_total: 0,
             retired: false,
+            cooldown_until: 0,
+            blocked_until: vec![0; def.dimensions.len()],
+            upstream_429_total: 0,
         }
     }
 
     /// Nanoseconds until `cost` fits every limit here (`None`: never, a cost above a burst).
     fn rate_wait(&self, cost: &[u64], now: Nanos) -> Option<Nanos> {
         let mut wait = 0;
+        for (d, &until) in self.blocked_until.iter().enumerate() {
+            if until > now && cost.get(d).is_some_and(|&c| c > 0) {
+                wait = wait.max(until - now);
+            }
+        }
         for l in &self.limits {
             let c = cost.get(l.dimension).copied().unwrap_or(0);
             wait = wait.max(l.state.wait_for(c, now)?);
@@ -211,6 +230,11 @@ impl BucketState {
         now: Nanos,
     ) -> Result<(), Block> {
         self.reclaim(now);
+        if self.cooldown_until > now {
+            return Err(Block::Cooldown {
+                wait: self.cooldown_until - now,
+            });
+        }
         let rate = match (
             self.rate_wait(cost, now),
             secondary.map_or(Some(0), |s| s.rate_wait(cost, now)),
@@ -305,8 +329,10 @@ impl BucketState {
         let mut wait = self
             .accumulate_wait(&total, now)
             .max(secondary.map_or(0, |s| s.accumulate_wait(&total, now)));
-        if let Some(Block::Concurrency { wait: w }) = block {
-            wait = wait.max(w.unwrap_or(0));
+        match block {
+            Some(Block::Concurrency { wait: w }) => wait = wait.max(w.unwrap_or(0)),
+            Some(Block::Cooldown { wait: w }) => wait = wait.max(w),
+            _ => {}
         }
         wait.max(1_000_000)
     }
@@ -335,7 +361,9 @@ impl BucketState {
                         self.release(secondary.as_deref_mut(), seq, tag, Settle::Refund, now);
                     }
                 }
-                Err(Block::Rate { wait }) => return Some(now.saturating_add(wait)),
+                Err(Block::Rate { wait } | Block::Cooldown { wait }) => {
+                    return Some(now.saturating_add(wait));
+                }
                 Err(Block::Concurrency { wait }) => return wait.map(|w| now.saturating_add(w)),
                 Err(Block::Never) => {
                     // Limits were lowered under it: it can never be granted, and it must not
@@ -399,6 +427,8 @@ impl BucketState {
     pub fn is_idle(&self, now: Nanos) -> bool {
         self.leases.is_empty()
             && self.queue.is_empty()
+            && self.cooldown_until <= now
+            && self.blocked_until.iter().all(|&b| b <= now)
             && self.limits.iter().all(|l| l.state.is_full(now))
     }
 
@@ -410,6 +440,71 @@ impl BucketState {
         self.queued_cost.iter_mut().for_each(|c| *c = 0);
     }
 }
+
+impl BucketState {
+    /// Pause the bucket until `until` (never shortens a cooldown already in force).
+    pub fn cool_down(&mut self, until: Nanos) {
+        self.cooldown_until = self.cooldown_until.max(until);
+    }
+
+    /// Grant nothing of `dimension` until `until` (the upstream said 0 remaining).
+    pub fn block_dimension(&mut self, dimension: usize, until: Nanos) {
+        if let Some(b) = self.blocked_until.get_mut(dimension) {
+            *b = (*b).max(until);
+        }
+    }
+
+    /// Lower the limits of `dimension` to `remaining` if they think they have more: those
+    /// of the same window when the upstream gave one, else all of the dimension.
+    pub fn correct_down(
+        &mut self,
+        dimension: usize,
+        window_ns: Option<Nanos>,
+        remaining: u64,
+        now: Nanos,
+    ) {
+        for l in self.limits.iter_mut().filter(|l| {
+            l.dimension == dimension && window_ns.is_none_or(|w| l.state.rate().period_ns == w)
+        }) {
+            l.state.correct_down(remaining, now);
+        }
+    }
+
+    /// Set the learned limit of `dimension` for `rate`'s window (an upstream may publish
+    /// several windows for one dimension: 100/min and 1 000/day). A changed amount starts a
+    /// fresh bucket. Configured limits stay: every limit must have room, so a learned limit
+    /// can only make the resource stricter, never raise a configured one.
+    pub fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
+        if let Some(slot) = self.limits.iter_mut().find(|l| {
+            l.dimension == dimension
+                && l.origin == Origin::Learned
+                && l.state.rate().period_ns == rate.period_ns
+        }) {
+            if slot.state.rate() == rate {
+                return false;
+            }
+            slot.state = LimitState::new(rate);
+            return true;
+        }
+        let learned = self
+            .limits
+            .iter()
+            .filter(|l| l.dimension == dimension && l.origin == Origin::Learned)
+            .count();
+        if learned >= MAX_LEARNED_PER_DIMENSION {
+            return false;
+        }
+        self.limits.push(LimitSlot {
+            dimension,
+            origin: Origin::Learned,
+            state: LimitState::new(rate),
+        });
+        true
+    }
+}
+
+/// Windows learned per dimension at most (headers are untrusted input: bounded state).
+pub const MAX_LEARNED_PER_DIMENSION: usize = 4;
 
 /// How a released permit's cost is settled.
 #[derive(Debug, Clone, Copy)]

@@ -10,10 +10,11 @@ pub mod id;
 pub mod limit;
 pub mod registry;
 pub mod resource;
+pub mod stats;
 
 pub use answer::{
     AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
-    Settlement,
+    ResourceMetrics, Settlement,
 };
 pub use registry::Registry;
 pub use resource::ResourceDef;

@@ -23,23 +23,33 @@ use tokio::sync::oneshot;
 use super::PermitError;
 use super::answer::{
     AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
-    Settlement,
+    ResourceMetrics, Settlement,
 };
 use super::bucket::{Block, BucketState, Granted, QueueKey, Settle, WaitOutcome, Waiter};
 use super::cost::{never, resolve_actual, resolve_cost};
 use super::id::{self, PermitId};
 use super::resource::{ResourceDef, Scope};
+use super::stats::ResourceStats;
 use crate::clock::{Clock, Nanos, nanos};
+use crate::watch::{BucketKey, Hub};
 
 #[derive(Debug)]
 struct Bucket {
     state: Mutex<BucketState>,
+    /// Announced to the watch hub on every change (an `Arc`, so announcing allocates
+    /// nothing). Its strings are shared with the resource and the partition map's key, so
+    /// a bucket costs no string copies.
+    key: Arc<BucketKey>,
 }
 
 impl Bucket {
-    fn new(def: &ResourceDef, scope: Scope) -> Arc<Self> {
+    fn new(def: &ResourceDef, scope: Scope, resource: &Arc<str>, partition: Arc<str>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(BucketState::new(def, scope, def.home_scope() == scope)),
+            key: Arc::new(BucketKey {
+                resource: Arc::clone(resource),
+                partition,
+            }),
         })
     }
     fn lock(&self) -> MutexGuard<'_, BucketState> {
@@ -51,20 +61,25 @@ impl Bucket {
 #[derive(Debug)]
 struct Entry {
     def: Arc<ResourceDef>,
+    stats: Arc<ResourceStats>,
     shared: Arc<Bucket>,
-    partitions: DashMap<Box<str>, Arc<Bucket>>,
+    partitions: DashMap<Arc<str>, Arc<Bucket>>,
     shared_has_limits: bool,
+    name: Arc<str>,
 }
 
 impl Entry {
     fn new(def: ResourceDef) -> Self {
-        let shared = Bucket::new(&def, Scope::Resource);
+        let name: Arc<str> = def.name.as_str().into();
+        let shared = Bucket::new(&def, Scope::Resource, &name, "".into());
         let shared_has_limits = def.limits.iter().any(|l| l.scope == Scope::Resource);
         Self {
             def: Arc::new(def),
+            stats: Arc::default(),
             shared,
             partitions: DashMap::new(),
             shared_has_limits,
+            name,
         }
     }
 
@@ -75,11 +90,12 @@ impl Entry {
         if !create {
             return None;
         }
+        let key: Arc<str> = partition.into();
         Some(Arc::clone(
             &self
                 .partitions
-                .entry(partition.into())
-                .or_insert_with(|| Bucket::new(&self.def, Scope::Partition)),
+                .entry(Arc::clone(&key))
+                .or_insert_with(|| Bucket::new(&self.def, Scope::Partition, &self.name, key)),
         ))
     }
 
@@ -111,6 +127,7 @@ struct Inner {
     resources: DashMap<String, Arc<Entry>>,
     seq: AtomicU64,
     template: Option<ResourceDef>,
+    hub: Hub,
     closed: AtomicBool,
 }
 
@@ -142,7 +159,7 @@ impl Registry {
     /// An empty registry. `template`: definition used for resources created on first use
     /// (`None`: unknown resources are NOT_FOUND).
     #[must_use]
-    pub fn new(clock: Arc<dyn Clock>, template: Option<ResourceDef>) -> Self {
+    pub fn new(clock: Arc<dyn Clock>, template: Option<ResourceDef>, hub: Hub) -> Self {
         Self {
             inner: Arc::new(Inner {
                 clock,
@@ -150,6 +167,7 @@ impl Registry {
                 seq: AtomicU64::new(1),
                 template,
                 closed: AtomicBool::new(false),
+                hub,
             }),
         }
     }
@@ -262,6 +280,8 @@ impl Registry {
                         .commit(l.sec.as_deref_mut(), cost, now, lease_ns, seq, tag);
                     let remaining = remaining(&l, now);
                     drop(l);
+                    self.announce(&home, sec.as_ref());
+                    entry.stats.granted(None);
                     return Ok(self.granted(def, &req, &g, start, remaining));
                 }
                 let block = checked.err();
@@ -277,6 +297,9 @@ impl Registry {
                     let wait = l.home.estimate_wait(l.sec.as_deref(), &cost, block, now);
                     l.home.denied_total = l.home.denied_total.saturating_add(1);
                     let remaining = remaining(&l, now);
+                    drop(l);
+                    self.announce(&home, None);
+                    entry.stats.denied(reason);
                     return Ok(AcquireOutcome {
                         def,
                         result: Err(Denial {
@@ -320,6 +343,9 @@ impl Registry {
                         let now = clock.now();
                         l.home.denied_total = l.home.denied_total.saturating_add(1);
                         let remaining = remaining(&l, now);
+                        drop(l);
+                        self.announce(&home, None);
+                        entry.stats.denied(DenialReason::QueueTimeout);
                         return Ok(AcquireOutcome {
                             def,
                             result: Err(Denial {
@@ -338,6 +364,9 @@ impl Registry {
                     let l = lock_pair(&home, sec.as_ref());
                     let remaining = remaining(&l, clock.now());
                     drop(l);
+                    entry
+                        .stats
+                        .granted(Some(Duration::from_nanos(g.at.saturating_sub(start))));
                     return Ok(self.granted(def, &req, &g, start, remaining));
                 }
                 WaitOutcome::Replaced => {}
@@ -388,6 +417,7 @@ impl Registry {
         now: Nanos,
     ) {
         let wake = l.home.drain(l.sec.as_deref_mut(), now, || self.next_id());
+        self.announce(home, sec);
         if let Some(at) = wake
             && l.home.timer_at.is_none_or(|t| at < t)
         {
@@ -406,6 +436,92 @@ impl Registry {
                 registry.drain_locked(&mut l, &home, sec.as_ref(), now);
             });
         }
+    }
+
+    /// The resources whose name starts with `prefix`, taken out of the map so no shard lock
+    /// is held while their buckets are locked.
+    fn entries(&self, prefix: &str) -> Vec<Arc<Entry>> {
+        self.inner
+            .resources
+            .iter()
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| Arc::clone(&e))
+            .collect()
+    }
+
+    /// Count an upstream answer reported for `resource` (unknown resources are ignored).
+    pub fn count_upstream(&self, resource: &str, status: u32) {
+        if let Some(e) = self.inner.resources.get(resource) {
+            e.stats.upstream(status);
+        }
+    }
+
+    /// Per resource: definition, counters and the aggregate state of its buckets, for
+    /// metrics (partitions are summed, never labels).
+    #[must_use]
+    pub fn metrics(&self) -> Vec<ResourceMetrics> {
+        let entries = self.entries("");
+        let mut out: Vec<ResourceMetrics> = entries
+            .into_iter()
+            .map(|e| {
+                let now = self.inner.clock.now();
+                let mut m = ResourceMetrics {
+                    def: Arc::clone(&e.def),
+                    stats: Arc::clone(&e.stats),
+                    dimensions: Vec::new(),
+                    in_flight: 0,
+                    queue_depth: 0,
+                    cooldown_remaining: Duration::ZERO,
+                    buckets: 0,
+                };
+                for b in e.all_buckets() {
+                    let st = b.lock();
+                    m.buckets += 1;
+                    m.in_flight += u64::from(st.in_flight);
+                    m.queue_depth += u64::try_from(st.queue_len()).unwrap_or(u64::MAX);
+                    m.cooldown_remaining = m
+                        .cooldown_remaining
+                        .max(Duration::from_nanos(st.cooldown_until.saturating_sub(now)));
+                }
+                // Limit and remaining of the resource-wide bucket; per-partition limits are
+                // shown by GetQuota and Watch.
+                let l = lock_pair(&e.shared, None);
+                m.dimensions = self.view(&e.def, &l, now).dimensions;
+                m
+            })
+            .collect();
+        out.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        out
+    }
+
+    /// Tell watchers a bucket (and its secondary) changed.
+    fn announce(&self, home: &Bucket, sec: Option<&Arc<Bucket>>) {
+        self.inner.hub.changed(&home.key);
+        if let Some(s) = sec {
+            self.inner.hub.changed(&s.key);
+        }
+    }
+
+    /// Every bucket whose resource starts with `prefix`, with its state: a Watch
+    /// subscriber's snapshot. The resource-wide bucket of a per-partition resource is
+    /// listed only when it has limits of its own.
+    #[must_use]
+    pub fn snapshot(&self, prefix: &str) -> Vec<(Arc<BucketKey>, QuotaView)> {
+        let entries = self.entries(prefix);
+        let mut out = Vec::new();
+        for e in entries {
+            let mut keys = Vec::new();
+            if !e.def.per_partition || e.shared_has_limits {
+                keys.push(Arc::clone(&e.shared.key));
+            }
+            keys.extend(e.partitions.iter().map(|b| Arc::clone(&b.key)));
+            for k in keys {
+                if let Ok(v) = self.quota(&k.resource, &k.partition) {
+                    out.push((k, v));
+                }
+            }
+        }
+        out
     }
 
     /// Release a permit. `NotFound` for an unknown or already released permit.
@@ -460,10 +576,36 @@ impl Registry {
         let mut l = lock_pair(&home, sec.as_ref());
         let now = self.inner.clock.now();
         l.home.charge(&cost, now);
+        self.announce(&home, sec.as_ref());
         if let Some(s) = l.sec.as_mut() {
             s.charge(&cost, now);
         }
         Ok(())
+    }
+
+    /// Run `f` on the home bucket of (`resource`, `partition`), creating it if needed, then
+    /// serve its queue: header feedback changes a bucket through this (cooldowns, learned
+    /// limits, corrections), under the same lock as grants.
+    pub fn update_bucket<R>(
+        &self,
+        resource: &str,
+        partition: &str,
+        f: impl FnOnce(&ResourceDef, &mut BucketState, Nanos) -> R,
+    ) -> Result<R, PermitError> {
+        loop {
+            let entry = self.entry(resource)?;
+            let Some((home, sec)) = entry.buckets(partition, true) else {
+                continue;
+            };
+            let mut l = lock_pair(&home, sec.as_ref());
+            if l.retired() {
+                continue;
+            }
+            let now = self.inner.clock.now();
+            let out = f(&entry.def, &mut l.home, now);
+            self.drain_locked(&mut l, &home, sec.as_ref(), now);
+            return Ok(out);
+        }
     }
 
     /// The state of one bucket (a fresh view when the partition has none yet).
@@ -488,7 +630,7 @@ impl Registry {
             }
             None => {
                 // No bucket yet: show what a fresh one would hold, without creating it.
-                let home = Bucket::new(&entry.def, Scope::Partition);
+                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition.into());
                 let sec = entry.secondary();
                 Ok(view(&lock_pair(&home, sec.as_ref())))
             }
@@ -527,6 +669,9 @@ impl Registry {
             queue_depth: u32::try_from(l.home.queue_len()).unwrap_or(u32::MAX),
             granted_total: l.home.granted_total,
             denied_total: l.home.denied_total,
+            cooldown_until: (l.home.cooldown_until > now)
+                .then(|| clock.wall(l.home.cooldown_until)),
+            upstream_429_total: l.home.upstream_429_total,
             at: clock.wall(now),
         }
     }
@@ -534,12 +679,7 @@ impl Registry {
     /// Reclaim expired leases everywhere and drop idle partition buckets (memory stays
     /// bounded by live partitions). Returns (leases reclaimed, buckets dropped).
     pub fn sweep(&self) -> (usize, usize) {
-        let entries: Vec<Arc<Entry>> = self
-            .inner
-            .resources
-            .iter()
-            .map(|e| Arc::clone(&e))
-            .collect();
+        let entries = self.entries("");
         let (mut reclaimed, mut dropped) = (0, 0);
         for entry in entries {
             for b in entry.all_buckets() {
@@ -595,7 +735,7 @@ impl Registry {
     /// Stop: every waiter is answered `ShuttingDown` and new acquires are refused.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        for e in &self.inner.resources {
+        for e in self.entries("") {
             close_entry(&e, || WaitOutcome::Shutdown);
         }
     }
@@ -664,6 +804,7 @@ impl Drop for WaitGuard<'_> {
 fn block_reason(block: Option<Block>) -> DenialReason {
     match block {
         Some(Block::Concurrency { .. }) => DenialReason::ConcurrencyLimited,
+        Some(Block::Cooldown { .. }) => DenialReason::Cooldown,
         // Capacity reserved for queued callers counts as rate limited.
         _ => DenialReason::RateLimited,
     }

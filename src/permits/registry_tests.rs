@@ -8,6 +8,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::permits::limit::Rate;
 use crate::permits::resource::{BackoffDef, LimitDef, Origin, REQUESTS};
+use crate::watch::Hub;
 
 fn def(name: &str, per_partition: bool, amount: u64, concurrency: u32) -> ResourceDef {
     ResourceDef {
@@ -59,7 +60,7 @@ fn req<'a>(
 #[tokio::test]
 async fn idle_partitions_are_dropped() {
     let clock = ManualClock::new();
-    let reg = Registry::new(Arc::new(clock.clone()), None);
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
     reg.put(def("r", true, 1, 0));
     let none = HashMap::new();
     for i in 0..1000 {
@@ -82,7 +83,7 @@ async fn idle_partitions_are_dropped() {
 #[tokio::test]
 async fn exact_retry_after() {
     let clock = ManualClock::new();
-    let reg = Registry::new(Arc::new(clock.clone()), None);
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
     reg.put(def("rate", false, 4, 0));
     reg.put(def("conc", false, 1000, 1));
     let none = HashMap::new();
@@ -145,7 +146,7 @@ async fn exact_retry_after() {
 #[tokio::test]
 async fn replace_and_delete() {
     let clock = ManualClock::new();
-    let reg = Registry::new(Arc::new(clock), None);
+    let reg = Registry::new(Arc::new(clock), None, Hub::new());
     assert!(!reg.put(def("r", false, 1, 0)));
     let none = HashMap::new();
     assert!(
@@ -175,4 +176,42 @@ async fn replace_and_delete() {
         reg.acquire(req("r", "", &none)).await,
         Err(PermitError::UnknownResource(_))
     ));
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Memory per live partition bucket (RSS growth / buckets), with and without a held
+/// lease; run with `cargo test --release --lib memory_per_bucket -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, run by scripts/bench.sh"]
+async fn memory_per_bucket() {
+    const N: usize = 500_000;
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
+    reg.put(def("mem", true, 10, 0));
+    let none = HashMap::new();
+    let names: Vec<String> = (0..N).map(|i| format!("user:{i}")).collect();
+    let before = rss_bytes();
+    for p in &names {
+        let o = reg.acquire(req("mem", p, &none)).await.unwrap();
+        assert!(o.result.is_ok());
+    }
+    let after = rss_bytes();
+    assert_eq!(reg.bucket_count(), N + 1);
+    println!(
+        "RESULT memory_per_bucket buckets={N} bytes_per_bucket_with_lease={} size_of_bucket_state={}",
+        (after - before) / N as u64,
+        std::mem::size_of::<BucketState>()
+    );
 }

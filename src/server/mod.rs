@@ -1,5 +1,6 @@
 //! The gRPC edge: tonic services that convert protobuf <-> domain and map errors to
-//! statuses, plus health, reflection, limits and graceful shutdown.
+//! statuses, plus health, reflection, per-method request metrics ([`grpc_stats`]), limits
+//! and graceful shutdown.
 //!
 //! [`run`] takes a bound listener and a shutdown future (the mini-redis shape), so `main`
 //! and the tests differ only in what they pass in. Shutdown: health turns NOT_SERVING at
@@ -10,9 +11,11 @@
 pub mod cache;
 pub mod convert;
 pub mod error;
+pub mod grpc_stats;
 pub mod idempotency;
 pub mod permits;
 pub mod quotas;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use crate::proto::{
     permits_server::PermitsServer, quotas_server::QuotasServer,
 };
 use crate::store::ResourceStore;
+use crate::watch::Hub;
 
 /// Server knobs (validated by the config).
 #[derive(Debug, Clone)]
@@ -39,6 +43,12 @@ pub struct Settings {
     pub max_concurrent_streams: u32,
     /// Bound on the drain at shutdown.
     pub shutdown_grace: Duration,
+    /// Upstream statuses worth a retry.
+    pub retryable_status: Vec<u32>,
+    /// Header feedback counters (shared with metrics).
+    pub feedback_counters: Arc<crate::feedback::apply::Counters>,
+    /// Request counts and latencies per method (shared with metrics).
+    pub grpc_stats: Arc<grpc_stats::GrpcStats>,
 }
 
 /// Server failures.
@@ -74,6 +84,7 @@ pub struct Records {
 pub async fn run(
     listener: TcpListener,
     registry: Registry,
+    hub: Hub,
     store: Arc<dyn ResourceStore>,
     records: Records,
     settings: Settings,
@@ -89,10 +100,18 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let max = settings.max_message_bytes;
-    let permits = PermitsServer::new(permits::PermitsService::new(registry.clone()))
-        .max_decoding_message_size(max);
-    let quotas = QuotasServer::new(quotas::QuotasService::new(registry.clone(), store))
-        .max_decoding_message_size(max);
+    let permits = PermitsServer::new(permits::PermitsService::new(
+        registry.clone(),
+        crate::backoff::Retryable::new(settings.retryable_status.iter().copied()),
+        Arc::clone(&settings.feedback_counters),
+    ))
+    .max_decoding_message_size(max);
+    let quotas = QuotasServer::new(quotas::QuotasService::new(
+        registry.clone(),
+        hub.clone(),
+        store,
+    ))
+    .max_decoding_message_size(max);
     // A capped payload (a result, a value) just over its cap must reach the domain to be
     // refused as INVALID_ARGUMENT naming the field, so these decode a little more.
     let result_cap = records.idempotency.settings().max_result_bytes;
@@ -123,6 +142,7 @@ pub async fn run(
         .with_keepalive(Some(Duration::from_secs(60)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = Server::builder()
+        .layer(settings.grpc_stats.layer())
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -160,6 +180,8 @@ pub async fn run(
         .set_not_serving::<CacheServer<cache::CacheService>>()
         .await;
     registry.close();
+    // Watch streams send a final UNAVAILABLE and end, so the drain is not held up by them.
+    hub.close();
     let _ = stop_tx.send(());
     match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
         Ok(res) => res??,

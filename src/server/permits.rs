@@ -2,14 +2,20 @@
 //! Nothing else happens here.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
 use super::convert::{name, opt_duration, to_duration, to_timestamp};
+use crate::backoff::{self, Retryable};
+use crate::feedback::{
+    self,
+    apply::{Counters, is_cooldown_status},
+};
 use crate::permits::resource::{MAX_DIMENSION_LEN, MAX_LEASE, MAX_NAME_LEN, MIN_LEASE};
 use crate::permits::{
-    AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, Settlement,
+    self, AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, Settlement,
 };
 use crate::proto::{self, permits_server::Permits};
 
@@ -28,13 +34,20 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct PermitsService {
     registry: Registry,
+    retryable: Arc<Retryable>,
+    counters: Arc<Counters>,
 }
 
 impl PermitsService {
-    /// A service over `registry`.
+    /// A service over `registry`; `retryable` says which upstream statuses are worth a
+    /// retry; `counters` count what header feedback learned and ignored.
     #[must_use]
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    pub fn new(registry: Registry, retryable: Retryable, counters: Arc<Counters>) -> Self {
+        Self {
+            registry,
+            retryable: Arc::new(retryable),
+            counters,
+        }
     }
 }
 
@@ -68,6 +81,44 @@ fn check_cost(cost: &HashMap<String, u64>, field: &str) -> Result<(), PermitErro
         name(dim, &format!("{field}.{dim}"), true, MAX_DIMENSION_LEN)?;
     }
     Ok(())
+}
+
+fn check_headers(headers: &HashMap<String, String>) -> Result<(), PermitError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(PermitError::Invalid {
+            field: "headers".into(),
+            message: format!("{} headers, at most {MAX_HEADERS}", headers.len()),
+        });
+    }
+    if let Some((k, _)) = headers
+        .iter()
+        .find(|(k, v)| k.len() + v.len() > MAX_HEADER_BYTES)
+    {
+        return Err(PermitError::Invalid {
+            field: format!("headers.{}", k.chars().take(64).collect::<String>()),
+            message: format!("name and value exceed {MAX_HEADER_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// What the upstream's answer says about waiting, whatever its dialect.
+struct Upstream {
+    /// Retry-After, else the reset of an exhausted dimension.
+    wait: Option<Duration>,
+    /// Some dimension has 0 remaining.
+    remaining_zero: bool,
+}
+
+impl Upstream {
+    fn of(obs: &feedback::Observation) -> Self {
+        let exhausted = obs.dimensions.iter().filter(|d| d.remaining == Some(0));
+        let reset = exhausted.clone().filter_map(|d| d.reset_after).max();
+        Self {
+            wait: obs.retry_after.or(reset),
+            remaining_zero: exhausted.count() > 0,
+        }
+    }
 }
 
 fn reason(r: DenialReason) -> proto::DenialReason {
@@ -156,41 +207,134 @@ impl Permits for PermitsService {
     ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
         let r = request.into_inner();
         check_cost(&r.actual_cost, "actual_cost")?;
-        if r.headers.len() > MAX_HEADERS {
+        check_headers(&r.headers)?;
+        let status = r.status_code;
+        if status > 999 {
             return Err(PermitError::Invalid {
-                field: "headers".into(),
-                message: format!("{} headers, at most {MAX_HEADERS}", r.headers.len()),
+                field: "status_code".into(),
+                message: format!("{status} is not an HTTP status (0-999)"),
             }
             .into());
         }
-        if let Some((k, _)) = r
-            .headers
-            .iter()
-            .find(|(k, v)| k.len() + v.len() > MAX_HEADER_BYTES)
-        {
-            return Err(PermitError::Invalid {
-                field: format!("headers.{}", k.chars().take(64).collect::<String>()),
-                message: format!("name and value exceed {MAX_HEADER_BYTES} bytes"),
-            }
-            .into());
-        }
-        if r.permit_id.is_empty() {
+        let (resource, partition) = if r.permit_id.is_empty() {
             name(&r.resource, "resource", true, MAX_NAME_LEN)?;
             name(&r.partition, "partition", false, MAX_NAME_LEN)?;
             self.registry
                 .charge(&r.resource, &r.partition, &r.actual_cost)?;
+            (r.resource.clone(), r.partition.clone())
         } else {
+            let id =
+                permits::id::parse(permit_id(&r.permit_id)?).ok_or(PermitError::MalformedPermit)?;
             let settlement = if r.actual_cost.is_empty() {
                 Settlement::Keep
             } else {
                 Settlement::Actual(&r.actual_cost)
             };
+            match self.registry.release(&r.permit_id, settlement) {
+                // A lease that already ended has nothing to release, but what the upstream
+                // said still matters to every other worker: learn from it anyway.
+                Ok(()) | Err(PermitError::UnknownPermit) => {}
+                Err(e) => return Err(e.into()),
+            }
+            (id.resource.to_owned(), id.partition.to_owned())
+        };
+        let clock = self.registry.clock();
+        let obs = feedback::parse(
+            r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            clock.wall(clock.now()),
+        );
+        let upstream = Upstream::of(&obs);
+        let attempt = r.attempt.max(1);
+        let (advice, applied) =
             self.registry
-                .release(permit_id(&r.permit_id)?, settlement)?;
+                .update_bucket(&resource, &partition, |def, b, now| {
+                    let mut rng = fastrand::Rng::new();
+                    let mut advice = backoff::advise(
+                        &def.backoff,
+                        &self.retryable,
+                        attempt,
+                        status,
+                        upstream.wait,
+                        upstream.remaining_zero,
+                        &mut rng,
+                    );
+                    let cooldown = is_cooldown_status(status, upstream.remaining_zero).then(|| {
+                        upstream.wait.map_or_else(
+                            || backoff::delay(&def.backoff, attempt, &mut rng),
+                            |w| w.min(def.backoff.max_retry_after),
+                        )
+                    });
+                    let applied = feedback::apply::apply(def, b, &obs, status, cooldown, now);
+                    // A pause set by anyone outlasts this caller's own delay: say so.
+                    if advice.retry
+                        && let Some(until) = applied.cooldown_until
+                    {
+                        advice.retry_after = advice
+                            .retry_after
+                            .max(Duration::from_nanos(until.saturating_sub(now)));
+                    }
+                    (advice, applied)
+                })?;
+        self.counters.record(&obs, &applied, status);
+        self.registry.count_upstream(&resource, status);
+        Ok(Response::new(proto::ReportOutcomeResponse {
+            retry: advice.retry,
+            retry_after: Some(to_duration(advice.retry_after)),
+            cooldown_until: applied
+                .cooldown_until
+                .map(|at| to_timestamp(clock.wall(at))),
+            learned: applied
+                .learned
+                .into_iter()
+                .map(|l| proto::LearnedLimit {
+                    dimension: l.dimension,
+                    limit: l.limit.unwrap_or(0),
+                    remaining: l.remaining.unwrap_or(0),
+                    reset_at: l.reset_at.map(|at| to_timestamp(clock.wall(at))),
+                    source: l.source,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn compute_backoff(
+        &self,
+        request: Request<proto::ComputeBackoffRequest>,
+    ) -> Result<Response<proto::ComputeBackoffResponse>, Status> {
+        let r = request.into_inner();
+        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+        check_headers(&r.headers)?;
+        if r.attempt == 0 {
+            return Err(PermitError::Invalid {
+                field: "attempt".into(),
+                message: "must be at least 1 (the attempt that just failed)".into(),
+            }
+            .into());
         }
-        // Header feedback (learning, cooldown, retry advice) is its own issue; until it
-        // lands the headers are accepted and ignored.
-        Ok(Response::new(proto::ReportOutcomeResponse::default()))
+        let def = self
+            .registry
+            .get(&r.resource)
+            .ok_or_else(|| PermitError::UnknownResource(r.resource.clone()))?;
+        let clock = self.registry.clock();
+        let obs = feedback::parse(
+            r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            clock.wall(clock.now()),
+        );
+        let upstream = Upstream::of(&obs);
+        let advice = backoff::advise(
+            &def.backoff,
+            &self.retryable,
+            r.attempt,
+            r.status_code,
+            upstream.wait,
+            upstream.remaining_zero,
+            &mut fastrand::Rng::new(),
+        );
+        Ok(Response::new(proto::ComputeBackoffResponse {
+            retry: advice.retry,
+            retry_after: Some(to_duration(advice.retry_after)),
+            give_up: advice.give_up,
+        }))
     }
 
     async fn release_permit(

@@ -16,6 +16,7 @@ use crate::permits::resource::MAX_NAME_LEN;
 use crate::permits::{QuotaView, Registry};
 use crate::proto::{self, quotas_server::Quotas};
 use crate::store::ResourceStore;
+use crate::watch::Hub;
 
 /// Default page size of ListResources.
 const DEFAULT_PAGE: usize = 100;
@@ -26,6 +27,7 @@ const MAX_PAGE: usize = 1000;
 #[derive(Clone)]
 pub struct QuotasService {
     registry: Registry,
+    hub: Hub,
     store: Arc<dyn ResourceStore>,
     admin: Arc<Mutex<()>>,
 }
@@ -37,11 +39,12 @@ impl std::fmt::Debug for QuotasService {
 }
 
 impl QuotasService {
-    /// A service over the registry and the store that persists definitions.
+    /// A service over the registry, the watch hub and the store that persists definitions.
     #[must_use]
-    pub fn new(registry: Registry, store: Arc<dyn ResourceStore>) -> Self {
+    pub fn new(registry: Registry, hub: Hub, store: Arc<dyn ResourceStore>) -> Self {
         Self {
             registry,
+            hub,
             store,
             admin: Arc::new(Mutex::new(())),
         }
@@ -73,16 +76,24 @@ pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::Qu
         in_flight: v.in_flight,
         concurrency: v.concurrency,
         queue_depth: v.queue_depth,
-        cooldown_until: None,
+        cooldown_until: v.cooldown_until.map(to_timestamp),
         granted_total: v.granted_total,
         denied_total: v.denied_total,
-        upstream_429_total: 0,
+        upstream_429_total: v.upstream_429_total,
         at: Some(to_timestamp(v.at)),
     }
 }
 
 #[tonic::async_trait]
 impl Quotas for QuotasService {
+    async fn watch(
+        &self,
+        request: Request<proto::WatchRequest>,
+    ) -> Result<Response<super::watch::WatchStream>, Status> {
+        let stream = super::watch::start(&self.registry, &self.hub, request.get_ref())?;
+        Ok(Response::new(stream))
+    }
+
     async fn get_quota(
         &self,
         request: Request<proto::GetQuotaRequest>,

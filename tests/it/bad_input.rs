@@ -160,12 +160,6 @@ async fn serving(health: &mut HealthClient<Channel>) -> bool {
         .is_ok_and(|r| r.into_inner().status == 1)
 }
 
-fn rss_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// The table. Rows run in order: the huge-cost rows build on each other, and
 /// `released` is a permit already released once.
 #[rustfmt::skip]
@@ -314,7 +308,7 @@ async fn bad_input_table() {
         .await
         .unwrap();
 
-    let rss_before = rss_kib();
+    let rss_before = crate::support::rss_kib();
     let table = cases(&first.permit_id);
     let rows = table.len();
     let mut failures = Vec::new();
@@ -396,7 +390,7 @@ async fn bad_input_table() {
         r.granted,
         "the resource defined before the table still grants"
     );
-    let rss_delta = rss_kib()
+    let rss_delta = crate::support::rss_kib()
         .zip(rss_before)
         .map(|(a, b)| i128::from(a) - i128::from(b));
     println!(

@@ -17,6 +17,8 @@ use tonic::transport::Channel;
 /// A running server.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// Where metrics and the dashboard are served (`start_with_metrics`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), permitd::app::AppError>>>,
     _dir: Option<tempfile::TempDir>,
@@ -61,17 +63,55 @@ impl TestServer {
 
     /// Start with a given config (its listen address is ignored).
     pub async fn start_with(config: Config) -> Self {
+        Self::start_inner(config, false).await
+    }
+
+    /// Start on a fresh temporary data directory, with metrics and the dashboard on
+    /// another 127.0.0.1:0 listener.
+    pub async fn start_with_metrics() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_inner(
+            Config {
+                data_dir: dir.path().to_path_buf(),
+                ..Config::default()
+            },
+            true,
+        )
+        .await;
+        s._dir = Some(dir);
+        s
+    }
+
+    async fn start_inner(config: Config, metrics: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let metrics_listener = if metrics {
+            Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind metrics"),
+            )
+        } else {
+            None
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("metrics addr"));
         let data_dir = config.data_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(permitd::app::run(config, listener, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(permitd::app::run_with(
+            config,
+            listener,
+            metrics_listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
         let s = Self {
             addr,
+            metrics_addr,
             stop: Some(tx),
             task: Some(task),
             _dir: None,
@@ -248,4 +288,11 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     )]
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
+}
+
+/// This process's resident memory in KiB (the in-process server included).
+pub fn rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Benchmarks of the permit hot path against the floor (the server's own Health/Check),
+# measured in the same run: server pinned to core 0, load generator to core 1.
+#   scripts/bench.sh            full sweep, writes bench/results.md
+#   DURATION=2s scripts/bench.sh  shorter phases
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-6s}
+OUT=${OUT:-bench/results.md}
+PORT=${PORT:-50997}
+cargo build --release --locked
+BIN=target/release/permitd
+DATA=$(mktemp -d)
+trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$DATA"' EXIT
+
+start_server() {
+  taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$1" --log-filter warn &
+  SERVER=$!
+  for _ in $(seq 100); do
+    "$BIN" quota x --server "127.0.0.1:$PORT" >/dev/null 2>&1 && break
+    # NOT_FOUND is an answer: the server is up.
+    "$BIN" quota x --server "127.0.0.1:$PORT" 2>&1 | grep -q NOT_FOUND && break
+    sleep 0.1
+  done
+}
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+{
+  echo "# permitd benchmarks"
+  echo
+  echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+  echo "server on core 0, load generator on core 1 (\`taskset\`), $DURATION per phase in 5 interleaved rounds."
+  echo "\`x_floor\`: throughput / Health/Check's; \`cpu_x\`: server CPU per request / Health/Check's."
+  echo
+} > "$OUT"
+
+n=0
+for conc in 1 16 64 256; do
+  n=$((n+1)); start_server "$n"
+  echo "## concurrency $conc, 1 bucket" >> "$OUT"
+  echo '```' >> "$OUT"
+  taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency "$conc" --duration "$DURATION" --server-pid "$SERVER" | tee -a "$OUT"
+  echo '```' >> "$OUT"
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+done
+
+for buckets in 1000 1000000; do
+  n=$((n+1)); start_server "$n"
+  before=$(rss_kib "$SERVER")
+  echo "## concurrency 64, $buckets buckets" >> "$OUT"
+  echo '```' >> "$OUT"
+  taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency 64 --buckets "$buckets" --phases health,grant --duration "$DURATION" --server-pid "$SERVER" | tee -a "$OUT"
+  echo '```' >> "$OUT"
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+done
+
+# Memory per live bucket: touch N partitions once (leases 5 s keep them live), read RSS.
+n=$((n+1)); start_server "$n"
+before=$(rss_kib "$SERVER")
+taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency 64 --buckets 200000 --phases grant --duration 4s --rounds 1 --json > /dev/null
+after=$(rss_kib "$SERVER")
+echo "## memory" >> "$OUT"
+echo "RSS $before KiB -> $after KiB after touching up to 200 000 partition buckets (each holding a 5 s lease):" >> "$OUT"
+echo "$(( (after - before) * 1024 / 200000 )) bytes per bucket (upper bound: not every partition may have been touched)." >> "$OUT"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+echo "wrote $OUT"

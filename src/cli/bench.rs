@@ -1,0 +1,382 @@
+//! `permitd bench`: a load generator over real gRPC that measures `AcquirePermit` against
+//! the floor, the server's own `grpc.health.v1.Health/Check` (the cost of a tonic round
+//! trip), in one invocation and interleaved, so drift on a noisy machine hits every phase
+//! alike.
+//!
+//! Phases: `health` (the floor), `grant` (immediately granted permits, never released:
+//! leases expire), `deny` (a resource whose bucket is empty), `release` (acquire then
+//! ReportOutcome, one cycle counted as one permit). With `--buckets N` the permits spread
+//! over N partitions of a per-partition resource. With `--server-pid` the server's CPU time
+//! per request is read from `/proc/PID/task/*/schedstat` (nanoseconds, all threads), which
+//! is steadier than throughput when the load generator is the bottleneck.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tonic::transport::Channel;
+
+use super::ConnArgs;
+use crate::proto::{self, permits_client::PermitsClient, quotas_client::QuotasClient};
+
+/// Flags of `permitd bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Where the server is.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// HTTP/2 connections the requests are spread over
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Measured time per phase (split into rounds that interleave the phases)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Rounds the phases are interleaved in
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Distinct buckets (partitions) the permits spread over, 1 to 1 000 000
+    #[arg(long, default_value_t = 1)]
+    pub buckets: u64,
+    /// Phases to run, comma-separated: health, grant, deny, release
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "health,grant,deny,release"
+    )]
+    pub phases: Vec<Phase>,
+    /// The server's process id, to measure its CPU time per request
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Print only the JSON line
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One kind of request the bench sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// grpc.health.v1.Health/Check: the floor.
+    Health,
+    /// AcquirePermit, granted at once.
+    Grant,
+    /// AcquirePermit, denied at once.
+    Deny,
+    /// AcquirePermit then ReportOutcome.
+    Release,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Grant => "grant",
+            Self::Deny => "deny",
+            Self::Release => "release",
+        }
+    }
+}
+
+const GRANT: &str = "bench:grant";
+const DENY: &str = "bench:deny";
+
+/// What one phase measured over all rounds.
+#[derive(Debug, Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    cpu: Option<Duration>,
+    latencies_us: Vec<u32>,
+}
+
+/// Define the bench's resources: one that always grants and one that never does.
+async fn setup(channel: Channel, buckets: u64) -> anyhow::Result<()> {
+    let mut q = QuotasClient::new(channel.clone());
+    let limit = |amount: u64, secs: i64| proto::Limit {
+        dimension: "requests".into(),
+        amount,
+        period: Some(prost_types::Duration {
+            seconds: secs,
+            nanos: 0,
+        }),
+        burst: 0,
+        scope: 0,
+    };
+    let lease = Some(prost_types::Duration {
+        seconds: 5,
+        nanos: 0,
+    });
+    for r in [
+        proto::Resource {
+            name: GRANT.into(),
+            limits: vec![limit(1_000_000_000_000, 1)],
+            per_partition: buckets > 1,
+            lease,
+            ..Default::default()
+        },
+        proto::Resource {
+            name: DENY.into(),
+            limits: vec![limit(1, 366 * 24 * 3600)],
+            ..Default::default()
+        },
+    ] {
+        q.put_resource(proto::PutResourceRequest { resource: Some(r) })
+            .await
+            .context("defining the bench resources")?;
+    }
+    // Empty the deny bucket.
+    PermitsClient::new(channel)
+        .acquire_permit(proto::AcquirePermitRequest {
+            resource: DENY.into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Sum of on-CPU nanoseconds of every thread of `pid`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let s = std::fs::read_to_string(path).ok()?;
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+async fn one(
+    phase: Phase,
+    health: &mut tonic_health::pb::health_client::HealthClient<Channel>,
+    permits: &mut PermitsClient<Channel>,
+    partition: String,
+) -> bool {
+    match phase {
+        Phase::Health => health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_ok(),
+        Phase::Grant | Phase::Deny => {
+            let resource = if phase == Phase::Grant { GRANT } else { DENY };
+            permits
+                .acquire_permit(proto::AcquirePermitRequest {
+                    resource: resource.into(),
+                    partition,
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| r.get_ref().granted == (phase == Phase::Grant))
+        }
+        Phase::Release => {
+            let Ok(r) = permits
+                .acquire_permit(proto::AcquirePermitRequest {
+                    resource: GRANT.into(),
+                    partition,
+                    ..Default::default()
+                })
+                .await
+            else {
+                return false;
+            };
+            permits
+                .report_outcome(proto::ReportOutcomeRequest {
+                    permit_id: r.into_inner().permit_id,
+                    status_code: 200,
+                    attempt: 1,
+                    ..Default::default()
+                })
+                .await
+                .is_ok()
+        }
+    }
+}
+
+/// Run one phase for `length` with `args.concurrency` workers.
+async fn round(
+    phase: Phase,
+    channels: &[Channel],
+    args: &BenchArgs,
+    length: Duration,
+    t: &mut Totals,
+) {
+    let cpu0 = args.server_pid.and_then(cpu_time);
+    let start = Instant::now();
+    let end = start + length;
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for w in 0..args.concurrency {
+        let ch = channels[w % channels.len()].clone();
+        let buckets = args.buckets.max(1);
+        let mut next = u64::try_from(w).unwrap_or(0);
+        tasks.push(tokio::spawn(async move {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+            let mut permits = PermitsClient::new(ch);
+            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            while Instant::now() < end {
+                // Spread over the buckets with a stride, so every worker visits all of them.
+                next = next.wrapping_add(7919) % buckets;
+                let partition = if buckets > 1 {
+                    format!("p{next}")
+                } else {
+                    String::new()
+                };
+                let t0 = Instant::now();
+                let ok = one(phase, &mut health, &mut permits, partition).await;
+                lat.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
+                errors += u64::from(!ok);
+            }
+            (lat, errors)
+        }));
+    }
+    for task in tasks {
+        if let Ok((lat, errors)) = task.await {
+            t.requests += u64::try_from(lat.len()).unwrap_or(u64::MAX);
+            t.latencies_us.extend(lat);
+            t.errors += errors;
+        }
+    }
+    t.elapsed += start.elapsed();
+    if let (Some(a), Some(b)) = (cpu0, args.server_pid.and_then(cpu_time)) {
+        t.cpu = Some(t.cpu.unwrap_or_default() + b.saturating_sub(a));
+    }
+}
+
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Run the bench and print the table and the JSON line.
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(args.connections >= 1, "--connections must be at least 1");
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&args.buckets),
+        "--buckets must be 1 to 1000000"
+    );
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        channels.push(super::rpc::connect(&args.conn, args.conn.timeout).await?);
+    }
+    setup(channels[0].clone(), args.buckets).await?;
+    let slice = args.duration / args.rounds;
+    let mut totals: Vec<(Phase, Totals)> = args
+        .phases
+        .iter()
+        .map(|&p| (p, Totals::default()))
+        .collect();
+    // Warm-up: connections, the server's buckets and allocator.
+    for (p, _) in &totals {
+        round(
+            *p,
+            &channels,
+            &args,
+            slice.min(Duration::from_millis(500)),
+            &mut Totals::default(),
+        )
+        .await;
+    }
+    for _ in 0..args.rounds {
+        for (p, t) in &mut totals {
+            round(*p, &channels, &args, slice, t).await;
+        }
+    }
+    report(&args, &mut totals);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
+    let rate = |t: &Totals| t.requests as f64 / t.elapsed.as_secs_f64().max(1e-9);
+    let cpu_us = |t: &Totals| {
+        t.cpu
+            .map(|c| c.as_secs_f64() * 1e6 / (t.requests.max(1) as f64))
+    };
+    let floor = totals
+        .iter()
+        .find(|(p, _)| *p == Phase::Health)
+        .map(|(_, t)| (rate(t), cpu_us(t)));
+    let mut table = format!(
+        "{:<8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>11} {:>9}\n",
+        "phase",
+        "req/s",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "errors",
+        "x_floor",
+        "cpu_us/req",
+        "cpu_x"
+    );
+    let mut json = format!(
+        "{{\"concurrency\":{},\"connections\":{},\"buckets\":{},\"phases\":{{",
+        args.concurrency, args.connections, args.buckets
+    );
+    for (i, (p, t)) in totals.iter_mut().enumerate() {
+        t.latencies_us.sort_unstable();
+        let l = &t.latencies_us;
+        let r = rate(t);
+        let x = floor.map_or(f64::NAN, |(f, _)| r / f);
+        let c = cpu_us(t);
+        let cx = match (c, floor.and_then(|(_, fc)| fc)) {
+            (Some(c), Some(f)) => c / f,
+            _ => f64::NAN,
+        };
+        let c_text = c.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
+        let _ = writeln!(
+            table,
+            "{:<8} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8.2} {:>11} {:>9.2}",
+            p.name(),
+            r,
+            pct(l, 0.5),
+            pct(l, 0.9),
+            pct(l, 0.99),
+            pct(l, 0.999),
+            t.errors,
+            x,
+            c_text,
+            cx
+        );
+        let _ = write!(
+            json,
+            "{}\"{}\":{{\"rps\":{r:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"errors\":{},\"ratio_rps\":{},\"cpu_us_per_req\":{},\"ratio_cpu\":{}}}",
+            if i > 0 { "," } else { "" },
+            p.name(),
+            pct(l, 0.5),
+            pct(l, 0.9),
+            pct(l, 0.99),
+            pct(l, 0.999),
+            t.errors,
+            num(x),
+            c.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}")),
+            num(cx),
+        );
+    }
+    json.push_str("}}");
+    if !args.json {
+        print!("{table}");
+    }
+    println!("{json}");
+}
+
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "null".to_owned()
+    }
+}

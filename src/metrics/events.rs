@@ -1,0 +1,286 @@
+//! `GET /events`: the dashboard's feed, as server-sent events.
+//!
+//! Two event types, each one JSON object on one `data:` line:
+//! - `quota`: one bucket's state. Fed by the same code as `Quotas.Watch`
+//!   ([`crate::server::watch::start`]): a snapshot of every bucket first, then changes
+//!   coalesced to at most one per bucket per [`COALESCE`]; a client that falls behind skips
+//!   to the latest state.
+//! - `totals`: every [`TOTALS_EVERY`], per resource the counters the chart needs (grants,
+//!   denials by reason) and its aggregate state, plus the header-feedback counters.
+//!
+//! A last `bye` event says the server is shutting down, then the stream ends.
+//!
+//! Memory per client is bounded: one task whose outbox holds [`OUTBOX`] events. A client
+//! that does not read fills TCP, then the outbox, then the task waits; meanwhile the watch
+//! feed's ring overflows and resynchronises, and totals ticks are skipped.
+//!
+//! JSON is written by hand (the crate has no JSON serializer). Times are sent as
+//! milliseconds *from now* (`cooldown_ms`, `reset_in_ms`) so the page counts down on its
+//! own clock, whatever the skew between it and the server.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
+
+use super::{ClientGuard, State};
+use crate::permits::stats::REASONS;
+use crate::proto;
+use crate::server::convert::to_duration;
+use crate::server::watch::WatchStream;
+
+/// Shortest time between two updates of one bucket.
+pub const COALESCE: Duration = Duration::from_millis(250);
+/// Period of the `totals` event.
+pub const TOTALS_EVERY: Duration = Duration::from_secs(1);
+/// Events queued towards one client before its task waits.
+const OUTBOX: usize = 16;
+/// How often an idle stream sends a comment (keeps proxies from closing it, and finds dead
+/// clients).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The SSE body type.
+pub type EventStream = Sse<axum::response::sse::KeepAliveStream<EventFeed>>;
+/// The events of one client.
+pub type EventFeed = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
+/// Start one client's feed.
+pub(super) fn stream(state: &State) -> Result<EventStream, crate::permits::PermitError> {
+    let req = proto::WatchRequest {
+        resource_prefix: String::new(),
+        min_interval: Some(to_duration(COALESCE)),
+    };
+    let watch = crate::server::watch::start(&state.registry, &state.hub, &req)?;
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    tokio::spawn(pump(state.clone(), watch, tx));
+    let feed: EventFeed = Box::pin(ReceiverStream::new(rx).map(Ok));
+    Ok(Sse::new(feed).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// Forward watch updates and totals ticks to the client until the watch ends (shutdown)
+/// or the client leaves. The page is counted (`permitd_dashboard_clients` and
+/// `permitd_dashboard_connections_total`) once its first totals are queued, so whoever sees
+/// it counted knows that later grants reach the page as changes.
+async fn pump(state: State, mut watch: WatchStream, tx: mpsc::Sender<Event>) {
+    let mut tick = tokio::time::interval(TOTALS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick.tick().await; // the first tick is now
+    let first = Event::default().event("totals").data(totals_json(&state));
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    let _counted: ClientGuard = state.client_connected();
+    loop {
+        let event = tokio::select! {
+            u = watch.next() => match u {
+                Some(Ok(u)) => Event::default().event("quota").data(quota_json(&u)),
+                // The watch ends with UNAVAILABLE at shutdown.
+                Some(Err(_)) | None => {
+                    let _ = tx.send(Event::default().event("bye").data("{}")).await;
+                    return;
+                }
+            },
+            _ = tick.tick() => Event::default().event("totals").data(totals_json(&state)),
+            () = tx.closed() => return,
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Milliseconds from `now` until `t` (0 when past or absent).
+fn ms_until(t: Option<&prost_types::Timestamp>, now: SystemTime) -> u64 {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .and_then(|t| t.duration_since(now).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ms(d: Option<&prost_types::Duration>) -> u64 {
+    d.and_then(|d| Duration::try_from(*d).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One bucket as the page reads it.
+fn quota_json(u: &proto::QuotaUpdate) -> String {
+    // Countdowns are relative to when the state was read.
+    let now =
+        u.at.as_ref()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .unwrap_or_else(SystemTime::now);
+    let mut o = String::with_capacity(256);
+    o.push_str("{\"resource\":");
+    json_str(&mut o, &u.resource);
+    o.push_str(",\"partition\":");
+    json_str(&mut o, &u.partition);
+    o.push_str(",\"dims\":[");
+    for (i, d) in u.dimensions.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str("{\"name\":");
+        json_str(&mut o, &d.dimension);
+        let learned = d.source == proto::LimitSource::Learned as i32;
+        let _ = write!(
+            o,
+            ",\"limit\":{},\"remaining\":{},\"period_ms\":{},\"reset_in_ms\":{},\"learned\":{learned}}}",
+            d.limit,
+            d.remaining,
+            ms(d.period.as_ref()),
+            ms_until(d.reset_at.as_ref(), now),
+        );
+    }
+    let _ = write!(
+        o,
+        "],\"in_flight\":{},\"concurrency\":{},\"queue\":{},\"cooldown_ms\":{},\
+         \"granted\":{},\"denied\":{},\"upstream_429\":{}}}",
+        u.in_flight,
+        u.concurrency,
+        u.queue_depth,
+        ms_until(u.cooldown_until.as_ref(), now),
+        u.granted_total,
+        u.denied_total,
+        u.upstream_429_total,
+    );
+    o
+}
+
+/// Per resource counters and aggregate state, plus the feedback counters.
+fn totals_json(state: &State) -> String {
+    let now = SystemTime::now();
+    let epoch_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut o = String::with_capacity(512);
+    let _ = write!(o, "{{\"t\":{epoch_ms},\"resources\":[");
+    for (i, r) in state.registry.metrics().iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str("{\"name\":");
+        json_str(&mut o, &r.def.name);
+        let denied: u64 = r.stats.denied.iter().map(load).sum();
+        let _ = write!(
+            o,
+            ",\"granted\":{},\"denied\":{denied},\"in_flight\":{},\"queue\":{},\
+             \"cooldown_ms\":{},\"concurrency\":{},\"buckets\":{},\"per_partition\":{},\
+             \"denied_by\":{{",
+            load(&r.stats.granted),
+            r.in_flight,
+            r.queue_depth,
+            u64::try_from(r.cooldown_remaining.as_millis()).unwrap_or(u64::MAX),
+            r.def.concurrency,
+            r.buckets,
+            r.def.per_partition,
+        );
+        for (j, (_, reason)) in REASONS.iter().enumerate() {
+            if j > 0 {
+                o.push(',');
+            }
+            let _ = write!(o, "\"{reason}\":{}", load(&r.stats.denied[j]));
+        }
+        // The resource-wide bucket's dimensions, read now (refills are not announced).
+        o.push_str("},\"dims\":[");
+        for (j, d) in r.dimensions.iter().enumerate() {
+            if j > 0 {
+                o.push(',');
+            }
+            o.push_str("{\"name\":");
+            json_str(
+                &mut o,
+                r.def
+                    .dimensions
+                    .get(d.dimension)
+                    .map_or("?", String::as_str),
+            );
+            let reset = d.reset_at.duration_since(now).unwrap_or_default();
+            let _ = write!(
+                o,
+                ",\"limit\":{},\"remaining\":{},\"period_ms\":{},\"reset_in_ms\":{},\"learned\":{}}}",
+                d.limit,
+                d.remaining,
+                u64::try_from(d.period.as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(reset.as_millis()).unwrap_or(u64::MAX),
+                d.learned,
+            );
+        }
+        o.push_str("]}");
+    }
+    let f = &state.feedback;
+    let _ = write!(
+        o,
+        "],\"feedback\":{{\"reports\":{},\"learned\":{},\"ignored\":{},\"cooldowns\":{},\
+         \"upstream_429\":{}}}}}",
+        load(&f.reports),
+        load(&f.learned),
+        load(&f.ignored_headers),
+        load(&f.cooldowns),
+        load(&f.upstream_429),
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings are escaped; countdowns are relative to the read time.
+    #[test]
+    fn quota_event_json() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let ts = |s| {
+            Some(crate::server::convert::to_timestamp(
+                at + Duration::from_secs(s),
+            ))
+        };
+        let u = proto::QuotaUpdate {
+            resource: "a\"b".into(),
+            partition: "p\\1".into(),
+            dimensions: vec![proto::DimensionQuota {
+                dimension: "requests".into(),
+                limit: 10,
+                remaining: 7,
+                reset_at: ts(3),
+                source: proto::LimitSource::Learned as i32,
+                period: Some(to_duration(Duration::from_secs(60))),
+            }],
+            in_flight: 2,
+            concurrency: 4,
+            queue_depth: 1,
+            cooldown_until: ts(5),
+            granted_total: 3,
+            denied_total: 1,
+            upstream_429_total: 0,
+            at: ts(0),
+        };
+        assert_eq!(
+            quota_json(&u),
+            "{\"resource\":\"a\\\"b\",\"partition\":\"p\\\\1\",\"dims\":[{\"name\":\"requests\",\
+             \"limit\":10,\"remaining\":7,\"period_ms\":60000,\"reset_in_ms\":3000,\
+             \"learned\":true}],\"in_flight\":2,\"concurrency\":4,\"queue\":1,\
+             \"cooldown_ms\":5000,\"granted\":3,\"denied\":1,\"upstream_429\":0}"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! The HTTP side of permitd, on `--metrics-listen`: Prometheus metrics and the live
+//! dashboard.
+//!
+//! Routes (GET only; any other path is 404):
+//! - `/metrics`: the Prometheus text exposition ([`prom`]);
+//! - `/`: the dashboard, one self-contained page (inline CSS and JS, compiled into the
+//!   binary, nothing fetched from the internet);
+//! - `/events`: the page's feed, server-sent events ([`events`]).
+//!
+//! [`serve`] has the gRPC server's shape: a bound listener and a shutdown future; after the
+//! signal, open connections get at most the grace period to finish (the `/events` streams
+//! end by themselves when the quota hub closes) before the server is dropped.
+
+pub mod events;
+pub mod prom;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::feedback::apply::Counters;
+use crate::permits::Registry;
+use crate::server::grpc_stats::GrpcStats;
+use crate::watch::Hub;
+
+/// The dashboard page.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// What the HTTP handlers read. Cheap to clone.
+#[derive(Clone)]
+pub struct State {
+    /// The live buckets and per-resource counters.
+    pub registry: Registry,
+    /// Bucket change announcements.
+    pub hub: Hub,
+    /// Header feedback counters.
+    pub feedback: Arc<Counters>,
+    /// gRPC request counters.
+    pub grpc: Arc<GrpcStats>,
+    /// Pages connected to `/events` now.
+    clients: Arc<AtomicU64>,
+    /// Pages connected to `/events` since the start.
+    connections: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// The state over the server's registry, hub and counters.
+    #[must_use]
+    pub fn new(
+        registry: Registry,
+        hub: Hub,
+        feedback: Arc<Counters>,
+        grpc: Arc<GrpcStats>,
+    ) -> Self {
+        Self {
+            registry,
+            hub,
+            feedback,
+            grpc,
+            clients: Arc::default(),
+            connections: Arc::default(),
+        }
+    }
+
+    /// Pages connected to `/events` now.
+    #[must_use]
+    pub fn dashboard_clients(&self) -> u64 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Pages connected to `/events` since the start.
+    #[must_use]
+    pub fn dashboard_connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn client_connected(&self) -> ClientGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        ClientGuard(Arc::clone(&self.clients))
+    }
+}
+
+/// Counts one connected page while it lives.
+#[derive(Debug)]
+struct ClientGuard(Arc<AtomicU64>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why the HTTP server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Accepting or serving failed.
+    #[error("metrics server")]
+    Io(#[from] std::io::Error),
+    /// The server task panicked.
+    #[error("metrics server task")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The routes.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(metrics))
+        .route("/events", get(events))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then let open connections finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), MetricsError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics and dashboard listening");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let mut task = tokio::spawn(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        res = &mut task => return Ok(res??),
+        () = shutdown => {}
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(grace, &mut task).await {
+        Ok(res) => res??,
+        Err(_) => {
+            tracing::warn!("metrics connections outlived the grace period; closing them");
+            task.abort();
+        }
+    }
+    Ok(())
+}
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // The page loads nothing from elsewhere; say so, so a browser enforces it.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; \
+                 script-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    (
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        prom::render(&state),
+    )
+        .into_response()
+}
+
+async fn events(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    match events::stream(&state) {
+        Ok(sse) => ([(header::CACHE_CONTROL, "no-store")], sse).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}

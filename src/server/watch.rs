@@ -1,0 +1,155 @@
+//! `Quotas.Watch`: one task per subscriber turns hub announcements into a snapshot, then
+//! coalesced updates.
+//!
+//! Each subscriber wakes at most twice per `min_interval` whatever the permit rate: it
+//! awaits the first change, sleeps until its interval is up, then drains everything
+//! announced meanwhile without waiting (`try_recv`) and sends each changed bucket's current
+//! state once. Its outgoing channel is small: a client that does not read blocks only its
+//! own task, whose ring then overflows; it resynchronises from a snapshot when it resumes.
+//! Memory per subscriber is bounded by the ring and the number of live buckets.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast::error::TryRecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::convert::{name, opt_duration};
+use super::quotas::quota_update;
+use crate::permits::resource::MAX_NAME_LEN;
+use crate::permits::{PermitError, Registry};
+use crate::proto;
+use crate::watch::{BucketKey, Hub, Subscription};
+
+/// Interval used when the request gives none.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest interval accepted (shorter asks are raised to it).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest interval accepted.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Updates queued towards one client before its task waits.
+const OUTBOX: usize = 16;
+
+/// The stream type of Watch.
+pub type WatchStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::QuotaUpdate, Status>> + Send>>;
+
+/// Validate a Watch request and start its subscriber task.
+pub fn start(
+    registry: &Registry,
+    hub: &Hub,
+    req: &proto::WatchRequest,
+) -> Result<WatchStream, PermitError> {
+    name(&req.resource_prefix, "resource_prefix", false, MAX_NAME_LEN)?;
+    let interval = opt_duration(
+        req.min_interval.as_ref(),
+        "min_interval",
+        Duration::ZERO,
+        MAX_INTERVAL,
+    )?
+    .unwrap_or(DEFAULT_INTERVAL)
+    .max(MIN_INTERVAL);
+    // Subscribe before the snapshot so no change falls between the two.
+    let sub = hub.subscribe();
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    tokio::spawn(run(
+        registry.clone(),
+        sub,
+        req.resource_prefix.clone(),
+        interval,
+        tx,
+    ));
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+type Outbox = mpsc::Sender<Result<proto::QuotaUpdate, Status>>;
+
+/// Send every matching bucket's state; false when the client is gone.
+async fn send_snapshot(registry: &Registry, prefix: &str, tx: &Outbox) -> bool {
+    for (k, v) in registry.snapshot(prefix) {
+        if tx
+            .send(Ok(quota_update(&k.resource, &k.partition, &v)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// The final message of every stream at shutdown.
+async fn shutting_down(tx: &Outbox) {
+    let _ = tx
+        .send(Err(Status::unavailable("server shutting down")))
+        .await;
+}
+
+async fn run(
+    registry: Registry,
+    mut sub: Subscription,
+    prefix: String,
+    interval: Duration,
+    tx: Outbox,
+) {
+    if !send_snapshot(&registry, &prefix, &tx).await {
+        return;
+    }
+    let mut next = tokio::time::Instant::now();
+    loop {
+        // Wait for the first change (or shutdown, or the client leaving).
+        let first = tokio::select! {
+            r = sub.changes.recv() => Some(r),
+            _ = sub.closed.wait_for(|c| *c) => None,
+            () = tx.closed() => return,
+        };
+        let Some(first) = first else {
+            return shutting_down(&tx).await;
+        };
+        let closing = tokio::select! {
+            () = tokio::time::sleep_until(next) => false,
+            _ = sub.closed.wait_for(|c| *c) => true,
+        };
+        if closing {
+            return shutting_down(&tx).await;
+        }
+        let mut dirty: HashSet<Arc<BucketKey>> = HashSet::new();
+        let mut lagged = false;
+        let mut take = |r: Result<Arc<BucketKey>, bool>| match r {
+            Ok(k) if k.resource.starts_with(prefix.as_str()) => {
+                dirty.insert(k);
+            }
+            Ok(_) => {}
+            Err(lag) => lagged |= lag,
+        };
+        take(first.map_err(|e| matches!(e, tokio::sync::broadcast::error::RecvError::Lagged(_))));
+        loop {
+            match sub.changes.try_recv() {
+                Ok(k) => take(Ok(k)),
+                Err(TryRecvError::Lagged(_)) => take(Err(true)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        let ok = if lagged {
+            // Fell a ring behind: skip the history, send the present.
+            send_snapshot(&registry, &prefix, &tx).await
+        } else {
+            let mut ok = true;
+            for k in dirty {
+                if let Ok(v) = registry.quota(&k.resource, &k.partition) {
+                    ok &= tx
+                        .send(Ok(quota_update(&k.resource, &k.partition, &v)))
+                        .await
+                        .is_ok();
+                }
+            }
+            ok
+        };
+        if !ok {
+            return;
+        }
+        next = tokio::time::Instant::now() + interval;
+    }
+}

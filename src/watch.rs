@@ -1,0 +1,122 @@
+//! The quota-update hub: every bucket change is announced here, and each Watch subscriber
+//! turns the announcements into coalesced updates of the *current* state.
+//!
+//! Why this shape: the permit path must never wait on a subscriber, and a slow subscriber
+//! must never make the server buffer without bound. So a change carries only the bucket's
+//! key (an `Arc`, no state), goes into a fixed-size `tokio::sync::broadcast` ring (a send
+//! never blocks and costs one atomic load when nobody watches), and each subscriber reads
+//! the bucket's state itself when it is ready to send. A subscriber that falls more than a
+//! ring behind gets `Lagged` and resynchronises from a full snapshot: it skips to the
+//! latest state instead of replaying history. Coalescing falls out of the same design: the
+//! keys seen during one `min_interval` are sent once each.
+//!
+//! sled's `watch_prefix` is deliberately not used (subscribers can leak, spacejam/sled#1380).
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
+
+/// Changes buffered per subscriber before it must resynchronise.
+pub const RING: usize = 4096;
+
+/// The key of a bucket: (resource, partition); the partition is empty for the
+/// resource-wide bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    /// The resource.
+    pub resource: Arc<str>,
+    /// The partition.
+    pub partition: Arc<str>,
+}
+
+/// The hub. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<BucketKey>>,
+    closed: watch::Sender<bool>,
+}
+
+/// One subscriber's view of the hub.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Announced changes.
+    pub changes: broadcast::Receiver<Arc<BucketKey>>,
+    /// Flips to true at shutdown.
+    pub closed: watch::Receiver<bool>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// A hub with no subscribers.
+    #[must_use]
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(RING);
+        let (closed, _) = watch::channel(false);
+        Self { tx, closed }
+    }
+
+    /// Announce that a bucket changed. Never blocks; nearly free with no subscriber.
+    pub fn changed(&self, key: &Arc<BucketKey>) {
+        if self.tx.receiver_count() > 0 {
+            // An error only means every subscriber left meanwhile.
+            let _ = self.tx.send(Arc::clone(key));
+        }
+    }
+
+    /// Subscribe (take the snapshot *after* this, so no change falls in between).
+    #[must_use]
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            changes: self.tx.subscribe(),
+            closed: self.closed.subscribe(),
+        }
+    }
+
+    /// Subscribers now.
+    #[must_use]
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Shutdown: every subscription sees `closed` and ends its stream.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(r: &str) -> Arc<BucketKey> {
+        Arc::new(BucketKey {
+            resource: r.into(),
+            partition: "".into(),
+        })
+    }
+
+    /// Changes reach subscribers; a subscriber that falls a ring behind is told it lagged
+    /// (and resynchronises) instead of the hub buffering without bound.
+    #[tokio::test]
+    async fn lagging_subscriber_skips() {
+        let hub = Hub::new();
+        hub.changed(&key("nobody-listens"));
+        let mut s = hub.subscribe();
+        hub.changed(&key("a"));
+        assert_eq!(s.changes.recv().await.unwrap().resource.as_ref(), "a");
+        for _ in 0..RING + 10 {
+            hub.changed(&key("b"));
+        }
+        assert!(matches!(
+            s.changes.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
+        hub.close();
+        assert!(*s.closed.borrow_and_update());
+    }
+}

@@ -1,0 +1,291 @@
+//! The dashboard page in headless Chromium (Debian's `chromium`): it renders every
+//! resource, and the figures follow permits taken while it is open.
+//!
+//! The page is loaded with `?for=3`: it stops its live feed after 3 s of server time, so
+//! `--virtual-time-budget` can run out (virtual time does not advance while a request, here
+//! the event stream, is open). The permits taken after the page connected (the server
+//! counts it on `/metrics`) reach it only over the feed, so the dumped DOM shows the feed
+//! works. A screenshot is kept as `target/dashboard.png`.
+//!
+//! Without Chromium the test prints a skip notice, except under `CI=true`, where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use permitd::proto;
+
+use crate::dash_http::{value, wait_metrics};
+use crate::support::{TestServer, acquire_req, dur, limit, put, resource, wait_queue_depth};
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// Longest a Chromium run may take before it is killed (it takes 5 to 8 s here).
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Chromium binary on PATH, if any.
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser"].iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `target/`, where the artifacts are kept.
+fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).to_path_buf()
+}
+
+/// Run headless Chromium on `url` with `extra` flags, killed after [`CHROMIUM_TIMEOUT`].
+/// Returns its output and how long it ran, or its stderr when it had to be killed.
+async fn run_chromium_once(
+    bin: &Path,
+    url: &str,
+    extra: &[String],
+) -> Result<(Output, Duration), String> {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--virtual-time-budget=3000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(extra)
+    .arg(url)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let t = Instant::now();
+    let child = cmd.spawn().expect("spawn chromium");
+    let pid = child.id();
+    let mut run = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(CHROMIUM_TIMEOUT, &mut run).await {
+        Ok(out) => Ok((out.unwrap().expect("chromium output"), t.elapsed())),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let out = run.await.unwrap().expect("chromium output");
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+/// [`run_chromium_once`], tried a second time if the browser hangs (its stderr is printed):
+/// a browser stuck at start-up is not the page's fault, while a page that never stops its
+/// feed hangs both tries and fails the test.
+async fn run_chromium(bin: &Path, url: &str, extra: &[String]) -> (Output, Duration) {
+    match run_chromium_once(bin, url, extra).await {
+        Ok(done) => done,
+        Err(stderr) => {
+            println!("chromium hung for {CHROMIUM_TIMEOUT:?}, trying again; its stderr:\n{stderr}");
+            run_chromium_once(bin, url, extra)
+                .await
+                .unwrap_or_else(|e| panic!("chromium hung twice; its stderr:\n{e}"))
+        }
+    }
+}
+
+/// Wait (bounded) until `n` pages have connected to `/events` since the server started.
+async fn wait_page(server: &TestServer, n: u32) {
+    wait_metrics(server.metrics_addr.unwrap(), "a dashboard page", |s| {
+        value(s, "permitd_dashboard_connections_total", &[]).is_some_and(|c| c >= f64::from(n))
+    })
+    .await;
+}
+
+fn acquire_cost(resource: &str, tokens: u64) -> proto::AcquirePermitRequest {
+    let mut r = acquire_req(resource);
+    r.cost.insert("tokens".into(), tokens);
+    r
+}
+
+/// The page renders every resource with its bars, in-flight counts, waiting callers and
+/// cooldown, and shows permits taken after it connected.
+#[tokio::test]
+async fn dashboard_in_chromium() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed; CI must install it (apt-get install -y chromium)"
+        );
+        println!(
+            "SKIP dashboard_in_chromium: chromium is not installed (apt-get install chromium)"
+        );
+        return;
+    };
+    let server = TestServer::start_with_metrics().await;
+    let m = server.metrics_addr.unwrap();
+    put(
+        &server,
+        resource(
+            "dash:api",
+            vec![
+                limit("requests", 100, HOUR, 0),
+                limit("tokens", 50_000, HOUR, 0),
+            ],
+            8,
+        ),
+    )
+    .await;
+    put(
+        &server,
+        resource("dash:slow", vec![limit("requests", 5, HOUR, 0)], 1),
+    )
+    .await;
+    put(
+        &server,
+        resource("dash:cool", vec![limit("requests", 60, HOUR, 0)], 0),
+    )
+    .await;
+
+    // Before the page: 3 grants on dash:api, a held slot, two denials and a waiter on
+    // dash:slow, and a cooldown on dash:cool.
+    let mut c = server.permits().await;
+    for _ in 0..3 {
+        assert!(
+            c.acquire_permit(acquire_cost("dash:api", 1200))
+                .await
+                .unwrap()
+                .into_inner()
+                .granted
+        );
+    }
+    assert!(
+        c.acquire_permit(acquire_req("dash:slow"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
+    for _ in 0..2 {
+        assert!(
+            !c.acquire_permit(acquire_req("dash:slow"))
+                .await
+                .unwrap()
+                .into_inner()
+                .granted
+        );
+    }
+    let waiter = {
+        let mut c = server.permits().await;
+        tokio::spawn(async move {
+            let mut r = acquire_req("dash:slow");
+            r.max_wait = Some(dur(Duration::from_secs(60)));
+            c.acquire_permit(r).await
+        })
+    };
+    wait_queue_depth(&server, "dash:slow", "", 1).await;
+    c.report_outcome(proto::ReportOutcomeRequest {
+        resource: "dash:cool".into(),
+        status_code: 429,
+        headers: [("Retry-After".to_owned(), "120".to_owned())].into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // The DOM, with two more grants taken once the page is live.
+    let url = format!("http://{m}/?for=3");
+    let dump = {
+        let (bin, url) = (bin.clone(), url.clone());
+        tokio::spawn(async move { run_chromium(&bin, &url, &["--dump-dom".to_owned()]).await })
+    };
+    let t = Instant::now();
+    wait_page(&server, 1).await;
+    let connected = t.elapsed();
+    for _ in 0..2 {
+        assert!(
+            c.acquire_permit(acquire_cost("dash:api", 1000))
+                .await
+                .unwrap()
+                .into_inner()
+                .granted
+        );
+    }
+    let (out, took) = dump.await.unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::fs::write(target_dir().join("dashboard.html"), &dom).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {stderr}");
+    let has = |needle: &str| {
+        assert!(
+            dom.contains(needle),
+            "the page lacks {needle:?}; see target/dashboard.html"
+        );
+    };
+    for r in ["dash:api", "dash:slow", "dash:cool"] {
+        has(&format!("data-resource=\"{r}\""));
+    }
+    // dash:api: 5 of 100 requests used (3 before the page, 2 over its live feed), 5 of 8
+    // slots held.
+    has(r#"data-dimension="requests" data-remaining="95" data-limit="100""#);
+    has("95 / 100 per h");
+    has(r#"data-in-flight="5" data-concurrency="8""#);
+    has(r#"data-in-flight="5" data-waiting="0" data-granted="5" data-denied="0""#);
+    has(r#"data-dimension="tokens""#);
+    // The chart's counts are deltas of the totals the page received: these 2 grants came
+    // after the page's first totals.
+    has(r#"data-granted5m="2" data-denied5m="0""#);
+    // dash:slow: its slot held, one caller waiting, two denials.
+    has(r#"data-in-flight="1" data-waiting="1" data-granted="1" data-denied="2""#);
+    has("concurrency limited 2");
+    // dash:cool: counting down its cooldown.
+    has("badge cooldown\">cooldown 1 min ");
+    has("upstream 429s <b>1</b>");
+    // The page stopped its feed as asked, after rendering.
+    has(r#"data-snapshot="done""#);
+    has("cooling\" data-resource=\"dash:cool\"");
+    let first_render = dom
+        .split("data-first-render-ms=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("the page records its first render");
+
+    // The screenshot, with some traffic while the page is open so the chart has bars.
+    let shot = target_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let extra = [
+        format!("--screenshot={}", shot.display()),
+        "--window-size=1280,800".to_owned(),
+    ];
+    let run = tokio::spawn(async move { run_chromium(&bin, &url, &extra).await });
+    wait_page(&server, 2).await;
+    for _ in 0..3 {
+        c.acquire_permit(acquire_cost("dash:api", 500))
+            .await
+            .unwrap();
+        c.acquire_permit(acquire_req("dash:slow")).await.unwrap();
+    }
+    let (out, shot_took) = run.await.unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    println!(
+        "RESULT dashboard page_connected_ms={} first_render_virtual_ms={first_render} dump_dom_ms={} screenshot_ms={} png_bytes={} screenshot={}",
+        connected.as_millis(),
+        took.as_millis(),
+        shot_took.as_millis(),
+        png.len(),
+        shot.display()
+    );
+    waiter.abort();
+    server.stop().await;
+}
