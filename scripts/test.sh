@@ -15,3 +15,8 @@ fi
 # and the integration tests (real server on 127.0.0.1:0, real clients, real sled on disk, the
 # dashboard in headless Chromium).
 cargo test --locked --all-targets "$@"
+
+# The Python client's tests (a venv with grpcio, pytest) against the binary just built.
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+PERMITD_BIN="$target_dir/debug/permitd" ./clients/python/scripts/test.sh

@@ -656,7 +656,14 @@ impl Registry {
                 learned: slot.origin == super::resource::Origin::Learned,
             };
             match dims.iter_mut().find(|d| d.dimension == v.dimension) {
-                Some(d) if v.remaining < d.remaining => *d = v,
+                // The tightest limit wins; on a tie the learned one, since it is what the
+                // upstream itself says.
+                Some(d)
+                    if v.remaining < d.remaining
+                        || (v.remaining == d.remaining && v.learned && !d.learned) =>
+                {
+                    *d = v;
+                }
                 Some(_) => {}
                 None => dims.push(v),
             }

@@ -1,0 +1,66 @@
+"""Python client for permitd, the rate-limit coordination service.
+
+Ask permitd before each call to a rate-limited API, and tell it what the API answered::
+
+    import permitd, requests
+
+    client = permitd.Client()  # $PERMITD_TARGET, else 127.0.0.1:50051
+    with client.permit("openai:gpt-4o", cost={"tokens": 1200}, max_wait=30) as p:
+        p.report(requests.post(URL, json=body))
+
+:class:`AsyncClient` has the same shape for asyncio (``async with``, ``await``).
+"""
+
+from ._core import (
+    Backoff,
+    BackoffAdvice,
+    DimensionQuota,
+    LearnedLimit,
+    Limit,
+    Outcome,
+    QuotaUpdate,
+    StoredResult,
+    stable_hash,
+)
+from .aio import AsyncClient, AsyncIdempotent, AsyncPermit, AsyncWatch
+from .client import Client, Idempotent, Permit, Watch
+from .errors import (
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    InvalidArgument,
+    NotFound,
+    PermitDenied,
+    PermitdError,
+    PermitdUnavailable,
+    RetriesExhausted,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "AsyncIdempotent",
+    "AsyncPermit",
+    "AsyncWatch",
+    "Backoff",
+    "BackoffAdvice",
+    "Client",
+    "DimensionQuota",
+    "IdempotencyConflict",
+    "IdempotencyInProgress",
+    "Idempotent",
+    "InvalidArgument",
+    "LearnedLimit",
+    "Limit",
+    "NotFound",
+    "Outcome",
+    "Permit",
+    "PermitDenied",
+    "PermitdError",
+    "PermitdUnavailable",
+    "QuotaUpdate",
+    "RetriesExhausted",
+    "StoredResult",
+    "Watch",
+    "stable_hash",
+]

@@ -1,0 +1,122 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from permitd.v1 import resource_pb2 as _resource_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LimitSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIMIT_SOURCE_UNSPECIFIED: _ClassVar[LimitSource]
+    LIMIT_SOURCE_CONFIG: _ClassVar[LimitSource]
+    LIMIT_SOURCE_LEARNED: _ClassVar[LimitSource]
+LIMIT_SOURCE_UNSPECIFIED: LimitSource
+LIMIT_SOURCE_CONFIG: LimitSource
+LIMIT_SOURCE_LEARNED: LimitSource
+
+class WatchRequest(_message.Message):
+    __slots__ = ("resource_prefix", "min_interval")
+    RESOURCE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    resource_prefix: str
+    min_interval: _duration_pb2.Duration
+    def __init__(self, resource_prefix: _Optional[str] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class DimensionQuota(_message.Message):
+    __slots__ = ("dimension", "limit", "remaining", "reset_at", "source", "period")
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESET_AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    dimension: str
+    limit: int
+    remaining: int
+    reset_at: _timestamp_pb2.Timestamp
+    source: LimitSource
+    period: _duration_pb2.Duration
+    def __init__(self, dimension: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reset_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[LimitSource, str]] = ..., period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class QuotaUpdate(_message.Message):
+    __slots__ = ("resource", "partition", "dimensions", "in_flight", "concurrency", "queue_depth", "cooldown_until", "granted_total", "denied_total", "upstream_429_total", "at")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DENIED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_429_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    partition: str
+    dimensions: _containers.RepeatedCompositeFieldContainer[DimensionQuota]
+    in_flight: int
+    concurrency: int
+    queue_depth: int
+    cooldown_until: _timestamp_pb2.Timestamp
+    granted_total: int
+    denied_total: int
+    upstream_429_total: int
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, resource: _Optional[str] = ..., partition: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionQuota, _Mapping]]] = ..., in_flight: _Optional[int] = ..., concurrency: _Optional[int] = ..., queue_depth: _Optional[int] = ..., cooldown_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granted_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., upstream_429_total: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetQuotaRequest(_message.Message):
+    __slots__ = ("resource", "partition")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    partition: str
+    def __init__(self, resource: _Optional[str] = ..., partition: _Optional[str] = ...) -> None: ...
+
+class ListResourcesRequest(_message.Message):
+    __slots__ = ("prefix", "page_size", "page_token")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    page_size: int
+    page_token: str
+    def __init__(self, prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListResourcesResponse(_message.Message):
+    __slots__ = ("resources", "next_page_token")
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.RepeatedCompositeFieldContainer[_resource_pb2.Resource]
+    next_page_token: str
+    def __init__(self, resources: _Optional[_Iterable[_Union[_resource_pb2.Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PutResourceRequest(_message.Message):
+    __slots__ = ("resource",)
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    resource: _resource_pb2.Resource
+    def __init__(self, resource: _Optional[_Union[_resource_pb2.Resource, _Mapping]] = ...) -> None: ...
+
+class PutResourceResponse(_message.Message):
+    __slots__ = ("resource", "replaced")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    resource: _resource_pb2.Resource
+    replaced: bool
+    def __init__(self, resource: _Optional[_Union[_resource_pb2.Resource, _Mapping]] = ..., replaced: bool = ...) -> None: ...
+
+class DeleteResourceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteResourceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
