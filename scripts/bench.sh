@@ -3,6 +3,7 @@
 # measured in the same run: server pinned to core 0, load generator to core 1.
 #   scripts/bench.sh            full sweep, writes bench/results.md
 #   DURATION=2s scripts/bench.sh  shorter phases
+#   COORD_DURATION=5s scripts/bench.sh  shorter coordination modes (default 10s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-6s}
@@ -53,6 +54,23 @@ for buckets in 1000 1000000; do
   echo '```' >> "$OUT"
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 done
+
+# The batch form: AcquirePermits of 100 permits against unary AcquirePermit, in permits/s.
+n=$((n+1)); start_server "$n"
+echo "## batch: AcquirePermits of 100 permits, concurrency 64, 1 bucket" >> "$OUT"
+echo '```' >> "$OUT"
+taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency 64 --phases health,grant,batch --batch 100 --duration "$DURATION" --server-pid "$SERVER" | tee -a "$OUT"
+echo '```' >> "$OUT"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+
+# Coordination quality: 16 workers sharing a local upstream limited to 50/s, through permitd
+# (limit configured; limit learned from headers) and on their own (exponential backoff).
+n=$((n+1)); start_server "$n"
+echo "## coordination: 16 workers, upstream token bucket 50/s, ${COORD_DURATION:-10s} per mode" >> "$OUT"
+echo '```' >> "$OUT"
+taskset -c 1 "$BIN" bench-coord --server "127.0.0.1:$PORT" --duration "${COORD_DURATION:-10s}" | tee -a "$OUT"
+echo '```' >> "$OUT"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
 # Memory per live bucket: touch N partitions once (leases 5 s keep them live), read RSS.
 n=$((n+1)); start_server "$n"

@@ -89,7 +89,10 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Client(cmd) => {
             // One thread suffices for a single call; the load generator uses every core it
             // is given (pin it with taskset to keep it off the server's).
-            let rt = if matches!(cmd, permitd::cli::ClientCommand::Bench(_)) {
+            let rt = if matches!(
+                cmd,
+                permitd::cli::ClientCommand::Bench(_) | permitd::cli::ClientCommand::BenchCoord(_)
+            ) {
                 tokio::runtime::Builder::new_multi_thread()
             } else {
                 tokio::runtime::Builder::new_current_thread()

@@ -5,10 +5,12 @@
 //!
 //! Phases: `health` (the floor), `grant` (immediately granted permits, never released:
 //! leases expire), `deny` (a resource whose bucket is empty), `release` (acquire then
-//! ReportOutcome, one cycle counted as one permit). With `--buckets N` the permits spread
-//! over N partitions of a per-partition resource. With `--server-pid` the server's CPU time
-//! per request is read from `/proc/PID/task/*/schedstat` (nanoseconds, all threads), which
-//! is steadier than throughput when the load generator is the bottleneck.
+//! ReportOutcome, one cycle counted as one permit), `batch` (AcquirePermits calls of
+//! `--batch` grants each; counted per permit, latency per call, compared with `grant`).
+//! With `--buckets N` the permits spread over N partitions of a per-partition resource.
+//! With `--server-pid` the server's CPU time per request is read from
+//! `/proc/PID/task/*/schedstat` (nanoseconds, all threads), which is steadier than
+//! throughput when the load generator is the bottleneck.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -40,13 +42,16 @@ pub struct BenchArgs {
     /// Distinct buckets (partitions) the permits spread over, 1 to 1 000 000
     #[arg(long, default_value_t = 1)]
     pub buckets: u64,
-    /// Phases to run, comma-separated: health, grant, deny, release
+    /// Phases to run, comma-separated: health, grant, deny, release, batch
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "health,grant,deny,release"
     )]
     pub phases: Vec<Phase>,
+    /// Permits per AcquirePermits call in the batch phase, 1 to 1000
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub batch: usize,
     /// The server's process id, to measure its CPU time per request
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
@@ -66,6 +71,8 @@ pub enum Phase {
     Deny,
     /// AcquirePermit then ReportOutcome.
     Release,
+    /// AcquirePermits of `--batch` permits, all granted at once; counted per permit.
+    Batch,
 }
 
 impl Phase {
@@ -75,6 +82,7 @@ impl Phase {
             Self::Grant => "grant",
             Self::Deny => "deny",
             Self::Release => "release",
+            Self::Batch => "batch",
         }
     }
 }
@@ -153,8 +161,19 @@ async fn one(
     health: &mut tonic_health::pb::health_client::HealthClient<Channel>,
     permits: &mut PermitsClient<Channel>,
     partition: String,
+    batch: &proto::AcquirePermitsRequest,
 ) -> bool {
     match phase {
+        Phase::Batch => permits.acquire_permits(batch.clone()).await.is_ok_and(|r| {
+            let r = r.get_ref();
+            r.results.len() == batch.requests.len()
+                && r.results.iter().all(|x| {
+                    matches!(
+                        &x.result,
+                        Some(proto::acquire_permit_result::Result::Response(a)) if a.granted
+                    )
+                })
+        }),
         Phase::Health => health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
@@ -211,30 +230,55 @@ async fn round(
     for w in 0..args.concurrency {
         let ch = channels[w % channels.len()].clone();
         let buckets = args.buckets.max(1);
+        let batch_size = if phase == Phase::Batch { args.batch } else { 0 };
         let mut next = u64::try_from(w).unwrap_or(0);
         tasks.push(tokio::spawn(async move {
             let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
             let mut permits = PermitsClient::new(ch);
             let (mut lat, mut errors) = (Vec::new(), 0u64);
-            while Instant::now() < end {
-                // Spread over the buckets with a stride, so every worker visits all of them.
+            // Spread over the buckets with a stride, so every worker visits all of them.
+            let mut partition = move || {
                 next = next.wrapping_add(7919) % buckets;
-                let partition = if buckets > 1 {
+                if buckets > 1 {
                     format!("p{next}")
                 } else {
                     String::new()
-                };
+                }
+            };
+            let mut batch = proto::AcquirePermitsRequest {
+                requests: (0..batch_size)
+                    .map(|_| proto::AcquirePermitRequest {
+                        resource: GRANT.into(),
+                        partition: partition(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            };
+            while Instant::now() < end {
+                if buckets > 1 {
+                    for r in &mut batch.requests {
+                        r.partition = partition();
+                    }
+                }
                 let t0 = Instant::now();
-                let ok = one(phase, &mut health, &mut permits, partition).await;
+                let ok = one(phase, &mut health, &mut permits, partition(), &batch).await;
                 lat.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
                 errors += u64::from(!ok);
             }
             (lat, errors)
         }));
     }
+    // A batch call counts as the permits it carries (its latency stays one call's).
+    let per_call = if phase == Phase::Batch {
+        u64::try_from(args.batch).unwrap_or(u64::MAX)
+    } else {
+        1
+    };
     for task in tasks {
         if let Ok((lat, errors)) = task.await {
-            t.requests += u64::try_from(lat.len()).unwrap_or(u64::MAX);
+            t.requests += u64::try_from(lat.len())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(per_call);
             t.latencies_us.extend(lat);
             t.errors += errors;
         }
@@ -267,6 +311,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCod
         "--buckets must be 1 to 1000000"
     );
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    anyhow::ensure!(
+        (1..=crate::server::batch::MAX_BATCH).contains(&args.batch),
+        "--batch must be 1 to {}",
+        crate::server::batch::MAX_BATCH
+    );
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(super::rpc::connect(&args.conn, args.conn.timeout).await?);
@@ -366,7 +415,30 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
             num(cx),
         );
     }
-    json.push_str("}}");
+    json.push('}');
+    // The batch form against the unary one, both in permits per second.
+    let of = |phase: Phase| totals.iter().find(|(p, _)| *p == phase).map(|(_, t)| t);
+    if let Some(b) = of(Phase::Batch) {
+        let vs = of(Phase::Grant).map_or(f64::NAN, |g| rate(b) / rate(g).max(1e-9));
+        let cpu_vs = match (cpu_us(b), of(Phase::Grant).and_then(cpu_us)) {
+            (Some(b), Some(g)) => g / b.max(1e-9),
+            _ => f64::NAN,
+        };
+        let _ = writeln!(
+            table,
+            "batch: {} permits per AcquirePermits call (req/s and cpu_us/req count permits, \
+             latency is per call): {:.2} x grant's permits/s, {:.2} x less server CPU per permit",
+            args.batch, vs, cpu_vs
+        );
+        let _ = write!(
+            json,
+            ",\"batch_size\":{},\"batch_vs_grant_rps\":{},\"batch_vs_grant_cpu\":{}",
+            args.batch,
+            num(vs),
+            num(cpu_vs)
+        );
+    }
+    json.push('}');
     if !args.json {
         print!("{table}");
     }

@@ -1,5 +1,6 @@
 //! The command-line client: subcommands that talk to a running permitd over gRPC
-//! (`acquire`, `release`, `report`, `resources list|put|delete`, `quota`, `bench`).
+//! (`acquire`, `release`, `report`, `resources list|put|delete`, `quota`, `bench`,
+//! `bench-coord`).
 //!
 //! This module owns the flags (clap derive) and their parsing; `commands` makes the calls
 //! and prints the answers; `output` holds the formatting shared by them; `rpc` owns the
@@ -12,6 +13,7 @@
 
 mod bench;
 mod commands;
+mod coord;
 mod output;
 mod rpc;
 mod watch;
@@ -56,9 +58,19 @@ pub enum ClientCommand {
     Watch(WatchArgs),
     /// Load-test a running server: AcquirePermit against Health/Check (the floor)
     ///
-    /// Interleaves the phases (health, grant, deny, release) in rounds and prints req/s,
+    /// Interleaves the phases (health, grant, deny, release, batch) in rounds and prints req/s,
     /// p50/p90/p99/p99.9 latency and the ratios to the floor, as a table and one JSON line.
     Bench(bench::BenchArgs),
+    /// Coordination quality: workers sharing a rate-limited upstream, with and without
+    /// permitd
+    ///
+    /// Starts a local HTTP upstream that enforces --limit per --period and sends rate-limit
+    /// headers, then runs --workers workers against it for --duration in each mode: known
+    /// (through permitd, the limit configured), learned (through permitd, the limit learned
+    /// from the headers) and naive (no permitd, each worker backing off on its own after a
+    /// 429). Prints the upstream's useful throughput as a share of its limit and the 429s,
+    /// as a table and one JSON line. The known and learned modes need a running server.
+    BenchCoord(coord::CoordArgs),
 }
 
 /// Where the server is and how long to wait for it; taken by every client subcommand.
@@ -254,6 +266,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Quota(args) => commands::quota(args).await,
         ClientCommand::Watch(args) => watch::watch(args).await,
         ClientCommand::Bench(args) => bench::run(args).await,
+        ClientCommand::BenchCoord(args) => coord::run(args).await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! `shutdown_grace` to finish before the server is dropped; tonic's own shutdown has no
 //! drain bound (hyperium/tonic#1820), so a long-lived stream could otherwise block exit.
 
+pub mod batch;
 pub mod cache;
 pub mod convert;
 pub mod error;

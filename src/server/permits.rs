@@ -49,6 +49,43 @@ impl PermitsService {
             counters,
         }
     }
+
+    /// One AcquirePermit: validate `r` (fields named as in the proto, `cost.tokens`), ask
+    /// the registry, convert the answer. `deadline` is the caller's gRPC deadline; it bounds
+    /// `max_wait`. Shared by AcquirePermit and each item of AcquirePermits.
+    pub(super) async fn acquire_one(
+        &self,
+        r: &proto::AcquirePermitRequest,
+        deadline: Option<Duration>,
+    ) -> Result<proto::AcquirePermitResponse, PermitError> {
+        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+        name(&r.partition, "partition", false, MAX_NAME_LEN)?;
+        check_cost(&r.cost, "cost")?;
+        if r.client_id.len() > MAX_NAME_LEN {
+            return Err(PermitError::Invalid {
+                field: "client_id".into(),
+                message: format!("{} bytes, at most {MAX_NAME_LEN}", r.client_id.len()),
+            });
+        }
+        let mut max_wait = opt_duration(r.max_wait.as_ref(), "max_wait", Duration::ZERO, MAX_WAIT)?
+            .unwrap_or_default();
+        if let Some(d) = deadline {
+            max_wait = max_wait.min(d.saturating_sub(DEADLINE_MARGIN));
+        }
+        let lease = opt_duration(r.lease.as_ref(), "lease", MIN_LEASE, MAX_LEASE)?;
+        let outcome = self
+            .registry
+            .acquire(AcquireRequest {
+                resource: &r.resource,
+                partition: &r.partition,
+                cost: &r.cost,
+                max_wait,
+                priority: r.priority,
+                lease,
+            })
+            .await?;
+        Ok(acquire_response(outcome))
+    }
 }
 
 /// The caller's gRPC deadline from the `grpc-timeout` header (`<digits><unit>`).
@@ -170,35 +207,20 @@ impl Permits for PermitsService {
         request: Request<proto::AcquirePermitRequest>,
     ) -> Result<Response<proto::AcquirePermitResponse>, Status> {
         let deadline = grpc_timeout(&request);
+        Ok(Response::new(
+            self.acquire_one(&request.into_inner(), deadline).await?,
+        ))
+    }
+
+    async fn acquire_permits(
+        &self,
+        request: Request<proto::AcquirePermitsRequest>,
+    ) -> Result<Response<proto::AcquirePermitsResponse>, Status> {
+        let deadline = grpc_timeout(&request);
         let r = request.into_inner();
-        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
-        name(&r.partition, "partition", false, MAX_NAME_LEN)?;
-        check_cost(&r.cost, "cost")?;
-        if r.client_id.len() > MAX_NAME_LEN {
-            return Err(PermitError::Invalid {
-                field: "client_id".into(),
-                message: format!("{} bytes, at most {MAX_NAME_LEN}", r.client_id.len()),
-            }
-            .into());
-        }
-        let mut max_wait = opt_duration(r.max_wait.as_ref(), "max_wait", Duration::ZERO, MAX_WAIT)?
-            .unwrap_or_default();
-        if let Some(d) = deadline {
-            max_wait = max_wait.min(d.saturating_sub(DEADLINE_MARGIN));
-        }
-        let lease = opt_duration(r.lease.as_ref(), "lease", MIN_LEASE, MAX_LEASE)?;
-        let outcome = self
-            .registry
-            .acquire(AcquireRequest {
-                resource: &r.resource,
-                partition: &r.partition,
-                cost: &r.cost,
-                max_wait,
-                priority: r.priority,
-                lease,
-            })
-            .await?;
-        Ok(Response::new(acquire_response(outcome)))
+        Ok(Response::new(
+            super::batch::acquire_all(self, &r.requests, deadline).await?,
+        ))
     }
 
     async fn report_outcome(

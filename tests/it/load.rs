@@ -129,7 +129,7 @@ fn max_overlap(held: &[(Instant, Instant)]) -> usize {
 }
 
 /// (pairs violating the envelope, worst count in any window of one period).
-fn envelope(grants: &[u128], amount: u64, period: Duration, burst: u64) -> (usize, usize) {
+pub fn envelope(grants: &[u128], amount: u64, period: Duration, burst: u64) -> (usize, usize) {
     let p = period.as_nanos();
     let mut violations = 0;
     let mut worst = 0;
@@ -150,7 +150,13 @@ fn envelope(grants: &[u128], amount: u64, period: Duration, burst: u64) -> (usiz
     (violations, worst)
 }
 
-fn utilisation(grants: usize, amount: u64, period: Duration, burst: u64, elapsed: Duration) -> f64 {
+pub fn utilisation(
+    grants: usize,
+    amount: u64,
+    period: Duration,
+    burst: u64,
+    elapsed: Duration,
+) -> f64 {
     let allowed = burst as f64 + amount as f64 * elapsed.as_secs_f64() / period.as_secs_f64();
     grants as f64 / allowed
 }

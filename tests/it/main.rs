@@ -12,6 +12,8 @@
 
 mod admin;
 mod bad_input;
+mod batch;
+mod bench_cli;
 mod cache;
 mod cli;
 mod crash;

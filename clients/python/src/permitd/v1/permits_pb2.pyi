@@ -76,6 +76,34 @@ class AcquirePermitResponse(_message.Message):
     remaining: _containers.ScalarMap[str, int]
     def __init__(self, granted: bool = ..., permit_id: _Optional[str] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denial_reason: _Optional[_Union[DenialReason, str]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waited: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remaining: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
+class AcquirePermitsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[AcquirePermitRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[AcquirePermitRequest, _Mapping]]] = ...) -> None: ...
+
+class AcquirePermitsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AcquirePermitResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[AcquirePermitResult, _Mapping]]] = ...) -> None: ...
+
+class AcquirePermitResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: AcquirePermitResponse
+    error: PermitItemError
+    def __init__(self, response: _Optional[_Union[AcquirePermitResponse, _Mapping]] = ..., error: _Optional[_Union[PermitItemError, _Mapping]] = ...) -> None: ...
+
+class PermitItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ReportOutcomeRequest(_message.Message):
     __slots__ = ("permit_id", "resource", "partition", "status_code", "headers", "actual_cost", "attempt")
     class HeadersEntry(_message.Message):

@@ -41,6 +41,11 @@ class PermitsStub(object):
                 request_serializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitRequest.SerializeToString,
                 response_deserializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitResponse.FromString,
                 _registered_method=True)
+        self.AcquirePermits = channel.unary_unary(
+                '/permitd.v1.Permits/AcquirePermits',
+                request_serializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitsRequest.SerializeToString,
+                response_deserializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitsResponse.FromString,
+                _registered_method=True)
         self.ReportOutcome = channel.unary_unary(
                 '/permitd.v1.Permits/ReportOutcome',
                 request_serializer=permitd_dot_v1_dot_permits__pb2.ReportOutcomeRequest.SerializeToString,
@@ -68,6 +73,21 @@ class PermitsServicer(object):
         bucket's queue up to `max_wait` (never past the call's gRPC deadline); otherwise
         answers `granted = false` with a `retry_after`. A denial is a normal answer, not an
         error. Errors: INVALID_ARGUMENT (field named), NOT_FOUND (unknown resource).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcquirePermits(self, request, context):
+        """Ask for many permits in one call, for heavy callers: one round trip for up to 1 000
+        permits. Each item is validated and answered on its own, exactly as AcquirePermit
+        would answer it alone, and the answers come back in the order asked: a denial or an
+        invalid item leaves the others untouched. Items that queue (`max_wait`) wait
+        concurrently, so a waiting item never delays the others; the call's gRPC deadline
+        bounds every item's wait, and the call answers when its last item is answered. Items
+        are tried in order, so on one bucket an earlier item is served first. Errors of the
+        whole call: INVALID_ARGUMENT when `requests` holds more than 1 000 items; everything
+        else is reported per item, in its result's `error`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +123,11 @@ def add_PermitsServicer_to_server(servicer, server):
                     servicer.AcquirePermit,
                     request_deserializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitRequest.FromString,
                     response_serializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitResponse.SerializeToString,
+            ),
+            'AcquirePermits': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquirePermits,
+                    request_deserializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitsRequest.FromString,
+                    response_serializer=permitd_dot_v1_dot_permits__pb2.AcquirePermitsResponse.SerializeToString,
             ),
             'ReportOutcome': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportOutcome,
@@ -149,6 +174,33 @@ class Permits(object):
             '/permitd.v1.Permits/AcquirePermit',
             permitd_dot_v1_dot_permits__pb2.AcquirePermitRequest.SerializeToString,
             permitd_dot_v1_dot_permits__pb2.AcquirePermitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcquirePermits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitd.v1.Permits/AcquirePermits',
+            permitd_dot_v1_dot_permits__pb2.AcquirePermitsRequest.SerializeToString,
+            permitd_dot_v1_dot_permits__pb2.AcquirePermitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,102 @@
+//! The benchmark subcommands of the real binary, briefly, against the test server: the batch
+//! phase of `permitd bench` and every mode of `permitd bench-coord` run and print their JSON
+//! line. Figures are not asserted here (a loaded debug build says little); the commands'
+//! own targets are checked by reading their output in `scripts/bench.sh`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::TestServer;
+
+/// Run `permitd ARGS --server URL` off the runtime (the in-process server keeps serving),
+/// bounded by 60 s; returns (exit code, stdout).
+async fn run(server: &TestServer, args: &[&str]) -> (i32, String) {
+    let mut all: Vec<String> = args.iter().map(|&s| s.to_owned()).collect();
+    all.extend(["--server".to_owned(), server.url()]);
+    let task = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_permitd"))
+            .args(&all)
+            .env_remove("PERMITD_SERVER")
+            .output()
+            .expect("run permitd");
+        (
+            out.status.code().expect("exited, not killed"),
+            String::from_utf8(out.stdout).expect("utf-8"),
+        )
+    });
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the bench ends within 60 s")
+        .unwrap()
+}
+
+/// The batch phase counts permits and compares itself with the unary grant phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_batch_phase() {
+    let server = TestServer::start().await;
+    let (code, out) = run(
+        &server,
+        &[
+            "bench",
+            "--phases",
+            "grant,batch",
+            "--batch",
+            "20",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--duration",
+            "400ms",
+            "--rounds",
+            "1",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().last().unwrap();
+    println!("RESULT bench_batch {line}");
+    assert!(line.contains("\"batch\":{\"rps\":"), "{line}");
+    assert!(line.contains("\"batch_size\":20"), "{line}");
+    assert!(line.contains("\"batch_vs_grant_rps\":"), "{line}");
+    assert_eq!(
+        line.matches("\"errors\":0,").count(),
+        2,
+        "no failed call: {line}"
+    );
+    let (code, _) = run(&server, &["bench", "--batch", "1001", "--duration", "1s"]).await;
+    assert_eq!(code, 1, "--batch above 1000 is refused");
+    server.stop().await;
+}
+
+/// Every mode of the coordination benchmark runs against its own upstream and reports
+/// calls, 429s and the share of the upstream's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_coord_modes() {
+    let server = TestServer::start().await;
+    let (code, out) = run(
+        &server,
+        &[
+            "bench-coord",
+            "--duration",
+            "1s",
+            "--workers",
+            "4",
+            "--limit",
+            "20",
+            "--modes",
+            "known,known-learn,learned,naive",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().last().unwrap();
+    println!("RESULT bench_coord {line}");
+    for mode in ["known", "known-learn", "learned", "naive"] {
+        assert!(line.contains(&format!("\"{mode}\":{{\"calls\":")), "{line}");
+        assert!(out.lines().any(|l| l.starts_with(mode)), "table row {mode}");
+    }
+    assert!(line.contains("\"naive\":{") && line.contains("\"target_met\":null"));
+    server.stop().await;
+}
