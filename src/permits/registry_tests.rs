@@ -39,6 +39,11 @@ fn def(name: &str, per_partition: bool, amount: u64, concurrency: u32) -> Resour
     }
 }
 
+/// Acquire with no wait and return the grant or the denial.
+async fn ask(reg: &Registry, r: AcquireRequest<'_>) -> Result<GrantInfo, Denial> {
+    reg.acquire(r).await.unwrap().result
+}
+
 fn req<'a>(
     resource: &'a str,
     partition: &'a str,
@@ -88,54 +93,21 @@ async fn exact_retry_after() {
     reg.put(def("conc", false, 1000, 1));
     let none = HashMap::new();
     for _ in 0..4 {
-        assert!(
-            reg.acquire(req("rate", "", &none))
-                .await
-                .unwrap()
-                .result
-                .is_ok()
-        );
+        assert!(ask(&reg, req("rate", "", &none)).await.is_ok());
     }
-    let d = reg
-        .acquire(req("rate", "", &none))
-        .await
-        .unwrap()
-        .result
-        .unwrap_err();
+    let d = ask(&reg, req("rate", "", &none)).await.unwrap_err();
     assert_eq!(d.reason, DenialReason::RateLimited);
     assert_eq!(d.retry_after, Duration::from_millis(250));
     clock.advance(Duration::from_millis(250));
-    assert!(
-        reg.acquire(req("rate", "", &none))
-            .await
-            .unwrap()
-            .result
-            .is_ok()
-    );
+    assert!(ask(&reg, req("rate", "", &none)).await.is_ok());
 
-    let g = reg
-        .acquire(req("conc", "", &none))
-        .await
-        .unwrap()
-        .result
-        .unwrap();
+    let g = ask(&reg, req("conc", "", &none)).await.unwrap();
     clock.advance(Duration::from_secs(10));
-    let d = reg
-        .acquire(req("conc", "", &none))
-        .await
-        .unwrap()
-        .result
-        .unwrap_err();
+    let d = ask(&reg, req("conc", "", &none)).await.unwrap_err();
     assert_eq!(d.reason, DenialReason::ConcurrencyLimited);
     assert_eq!(d.retry_after, Duration::from_secs(50));
     reg.release(&g.permit_id, Settlement::Keep).unwrap();
-    assert!(
-        reg.acquire(req("conc", "", &none))
-            .await
-            .unwrap()
-            .result
-            .is_ok()
-    );
+    assert!(ask(&reg, req("conc", "", &none)).await.is_ok());
     assert!(matches!(
         reg.release(&g.permit_id, Settlement::Keep),
         Err(PermitError::UnknownPermit)
@@ -149,28 +121,10 @@ async fn replace_and_delete() {
     let reg = Registry::new(Arc::new(clock), None, Hub::new());
     assert!(!reg.put(def("r", false, 1, 0)));
     let none = HashMap::new();
-    assert!(
-        reg.acquire(req("r", "", &none))
-            .await
-            .unwrap()
-            .result
-            .is_ok()
-    );
-    assert!(
-        reg.acquire(req("r", "", &none))
-            .await
-            .unwrap()
-            .result
-            .is_err()
-    );
+    assert!(ask(&reg, req("r", "", &none)).await.is_ok());
+    assert!(ask(&reg, req("r", "", &none)).await.is_err());
     assert!(reg.put(def("r", false, 2, 0)));
-    assert!(
-        reg.acquire(req("r", "", &none))
-            .await
-            .unwrap()
-            .result
-            .is_ok()
-    );
+    assert!(ask(&reg, req("r", "", &none)).await.is_ok());
     assert!(reg.delete("r"));
     assert!(matches!(
         reg.acquire(req("r", "", &none)).await,
