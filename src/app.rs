@@ -164,7 +164,8 @@ pub async fn run_with(
             hub.clone(),
             Arc::clone(&settings.feedback_counters),
             Arc::clone(&settings.grpc_stats),
-        );
+        )
+        .with_records(records.idempotency.clone(), records.cache.clone());
         tokio::spawn(metrics::serve(
             l,
             state,

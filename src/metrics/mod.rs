@@ -44,6 +44,8 @@ pub struct State {
     pub feedback: Arc<Counters>,
     /// gRPC request counters.
     pub grpc: Arc<GrpcStats>,
+    /// Idempotency and cache counters, when those services run.
+    pub records: Option<(crate::idempotency::Idempotency, crate::cache::Cache)>,
     /// Pages connected to `/events` now.
     clients: Arc<AtomicU64>,
     /// Pages connected to `/events` since the start.
@@ -70,9 +72,21 @@ impl State {
             hub,
             feedback,
             grpc,
+            records: None,
             clients: Arc::default(),
             connections: Arc::default(),
         }
+    }
+
+    /// Also export the idempotency and cache counters.
+    #[must_use]
+    pub fn with_records(
+        mut self,
+        idempotency: crate::idempotency::Idempotency,
+        cache: crate::cache::Cache,
+    ) -> Self {
+        self.records = Some((idempotency, cache));
+        self
     }
 
     /// Pages connected to `/events` now.

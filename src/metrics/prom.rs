@@ -320,6 +320,90 @@ pub fn render(state: &State) -> String {
         e.int(name, &[], load(c));
     }
 
+    if let Some((idempotency, cache)) = &state.records {
+        let i = idempotency.stats();
+        e.family(
+            "permitd_idempotency_begins_total",
+            Kind::Counter,
+            "Idempotency Begins, by answer.",
+        );
+        for (answer, n) in [
+            ("acquired", i.acquired),
+            ("in_progress", i.in_progress),
+            ("completed", i.replayed),
+            ("fingerprint_mismatch", i.mismatched),
+        ] {
+            e.int("permitd_idempotency_begins_total", &[("answer", answer)], n);
+        }
+        let c = cache.stats();
+        e.family(
+            "permitd_cache_gets_total",
+            Kind::Counter,
+            "Cache Gets, by result.",
+        );
+        e.int("permitd_cache_gets_total", &[("result", "hit")], c.hits);
+        e.int("permitd_cache_gets_total", &[("result", "miss")], c.misses);
+        for (name, kind, help, n) in [
+            (
+                "permitd_idempotency_completed_total",
+                Kind::Counter,
+                "Results stored by Complete.",
+                i.completed,
+            ),
+            (
+                "permitd_idempotency_abandoned_total",
+                Kind::Counter,
+                "Locks dropped by Abandon.",
+                i.abandoned,
+            ),
+            (
+                "permitd_idempotency_expired_removed_total",
+                Kind::Counter,
+                "Expired or damaged records swept.",
+                i.expired_removed,
+            ),
+            (
+                "permitd_cache_evictions_total",
+                Kind::Counter,
+                "Entries evicted to stay within the byte budget.",
+                c.evictions,
+            ),
+            (
+                "permitd_cache_expired_removed_total",
+                Kind::Counter,
+                "Expired or damaged entries swept.",
+                c.expired_removed,
+            ),
+            (
+                "permitd_cache_entries",
+                Kind::Gauge,
+                "Cache entries indexed now.",
+                c.entries,
+            ),
+            (
+                "permitd_cache_bytes",
+                Kind::Gauge,
+                "Key and value bytes cached now.",
+                c.bytes,
+            ),
+            (
+                "permitd_cache_budget_bytes",
+                Kind::Gauge,
+                "The cache's byte budget.",
+                c.max_total_bytes,
+            ),
+            (
+                "permitd_store_corrupt_values",
+                Kind::Gauge,
+                "Damaged values seen by the store since start.",
+                c.corrupt_values,
+            ),
+        ] {
+            e.family(name, kind, help);
+            e.int(name, &[], n);
+        }
+    }
+
     e.family(
         "permitd_grpc_requests_total",
         Kind::Counter,

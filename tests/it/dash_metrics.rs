@@ -155,7 +155,16 @@ async fn metrics_parse_and_move() {
     for (name, f) in &after.families {
         for l in f.get_label_names() {
             assert!(
-                ["resource", "dimension", "reason", "class", "method"].contains(&l.as_str()),
+                [
+                    "resource",
+                    "dimension",
+                    "reason",
+                    "class",
+                    "method",
+                    "answer",
+                    "result"
+                ]
+                .contains(&l.as_str()),
                 "{name} has label {l}"
             );
         }
@@ -164,6 +173,61 @@ async fn metrics_parse_and_move() {
         "RESULT metrics families={} bytes={}",
         after.families.len(),
         get(m, "/metrics").await.body.len()
+    );
+    server.stop().await;
+}
+
+/// The cache and idempotency counters are exported and move with the calls.
+#[tokio::test]
+async fn metrics_records_move() {
+    let server = TestServer::start_with_metrics().await;
+    let m = server.metrics_addr.unwrap();
+    let mut cache = server.cache().await;
+    cache
+        .put(proto::CachePutRequest {
+            namespace: "ns".into(),
+            key: "k".into(),
+            value: b"v".to_vec(),
+            ttl: Some(dur(HOUR)),
+        })
+        .await
+        .unwrap();
+    for key in ["k", "absent"] {
+        cache
+            .get(proto::CacheGetRequest {
+                namespace: "ns".into(),
+                key: key.into(),
+            })
+            .await
+            .unwrap();
+    }
+    server
+        .idempotency()
+        .await
+        .begin(proto::BeginRequest {
+            key: "order-1".into(),
+            fingerprint: "f".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = scrape(m).await;
+    assert_eq!(
+        must(&s, "permitd_cache_gets_total", &[("result", "hit")]),
+        1.0
+    );
+    assert_eq!(
+        must(&s, "permitd_cache_gets_total", &[("result", "miss")]),
+        1.0
+    );
+    assert_eq!(must(&s, "permitd_cache_entries", &[]), 1.0);
+    assert_eq!(
+        must(
+            &s,
+            "permitd_idempotency_begins_total",
+            &[("answer", "acquired")]
+        ),
+        1.0
     );
     server.stop().await;
 }
