@@ -18,8 +18,7 @@ start_server() {
   taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$1" --log-filter warn &
   SERVER=$!
   for _ in $(seq 100); do
-    "$BIN" quota x --server "127.0.0.1:$PORT" >/dev/null 2>&1 && break
-    # NOT_FOUND is an answer: the server is up.
+    # NOT_FOUND for an unknown resource is an answer: the server is up.
     "$BIN" quota x --server "127.0.0.1:$PORT" 2>&1 | grep -q NOT_FOUND && break
     sleep 0.1
   done

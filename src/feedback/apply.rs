@@ -46,8 +46,10 @@ pub struct Learned {
 /// What applying an observation did.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
-    /// The cooldown now in force, if any.
+    /// The cooldown now in force, if any (this report's or an earlier one's).
     pub cooldown_until: Option<Nanos>,
+    /// Whether this report imposed a cooldown.
+    pub imposed: bool,
     /// What was learned (empty when the resource does not learn).
     pub learned: Vec<Learned>,
     /// Learned limits that changed the bucket.
@@ -77,6 +79,7 @@ pub fn apply(
         bucket.upstream_429_total = bucket.upstream_429_total.saturating_add(1);
     }
     if let Some(c) = cooldown {
+        out.imposed = true;
         bucket.cool_down(now.saturating_add(nanos(c)));
     }
     if def.learn_from_headers {
@@ -161,10 +164,7 @@ impl Counters {
         add(&self.reports, 1);
         add(&self.learned, applied.learned.len());
         add(&self.ignored_headers, obs.ignored.len());
-        add(
-            &self.cooldowns,
-            usize::from(applied.cooldown_until.is_some()),
-        );
+        add(&self.cooldowns, usize::from(applied.imposed));
         add(&self.upstream_429, usize::from(status == 429));
     }
 }

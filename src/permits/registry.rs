@@ -527,6 +527,15 @@ impl Registry {
     /// Release a permit. `NotFound` for an unknown or already released permit.
     pub fn release(&self, permit_id: &str, settlement: Settlement<'_>) -> Result<(), PermitError> {
         let id = id::parse(permit_id).ok_or(PermitError::MalformedPermit)?;
+        self.release_id(&id, settlement)
+    }
+
+    /// [`Self::release`] for an id the caller has already parsed.
+    pub fn release_id(
+        &self,
+        id: &PermitId<'_>,
+        settlement: Settlement<'_>,
+    ) -> Result<(), PermitError> {
         let entry = self
             .inner
             .resources

@@ -252,7 +252,7 @@ impl Permits for PermitsService {
             } else {
                 Settlement::Actual(&r.actual_cost)
             };
-            match self.registry.release(&r.permit_id, settlement) {
+            match self.registry.release_id(&id, settlement) {
                 // A lease that already ended has nothing to release, but what the upstream
                 // said still matters to every other worker: learn from it anyway.
                 Ok(()) | Err(PermitError::UnknownPermit) => {}
