@@ -123,19 +123,29 @@ impl TestServer {
 
     /// Wait until Health says SERVING (the store is opened before the listener serves).
     async fn wait_ready(&self) {
-        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
-        for _ in 0..500 {
-            let r = health
-                .check(tonic_health::pb::HealthCheckRequest {
+        // The listener is bound before the server starts, so the call simply waits in its
+        // backlog until the server serves; Health/Watch then streams the status as it
+        // changes: an event, not a polling loop.
+        let ready = async {
+            let mut health =
+                tonic_health::pb::health_client::HealthClient::new(self.channel().await);
+            let mut statuses = health
+                .watch(tonic_health::pb::HealthCheckRequest {
                     service: String::new(),
                 })
-                .await;
-            if r.is_ok_and(|r| r.into_inner().status == 1) {
-                return;
+                .await
+                .expect("health watch")
+                .into_inner();
+            while let Some(s) = statuses.message().await.expect("health stream") {
+                if s.status == 1 {
+                    return;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("server never became ready");
+            panic!("health stream ended before SERVING");
+        };
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .expect("server never became ready");
     }
 
     pub fn url(&self) -> String {
