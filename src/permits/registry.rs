@@ -21,10 +21,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::PermitError;
-use super::answer::{
-    AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
-    ResourceMetrics, Settlement,
-};
+use super::answer::{AcquireOutcome, AcquireRequest, Denial, DenialReason, GrantInfo, Settlement};
 use super::bucket::{Block, BucketState, Granted, QueueKey, Settle, WaitOutcome, Waiter};
 use super::cost::{never, resolve_actual, resolve_cost};
 use super::id::{self, PermitId};
@@ -456,72 +453,12 @@ impl Registry {
         }
     }
 
-    /// Per resource: definition, counters and the aggregate state of its buckets, for
-    /// metrics (partitions are summed, never labels).
-    #[must_use]
-    pub fn metrics(&self) -> Vec<ResourceMetrics> {
-        let entries = self.entries("");
-        let mut out: Vec<ResourceMetrics> = entries
-            .into_iter()
-            .map(|e| {
-                let now = self.inner.clock.now();
-                let mut m = ResourceMetrics {
-                    def: Arc::clone(&e.def),
-                    stats: Arc::clone(&e.stats),
-                    dimensions: Vec::new(),
-                    in_flight: 0,
-                    queue_depth: 0,
-                    cooldown_remaining: Duration::ZERO,
-                    buckets: 0,
-                };
-                for b in e.all_buckets() {
-                    let st = b.lock();
-                    m.buckets += 1;
-                    m.in_flight += u64::from(st.in_flight);
-                    m.queue_depth += u64::try_from(st.queue_len()).unwrap_or(u64::MAX);
-                    m.cooldown_remaining = m
-                        .cooldown_remaining
-                        .max(Duration::from_nanos(st.cooldown_until.saturating_sub(now)));
-                }
-                // Limit and remaining of the resource-wide bucket; per-partition limits are
-                // shown by GetQuota and Watch.
-                let l = lock_pair(&e.shared, None);
-                m.dimensions = self.view(&e.def, &l, now).dimensions;
-                m
-            })
-            .collect();
-        out.sort_by(|a, b| a.def.name.cmp(&b.def.name));
-        out
-    }
-
     /// Tell watchers a bucket (and its secondary) changed.
     fn announce(&self, home: &Bucket, sec: Option<&Arc<Bucket>>) {
         self.inner.hub.changed(&home.key);
         if let Some(s) = sec {
             self.inner.hub.changed(&s.key);
         }
-    }
-
-    /// Every bucket whose resource starts with `prefix`, with its state: a Watch
-    /// subscriber's snapshot. The resource-wide bucket of a per-partition resource is
-    /// listed only when it has limits of its own.
-    #[must_use]
-    pub fn snapshot(&self, prefix: &str) -> Vec<(Arc<BucketKey>, QuotaView)> {
-        let entries = self.entries(prefix);
-        let mut out = Vec::new();
-        for e in entries {
-            let mut keys = Vec::new();
-            if !e.def.per_partition || e.shared_has_limits {
-                keys.push(Arc::clone(&e.shared.key));
-            }
-            keys.extend(e.partitions.iter().map(|b| Arc::clone(&b.key)));
-            for k in keys {
-                if let Ok(v) = self.quota(&k.resource, &k.partition) {
-                    out.push((k, v));
-                }
-            }
-        }
-        out
     }
 
     /// Release a permit. `NotFound` for an unknown or already released permit.
@@ -617,81 +554,6 @@ impl Registry {
         }
     }
 
-    /// The state of one bucket (a fresh view when the partition has none yet).
-    pub fn quota(&self, resource: &str, partition: &str) -> Result<QuotaView, PermitError> {
-        let entry = self
-            .inner
-            .resources
-            .get(resource)
-            .map(|e| Arc::clone(&e))
-            .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
-        let now = self.inner.clock.now();
-        let view = |l: &Locked<'_>| self.view(&entry.def, l, now);
-        match entry.buckets(partition, false) {
-            Some((home, sec)) => {
-                let mut l = lock_pair(&home, sec.as_ref());
-                // Leases are reclaimed lazily (on the next check, or by the sweeper): an
-                // expired one must not show as in flight. A waiter behind it is served now.
-                if l.home.reclaim(now) > 0 {
-                    self.drain_locked(&mut l, &home, sec.as_ref(), now);
-                }
-                Ok(view(&l))
-            }
-            None => {
-                // No bucket yet: show what a fresh one would hold, without creating it.
-                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition.into());
-                let sec = entry.secondary();
-                Ok(view(&lock_pair(&home, sec.as_ref())))
-            }
-        }
-    }
-
-    fn view(&self, def: &Arc<ResourceDef>, l: &Locked<'_>, now: Nanos) -> QuotaView {
-        let clock = &self.inner.clock;
-        let mut dims: Vec<DimensionView> = Vec::new();
-        let slots = l
-            .home
-            .limits
-            .iter()
-            .chain(l.sec.iter().flat_map(|s| s.limits.iter()));
-        for slot in slots {
-            let rate = slot.state.rate();
-            let v = DimensionView {
-                dimension: slot.dimension,
-                limit: rate.amount,
-                period: Duration::from_nanos(rate.period_ns),
-                remaining: slot.state.available(now),
-                reset_at: clock.wall(slot.state.full_at().max(now)),
-                learned: slot.origin == super::resource::Origin::Learned,
-            };
-            match dims.iter_mut().find(|d| d.dimension == v.dimension) {
-                // The tightest limit wins; on a tie the learned one, since it is what the
-                // upstream itself says.
-                Some(d)
-                    if v.remaining < d.remaining
-                        || (v.remaining == d.remaining && v.learned && !d.learned) =>
-                {
-                    *d = v;
-                }
-                Some(_) => {}
-                None => dims.push(v),
-            }
-        }
-        QuotaView {
-            def: Arc::clone(def),
-            dimensions: dims,
-            in_flight: l.home.in_flight,
-            concurrency: l.home.concurrency,
-            queue_depth: u32::try_from(l.home.queue_len()).unwrap_or(u32::MAX),
-            granted_total: l.home.granted_total,
-            denied_total: l.home.denied_total,
-            cooldown_until: (l.home.cooldown_until > now)
-                .then(|| clock.wall(l.home.cooldown_until)),
-            upstream_429_total: l.home.upstream_429_total,
-            at: clock.wall(now),
-        }
-    }
-
     /// Reclaim expired leases everywhere and drop idle partition buckets (memory stays
     /// bounded by live partitions). Returns (leases reclaimed, buckets dropped).
     pub fn sweep(&self) -> (usize, usize) {
@@ -763,60 +625,6 @@ fn close_entry(entry: &Entry, outcome: fn() -> WaitOutcome) {
     }
 }
 
-enum TimedOut {
-    Denied(Duration),
-    Answered(WaitOutcome),
-}
-
-/// Takes a queued caller out of the queue when it stops waiting: on time-out, and on drop
-/// (the client disconnected and tonic dropped the future). A grant that raced in is given
-/// back, so a cancelled caller takes nothing.
-struct WaitGuard<'a> {
-    registry: &'a Registry,
-    home: &'a Arc<Bucket>,
-    sec: Option<&'a Arc<Bucket>>,
-    key: QueueKey,
-    rx: Option<oneshot::Receiver<WaitOutcome>>,
-}
-
-impl WaitGuard<'_> {
-    fn time_out(&mut self) -> TimedOut {
-        let mut l = lock_pair(self.home, self.sec);
-        let now = self.registry.inner.clock.now();
-        if let Some(w) = l.home.dequeue(&self.key) {
-            self.rx = None;
-            // What blocks it now (a held slot, not only the rates), so that retry_after
-            // agrees with an immediate denial's.
-            let block = l.home.check(l.sec.as_deref(), &w.cost, now).err();
-            let wait = l.home.estimate_wait(l.sec.as_deref(), &w.cost, block, now);
-            // The head leaving may let the next waiter through.
-            self.registry.drain_locked(&mut l, self.home, self.sec, now);
-            return TimedOut::Denied(Duration::from_nanos(wait));
-        }
-        match self.rx.take().map(|mut rx| rx.try_recv()) {
-            Some(Ok(o)) => TimedOut::Answered(o),
-            _ => TimedOut::Answered(WaitOutcome::Replaced),
-        }
-    }
-}
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else {
-            return;
-        };
-        let mut l = lock_pair(self.home, self.sec);
-        let now = self.registry.inner.clock.now();
-        if l.home.dequeue(&self.key).is_none()
-            && let Ok(WaitOutcome::Granted(g)) = rx.try_recv()
-        {
-            l.home
-                .release(l.sec.as_deref_mut(), g.seq, g.tag, Settle::Refund, now);
-        }
-        self.registry.drain_locked(&mut l, self.home, self.sec, now);
-    }
-}
-
 fn block_reason(block: Option<Block>) -> DenialReason {
     match block {
         Some(Block::Concurrency { .. }) => DenialReason::ConcurrencyLimited,
@@ -842,6 +650,12 @@ fn remaining(l: &Locked<'_>, now: Nanos) -> Vec<(usize, u64)> {
     }
     out
 }
+
+#[path = "registry_views.rs"]
+mod views;
+#[path = "registry_wait.rs"]
+mod wait;
+use wait::{TimedOut, WaitGuard};
 
 #[cfg(test)]
 #[path = "registry_tests.rs"]

@@ -1,0 +1,150 @@
+//! The read side of the registry: one bucket's state (GetQuota), every bucket's (the Watch
+//! snapshot) and per-resource aggregates (metrics). A child of the registry so it can lock
+//! buckets the same way the permit path does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Bucket, Locked, Registry, lock_pair};
+use crate::clock::Nanos;
+use crate::permits::PermitError;
+use crate::permits::answer::{DimensionView, QuotaView, ResourceMetrics};
+use crate::permits::resource::{Origin, ResourceDef, Scope};
+use crate::watch::BucketKey;
+
+impl Registry {
+    /// Per resource: definition, counters and the aggregate state of its buckets, for
+    /// metrics (partitions are summed, never labels).
+    #[must_use]
+    pub fn metrics(&self) -> Vec<ResourceMetrics> {
+        let entries = self.entries("");
+        let mut out: Vec<ResourceMetrics> = entries
+            .into_iter()
+            .map(|e| {
+                let now = self.inner.clock.now();
+                let mut m = ResourceMetrics {
+                    def: Arc::clone(&e.def),
+                    stats: Arc::clone(&e.stats),
+                    dimensions: Vec::new(),
+                    in_flight: 0,
+                    queue_depth: 0,
+                    cooldown_remaining: Duration::ZERO,
+                    buckets: 0,
+                };
+                for b in e.all_buckets() {
+                    let st = b.lock();
+                    m.buckets += 1;
+                    m.in_flight += u64::from(st.in_flight);
+                    m.queue_depth += u64::try_from(st.queue_len()).unwrap_or(u64::MAX);
+                    m.cooldown_remaining = m
+                        .cooldown_remaining
+                        .max(Duration::from_nanos(st.cooldown_until.saturating_sub(now)));
+                }
+                // Limit and remaining of the resource-wide bucket; per-partition limits are
+                // shown by GetQuota and Watch.
+                let l = lock_pair(&e.shared, None);
+                m.dimensions = self.view(&e.def, &l, now).dimensions;
+                m
+            })
+            .collect();
+        out.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        out
+    }
+
+    /// Every bucket whose resource starts with `prefix`, with its state: a Watch
+    /// subscriber's snapshot. The resource-wide bucket of a per-partition resource is
+    /// listed only when it has limits of its own.
+    #[must_use]
+    pub fn snapshot(&self, prefix: &str) -> Vec<(Arc<BucketKey>, QuotaView)> {
+        let entries = self.entries(prefix);
+        let mut out = Vec::new();
+        for e in entries {
+            let mut keys = Vec::new();
+            if !e.def.per_partition || e.shared_has_limits {
+                keys.push(Arc::clone(&e.shared.key));
+            }
+            keys.extend(e.partitions.iter().map(|b| Arc::clone(&b.key)));
+            for k in keys {
+                if let Ok(v) = self.quota(&k.resource, &k.partition) {
+                    out.push((k, v));
+                }
+            }
+        }
+        out
+    }
+
+    /// The state of one bucket (a fresh view when the partition has none yet).
+    pub fn quota(&self, resource: &str, partition: &str) -> Result<QuotaView, PermitError> {
+        let entry = self
+            .inner
+            .resources
+            .get(resource)
+            .map(|e| Arc::clone(&e))
+            .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
+        let now = self.inner.clock.now();
+        let view = |l: &Locked<'_>| self.view(&entry.def, l, now);
+        match entry.buckets(partition, false) {
+            Some((home, sec)) => {
+                let mut l = lock_pair(&home, sec.as_ref());
+                // Leases are reclaimed lazily (on the next check, or by the sweeper): an
+                // expired one must not show as in flight. A waiter behind it is served now.
+                if l.home.reclaim(now) > 0 {
+                    self.drain_locked(&mut l, &home, sec.as_ref(), now);
+                }
+                Ok(view(&l))
+            }
+            None => {
+                // No bucket yet: show what a fresh one would hold, without creating it.
+                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition.into());
+                let sec = entry.secondary();
+                Ok(view(&lock_pair(&home, sec.as_ref())))
+            }
+        }
+    }
+
+    fn view(&self, def: &Arc<ResourceDef>, l: &Locked<'_>, now: Nanos) -> QuotaView {
+        let clock = &self.inner.clock;
+        let mut dims: Vec<DimensionView> = Vec::new();
+        let slots = l
+            .home
+            .limits
+            .iter()
+            .chain(l.sec.iter().flat_map(|s| s.limits.iter()));
+        for slot in slots {
+            let rate = slot.state.rate();
+            let v = DimensionView {
+                dimension: slot.dimension,
+                limit: rate.amount,
+                period: Duration::from_nanos(rate.period_ns),
+                remaining: slot.state.available(now),
+                reset_at: clock.wall(slot.state.full_at().max(now)),
+                learned: slot.origin == Origin::Learned,
+            };
+            match dims.iter_mut().find(|d| d.dimension == v.dimension) {
+                // The tightest limit wins; on a tie the learned one, since it is what the
+                // upstream itself says.
+                Some(d)
+                    if v.remaining < d.remaining
+                        || (v.remaining == d.remaining && v.learned && !d.learned) =>
+                {
+                    *d = v;
+                }
+                Some(_) => {}
+                None => dims.push(v),
+            }
+        }
+        QuotaView {
+            def: Arc::clone(def),
+            dimensions: dims,
+            in_flight: l.home.in_flight,
+            concurrency: l.home.concurrency,
+            queue_depth: u32::try_from(l.home.queue_len()).unwrap_or(u32::MAX),
+            granted_total: l.home.granted_total,
+            denied_total: l.home.denied_total,
+            cooldown_until: (l.home.cooldown_until > now)
+                .then(|| clock.wall(l.home.cooldown_until)),
+            upstream_429_total: l.home.upstream_429_total,
+            at: clock.wall(now),
+        }
+    }
+}
