@@ -147,6 +147,7 @@ pub async fn run_with(
         retryable_status: config.retryable_status.clone(),
         feedback_counters: Arc::default(),
         grpc_stats: Arc::new(GrpcStats::served()),
+        cluster: None,
     };
     // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
     // also ends the waits) if the gRPC server stops on its own.

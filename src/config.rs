@@ -11,6 +11,7 @@
 
 mod error;
 mod records;
+mod redis;
 mod resources;
 
 use crate::proto::Resource;
@@ -69,6 +70,9 @@ pub struct Config {
     pub idempotency: crate::idempotency::Settings,
     /// The `[cache]` section: default TTL, value cap, byte budget, sweeper.
     pub cache: crate::cache::Settings,
+    /// The `[redis]` section (or `--redis-url`): share every state with other replicas
+    /// through Redis. `None`: the embedded default.
+    pub redis: Option<crate::cluster::Settings>,
 }
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             resources: Vec::new(),
             idempotency: crate::idempotency::Settings::default(),
             cache: crate::cache::Settings::default(),
+            redis: None,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--log-filter` (or `RUST_LOG`).
     pub log_filter: Option<String>,
+    /// `--redis-url` (or `PERMITD_REDIS_URL`).
+    pub redis_url: Option<String>,
 }
 
 /// The file as written: everything optional, unknown keys refused.
@@ -120,6 +127,8 @@ pub(crate) struct RawFile {
     idempotency: records::RawIdempotency,
     #[serde(default)]
     cache: records::RawCache,
+    #[serde(default)]
+    redis: redis::RawRedis,
 }
 
 /// The `[server]` table as written.
@@ -265,6 +274,7 @@ impl Config {
 
         let idempotency = raw.idempotency.build()?;
         let cache = raw.cache.build()?;
+        let redis = raw.redis.build(overrides.redis_url)?;
 
         Ok(Config {
             listen,
@@ -280,6 +290,7 @@ impl Config {
             resources,
             idempotency,
             cache,
+            redis,
         })
     }
 }

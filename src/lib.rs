@@ -48,6 +48,7 @@ pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod feedback;
 pub mod idempotency;

@@ -52,6 +52,10 @@ struct ServeArgs {
     /// Log filter in tracing's env-filter syntax, e.g. info,permitd=debug [default: info]
     #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
     log_filter: Option<String>,
+    /// Share every limit, cooldown, record and cache entry with other replicas through this
+    /// Redis (redis://[user:pass@]host:port[/db]) [default: none, the embedded store]
+    #[arg(long, env = "PERMITD_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 /// `--log-format` values.
@@ -113,6 +117,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics_listen: args.metrics_listen,
         log_format: args.log_format.map(LogFormat::from),
         log_filter: args.log_filter,
+        redis_url: args.redis_url,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     init_tracing(&config)?;

@@ -64,11 +64,49 @@ pub fn is_cooldown_status(status: u32, remaining_zero: bool) -> bool {
     matches!(status, 429 | 503) || (status == 403 && remaining_zero)
 }
 
+/// What a report may change in a bucket: the embedded engine's [`BucketState`], or the
+/// cluster engine's list of effects that one Redis script applies atomically.
+pub trait Target {
+    /// Count an upstream 429.
+    fn count_429(&mut self);
+    /// Pause everything until `until` (never shortens a cooldown in force).
+    fn cool_down(&mut self, until: Nanos);
+    /// Set the learned limit of `dimension` for `rate`'s window; true when it changed.
+    fn learn(&mut self, dimension: usize, rate: Rate) -> bool;
+    /// Lower `dimension`'s limits (of `window_ns`, or all) to `remaining` if above.
+    fn correct_down(&mut self, dimension: usize, window_ns: Option<Nanos>, remaining: u64, now: Nanos);
+    /// Grant nothing of `dimension` until `until`.
+    fn block_dimension(&mut self, dimension: usize, until: Nanos);
+    /// The cooldown in force (0: none).
+    fn cooldown_until(&self) -> Nanos;
+}
+
+impl Target for BucketState {
+    fn count_429(&mut self) {
+        self.upstream_429_total = self.upstream_429_total.saturating_add(1);
+    }
+    fn cool_down(&mut self, until: Nanos) {
+        BucketState::cool_down(self, until);
+    }
+    fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
+        BucketState::learn(self, dimension, rate)
+    }
+    fn correct_down(&mut self, dimension: usize, window_ns: Option<Nanos>, remaining: u64, now: Nanos) {
+        BucketState::correct_down(self, dimension, window_ns, remaining, now);
+    }
+    fn block_dimension(&mut self, dimension: usize, until: Nanos) {
+        BucketState::block_dimension(self, dimension, until);
+    }
+    fn cooldown_until(&self) -> Nanos {
+        self.cooldown_until
+    }
+}
+
 /// Apply `obs` to the bucket; `cooldown` is the pause to impose (already decided by the
 /// caller from the status, Retry-After and policy), if any.
 pub fn apply(
     def: &ResourceDef,
-    bucket: &mut BucketState,
+    bucket: &mut (impl Target + ?Sized),
     obs: &Observation,
     status: u32,
     cooldown: Option<Duration>,
@@ -76,7 +114,7 @@ pub fn apply(
 ) -> Applied {
     let mut out = Applied::default();
     if status == 429 {
-        bucket.upstream_429_total = bucket.upstream_429_total.saturating_add(1);
+        bucket.count_429();
     }
     if let Some(c) = cooldown {
         out.imposed = true;
@@ -136,7 +174,8 @@ pub fn apply(
             });
         }
     }
-    out.cooldown_until = (bucket.cooldown_until > now).then_some(bucket.cooldown_until);
+    let until = bucket.cooldown_until();
+    out.cooldown_until = (until > now).then_some(until);
     out
 }
 

@@ -10,7 +10,7 @@ use super::resource::{REQUESTS, ResourceDef};
 
 /// A cost map -> per-dimension amounts, refusing unknown dimensions and costs no limit can
 /// ever grant.
-pub(super) fn resolve_cost(
+pub(crate) fn resolve_cost(
     def: &ResourceDef,
     cost: &HashMap<String, u64>,
 ) -> Result<Cost, PermitError> {
@@ -36,7 +36,7 @@ pub(super) fn resolve_cost(
     Ok(out)
 }
 
-pub(super) fn resolve_actual(
+pub(crate) fn resolve_actual(
     def: &ResourceDef,
     actual: &HashMap<String, u64>,
 ) -> Result<Vec<Option<u64>>, PermitError> {
@@ -69,7 +69,7 @@ fn unknown_dimension(def: &ResourceDef, field: &str, dim: &str) -> PermitError {
     }
 }
 
-pub(super) fn never(def: &ResourceDef, cost: &[u64]) -> PermitError {
+pub(crate) fn never(def: &ResourceDef, cost: &[u64]) -> PermitError {
     let dim = def
         .limits
         .iter()

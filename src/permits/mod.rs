@@ -17,6 +17,7 @@ pub use answer::{
     ResourceMetrics, Settlement,
 };
 pub use registry::Registry;
+pub(crate) use cost::{never, resolve_actual, resolve_cost};
 pub use resource::ResourceDef;
 
 /// Errors of the permit domain.
@@ -42,4 +43,8 @@ pub enum PermitError {
     /// The server is stopping.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The shared state (Redis) cannot be reached and the failure policy is to fail closed:
+    /// never reported as "over limit".
+    #[error("shared state unavailable: {0}")]
+    Unavailable(String),
 }

@@ -219,6 +219,21 @@ impl Registry {
         v
     }
 
+    /// A resource's definition, created from the template on first use like a permit's.
+    pub fn definition(&self, name: &str) -> Result<Arc<ResourceDef>, PermitError> {
+        self.entry(name).map(|e| Arc::clone(&e.def))
+    }
+
+    /// Count a grant or denial made elsewhere (the cluster engine), for metrics.
+    pub fn count(&self, name: &str, outcome: Result<Option<Duration>, DenialReason>) {
+        if let Some(e) = self.inner.resources.get(name) {
+            match outcome {
+                Ok(waited) => e.stats.granted(waited),
+                Err(reason) => e.stats.denied(reason),
+            }
+        }
+    }
+
     fn entry(&self, name: &str) -> Result<Arc<Entry>, PermitError> {
         if let Some(e) = self.inner.resources.get(name) {
             return Ok(Arc::clone(&e));

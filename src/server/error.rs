@@ -34,7 +34,7 @@ impl From<ServiceError> for Status {
             ServiceError::Permit(p) => match p {
                 PermitError::Invalid { .. } | PermitError::MalformedPermit => Code::InvalidArgument,
                 PermitError::UnknownResource(_) | PermitError::UnknownPermit => Code::NotFound,
-                PermitError::ShuttingDown => Code::Unavailable,
+                PermitError::ShuttingDown | PermitError::Unavailable(_) => Code::Unavailable,
             },
             ServiceError::Store(s) if s.is_transient() => Code::Unavailable,
             ServiceError::Store(_) | ServiceError::Join(_) => Code::Internal,

@@ -50,6 +50,8 @@ pub struct Settings {
     pub feedback_counters: Arc<crate::feedback::apply::Counters>,
     /// Request counts and latencies per method (shared with metrics).
     pub grpc_stats: Arc<grpc_stats::GrpcStats>,
+    /// The shared engine when running as a cluster over Redis.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Server failures.
@@ -68,6 +70,9 @@ pub enum ServerError {
 
 /// Room for the rest of a request around its capped payload (headers, metadata, names).
 const ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// The Permits service's name as health checks ask for it.
+const PERMITS_SERVICE: &str = "permitd.v1.Permits";
 
 /// The domain objects behind the Idempotency and Cache services, and the clock they take
 /// `now` from.
@@ -105,12 +110,14 @@ pub async fn run(
         registry.clone(),
         crate::backoff::Retryable::new(settings.retryable_status.iter().copied()),
         Arc::clone(&settings.feedback_counters),
+        settings.cluster.clone(),
     ))
     .max_decoding_message_size(max);
     let quotas = QuotasServer::new(quotas::QuotasService::new(
         registry.clone(),
         hub.clone(),
         store,
+        settings.cluster.clone(),
     ))
     .max_decoding_message_size(max);
     // A capped payload (a result, a value) just over its cap must reach the domain to be
@@ -137,6 +144,28 @@ pub async fn run(
     health
         .set_serving::<CacheServer<cache::CacheService>>()
         .await;
+    // Failing closed, a replica that cannot reach Redis can serve nothing: say so, so load
+    // balancers route around it until it reconnects.
+    let follow = settings.cluster.as_ref().and_then(|c| {
+        (c.settings().policy == crate::cluster::FailurePolicy::FailClosed).then(|| {
+            let mut up = c.up();
+            let health = health.clone();
+            tokio::spawn(async move {
+                loop {
+                    let status = if *up.borrow_and_update() {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health.set_service_status("", status).await;
+                    health.set_service_status(PERMITS_SERVICE, status).await;
+                    if up.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+    });
 
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -165,6 +194,9 @@ pub async fn run(
         () = shutdown => {}
     }
     tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
+    if let Some(f) = follow {
+        f.abort();
+    }
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;

@@ -9,13 +9,16 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{name, opt_duration, to_duration, to_timestamp};
 use crate::backoff::{self, Retryable};
+use crate::clock::Nanos;
+use crate::cluster::Cluster;
 use crate::feedback::{
     self,
-    apply::{Counters, is_cooldown_status},
+    apply::{Counters, Target, is_cooldown_status},
 };
 use crate::permits::resource::{MAX_DIMENSION_LEN, MAX_LEASE, MAX_NAME_LEN, MIN_LEASE};
 use crate::permits::{
-    self, AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, Settlement,
+    self, AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, ResourceDef,
+    Settlement,
 };
 use crate::proto::{self, permits_server::Permits};
 
@@ -36,17 +39,25 @@ pub struct PermitsService {
     registry: Registry,
     retryable: Arc<Retryable>,
     counters: Arc<Counters>,
+    /// The shared engine when running as a cluster; `None`: the embedded registry decides.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl PermitsService {
     /// A service over `registry`; `retryable` says which upstream statuses are worth a
     /// retry; `counters` count what header feedback learned and ignored.
     #[must_use]
-    pub fn new(registry: Registry, retryable: Retryable, counters: Arc<Counters>) -> Self {
+    pub fn new(
+        registry: Registry,
+        retryable: Retryable,
+        counters: Arc<Counters>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
             registry,
             retryable: Arc::new(retryable),
             counters,
+            cluster,
         }
     }
 
@@ -73,17 +84,18 @@ impl PermitsService {
             max_wait = max_wait.min(d.saturating_sub(DEADLINE_MARGIN));
         }
         let lease = opt_duration(r.lease.as_ref(), "lease", MIN_LEASE, MAX_LEASE)?;
-        let outcome = self
-            .registry
-            .acquire(AcquireRequest {
-                resource: &r.resource,
-                partition: &r.partition,
-                cost: &r.cost,
-                max_wait,
-                priority: r.priority,
-                lease,
-            })
-            .await?;
+        let req = AcquireRequest {
+            resource: &r.resource,
+            partition: &r.partition,
+            cost: &r.cost,
+            max_wait,
+            priority: r.priority,
+            lease,
+        };
+        let outcome = match &self.cluster {
+            Some(c) => c.acquire(req).await?,
+            None => self.registry.acquire(req).await?,
+        };
         Ok(acquire_response(outcome))
     }
 }
@@ -241,8 +253,12 @@ impl Permits for PermitsService {
         let (resource, partition) = if r.permit_id.is_empty() {
             name(&r.resource, "resource", true, MAX_NAME_LEN)?;
             name(&r.partition, "partition", false, MAX_NAME_LEN)?;
-            self.registry
-                .charge(&r.resource, &r.partition, &r.actual_cost)?;
+            match &self.cluster {
+                Some(c) => c.charge(&r.resource, &r.partition, &r.actual_cost).await?,
+                None => self
+                    .registry
+                    .charge(&r.resource, &r.partition, &r.actual_cost)?,
+            }
             (r.resource.clone(), r.partition.clone())
         } else {
             let id =
@@ -252,7 +268,11 @@ impl Permits for PermitsService {
             } else {
                 Settlement::Actual(&r.actual_cost)
             };
-            match self.registry.release_id(&id, settlement) {
+            let released = match &self.cluster {
+                Some(c) => c.release(&id, settlement).await,
+                None => self.registry.release_id(&id, settlement),
+            };
+            match released {
                 // A lease that already ended has nothing to release, but what the upstream
                 // said still matters to every other worker: learn from it anyway.
                 Ok(()) | Err(PermitError::UnknownPermit) => {}
@@ -267,36 +287,50 @@ impl Permits for PermitsService {
         );
         let upstream = Upstream::of(&obs);
         let attempt = r.attempt.max(1);
-        let (advice, applied) =
-            self.registry
-                .update_bucket(&resource, &partition, |def, b, now| {
-                    let mut rng = fastrand::Rng::new();
-                    let mut advice = backoff::advise(
-                        &def.backoff,
-                        &self.retryable,
-                        attempt,
-                        status,
-                        upstream.wait,
-                        upstream.remaining_zero,
-                        &mut rng,
-                    );
-                    let cooldown = is_cooldown_status(status, upstream.remaining_zero).then(|| {
-                        upstream.wait.map_or_else(
-                            || backoff::delay(&def.backoff, attempt, &mut rng),
-                            |w| w.min(def.backoff.max_retry_after),
-                        )
-                    });
-                    let applied = feedback::apply::apply(def, b, &obs, status, cooldown, now);
-                    // A pause set by anyone outlasts this caller's own delay: say so.
-                    if advice.retry
-                        && let Some(until) = applied.cooldown_until
-                    {
-                        advice.retry_after = advice
-                            .retry_after
-                            .max(Duration::from_nanos(until.saturating_sub(now)));
-                    }
-                    (advice, applied)
-                })?;
+        let retryable = &self.retryable;
+        let decide = |def: &ResourceDef, target: &mut dyn Target, now: Nanos| {
+            let mut rng = fastrand::Rng::new();
+            let advice = backoff::advise(
+                &def.backoff,
+                retryable,
+                attempt,
+                status,
+                upstream.wait,
+                upstream.remaining_zero,
+                &mut rng,
+            );
+            let cooldown = is_cooldown_status(status, upstream.remaining_zero).then(|| {
+                upstream.wait.map_or_else(
+                    || backoff::delay(&def.backoff, attempt, &mut rng),
+                    |w| w.min(def.backoff.max_retry_after),
+                )
+            });
+            let applied = feedback::apply::apply(def, target, &obs, status, cooldown, now);
+            (advice, applied)
+        };
+        let ((mut advice, applied), now) = match &self.cluster {
+            Some(c) => {
+                let (((advice, mut applied), now), until) = c
+                    .feedback(&resource, &partition, |def, fx, now| {
+                        (decide(def, fx, now), now)
+                    })
+                    .await?;
+                // The cooldown in force cluster-wide, which another replica may have set.
+                applied.cooldown_until = until;
+                ((advice, applied), now)
+            }
+            None => self
+                .registry
+                .update_bucket(&resource, &partition, |def, b, now| (decide(def, b, now), now))?,
+        };
+        // A pause set by anyone outlasts this caller's own delay: say so.
+        if advice.retry
+            && let Some(until) = applied.cooldown_until
+        {
+            advice.retry_after = advice
+                .retry_after
+                .max(Duration::from_nanos(until.saturating_sub(now)));
+        }
         self.counters.record(&obs, &applied, status);
         self.registry.count_upstream(&resource, status);
         Ok(Response::new(proto::ReportOutcomeResponse {

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{name, resource_from_proto, resource_to_proto, to_duration, to_timestamp};
 use super::error::ServiceError;
 use crate::permits::resource::MAX_NAME_LEN;
+use crate::cluster::Cluster;
 use crate::permits::{QuotaView, Registry};
 use crate::proto::{self, quotas_server::Quotas};
 use crate::store::ResourceStore;
@@ -30,6 +31,7 @@ pub struct QuotasService {
     hub: Hub,
     store: Arc<dyn ResourceStore>,
     admin: Arc<Mutex<()>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for QuotasService {
@@ -41,12 +43,18 @@ impl std::fmt::Debug for QuotasService {
 impl QuotasService {
     /// A service over the registry, the watch hub and the store that persists definitions.
     #[must_use]
-    pub fn new(registry: Registry, hub: Hub, store: Arc<dyn ResourceStore>) -> Self {
+    pub fn new(
+        registry: Registry,
+        hub: Hub,
+        store: Arc<dyn ResourceStore>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
             registry,
             hub,
             store,
             admin: Arc::new(Mutex::new(())),
+            cluster,
         }
     }
 }
@@ -101,7 +109,10 @@ impl Quotas for QuotasService {
         let r = request.into_inner();
         name(&r.resource, "resource", true, MAX_NAME_LEN)?;
         name(&r.partition, "partition", false, MAX_NAME_LEN)?;
-        let v = self.registry.quota(&r.resource, &r.partition)?;
+        let v = match &self.cluster {
+            Some(c) => c.quota(&r.resource, &r.partition).await?,
+            None => self.registry.quota(&r.resource, &r.partition)?,
+        };
         Ok(Response::new(quota_update(&r.resource, &r.partition, &v)))
     }
 
@@ -149,6 +160,9 @@ impl Quotas for QuotasService {
             .map_err(ServiceError::from)?
             .map_err(ServiceError::from)?;
         let replaced = self.registry.put(def);
+        if let Some(c) = &self.cluster {
+            c.resource_changed(&stored.name).await;
+        }
         tracing::info!(resource = %stored.name, replaced, "resource defined");
         Ok(Response::new(proto::PutResourceResponse {
             resource: Some(stored),
@@ -172,6 +186,9 @@ impl Quotas for QuotasService {
         // Config-file resources live only in memory: deleting one is allowed too (until the
         // next start re-applies the file).
         let existed = self.registry.delete(&r.name) || existed_on_disk;
+        if let Some(c) = &self.cluster {
+            c.resource_changed(&r.name).await;
+        }
         if !existed {
             return Err(Status::not_found(format!("unknown resource {:?}", r.name)));
         }

@@ -1,0 +1,111 @@
+//! The Redis key layout of the cluster engine, in one place. Every key of one decision
+//! carries the same hash tag, `{r:<resource>}`, so a permit's bucket, its resource-wide
+//! bucket, its leases and its learned limits live on one Redis Cluster slot and one Lua
+//! script may touch them all. Resource and partition names are restricted to
+//! `[A-Za-z0-9._:/@-]` (no braces), so the tag always ends where the resource does.
+
+/// The keys of one decision, in the order every script takes them as `KEYS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketKeys {
+    /// Home bucket hash: limit slots, cooldown, blocked dimensions, counters.
+    pub home: String,
+    /// Home leases: sorted set of lease member -> expiry (µs, Redis time).
+    pub leases: String,
+    /// What each lease took: hash of lease member -> costs (csv, per dimension).
+    pub lease_costs: String,
+    /// The resource-wide bucket of a per-partition resource (its own limits), else `home`.
+    pub shared: String,
+    /// Limits learned from headers for the home bucket.
+    pub learned: String,
+}
+
+impl BucketKeys {
+    /// The keys for `partition` of `resource`: `per_partition` resources have one home
+    /// bucket per partition plus the resource-wide one; others have only the latter.
+    #[must_use]
+    pub fn new(prefix: &str, resource: &str, partition: &str, per_partition: bool) -> Self {
+        let tag = format!("{prefix}{{r:{resource}}}");
+        let shared = format!("{tag}:shared");
+        let home_id = if per_partition {
+            format!("p:{partition}")
+        } else {
+            "shared".to_owned()
+        };
+        Self {
+            home: format!("{tag}:{home_id}"),
+            leases: format!("{tag}:{home_id}:leases"),
+            lease_costs: format!("{tag}:{home_id}:lcost"),
+            learned: format!("{tag}:{home_id}:learned"),
+            shared,
+        }
+    }
+
+    /// As `KEYS`, in the scripts' order.
+    #[must_use]
+    pub fn as_array(&self) -> [&str; 5] {
+        [
+            &self.home,
+            &self.leases,
+            &self.lease_costs,
+            &self.shared,
+            &self.learned,
+        ]
+    }
+}
+
+/// The pub/sub channel every replica listens on: wake-ups, Watch fan-out, resource changes.
+#[must_use]
+pub fn events_channel(prefix: &str) -> String {
+    format!("{prefix}events")
+}
+
+/// The hash tag Redis Cluster hashes for `key` (the text between the first `{` and the
+/// next `}`), as Redis computes it.
+#[must_use]
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_pinned() {
+        let k = BucketKeys::new("pd:", "openai:gpt-4o", "user/42", true);
+        assert_eq!(k.home, "pd:{r:openai:gpt-4o}:p:user/42");
+        assert_eq!(k.leases, "pd:{r:openai:gpt-4o}:p:user/42:leases");
+        assert_eq!(k.lease_costs, "pd:{r:openai:gpt-4o}:p:user/42:lcost");
+        assert_eq!(k.learned, "pd:{r:openai:gpt-4o}:p:user/42:learned");
+        assert_eq!(k.shared, "pd:{r:openai:gpt-4o}:shared");
+        let k = BucketKeys::new("pd:", "slack", "ignored", false);
+        assert_eq!(k.home, "pd:{r:slack}:shared");
+        assert_eq!(k.home, k.shared);
+        assert_eq!(events_channel("pd:"), "pd:events");
+    }
+
+    #[test]
+    fn every_key_of_a_decision_hashes_to_one_slot() {
+        for (res, part) in [("a", ""), ("x:y/z@w.v-1", "p:q"), ("r", "{}")] {
+            let k = BucketKeys::new("pd:", res, part, true);
+            let tags: Vec<&str> = k.as_array().iter().map(|key| hash_tag(key)).collect();
+            assert!(tags.iter().all(|t| *t == format!("r:{res}")), "{tags:?}");
+        }
+    }
+
+    #[test]
+    fn partitions_and_resources_do_not_collide() {
+        let a = BucketKeys::new("pd:", "a", "shared", true);
+        let b = BucketKeys::new("pd:", "a", "", false);
+        assert_ne!(a.home, b.home);
+        let c = BucketKeys::new("pd:", "a:b", "", false);
+        let d = BucketKeys::new("pd:", "a", "b", true);
+        assert_ne!(c.home, d.home);
+    }
+}

@@ -1,0 +1,74 @@
+-- Check every limit, the cooldown, blocked dimensions and the concurrency slots of one
+-- permit, and take it all or nothing.
+-- KEYS: 1 home hash, 2 home leases (zset member -> expiry), 3 lease costs (member -> csv),
+--       4 resource-wide hash (= KEYS[1] when there is none), 5 learned limits of home.
+-- ARGV: slots (see read_slots), ndims, cost per dimension, concurrency (0 = none),
+--       lease_us, member, ttl_ms, channel, event.
+-- Returns {code, wait_us or expiry_us, now_us, remaining per slot as dim,avail pairs...}:
+-- code 0 granted (2nd = lease expiry), 1 rate, 2 concurrency, 3 cooldown, 4 never.
+local now = now_us()
+local home, leases, lcost, learned = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
+local slots, i = read_slots(ARGV, 1, learned, home)
+local ndims = tonumber(ARGV[i]); i = i + 1
+local cost = {}
+for d = 0, ndims - 1 do cost[d] = tonumber(ARGV[i]); i = i + 1 end
+local conc, lease, member = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
+local ttl, chan, ev = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
+
+local function answer(code, second, aheads)
+  local out = {code, second, now}
+  for k, s in ipairs(slots) do
+    out[#out + 1] = s.dim
+    out[#out + 1] = available(s, aheads[k] or 0)
+  end
+  return out
+end
+
+local aheads = {}
+for k, s in ipairs(slots) do aheads[k] = ahead_of(s.key, s.name, s.a, now) end
+
+local cd = tonumber(redis.call('HGET', home, 'cd') or '0') or 0
+if cd > now then return answer(3, cd - now, aheads) end
+
+local wait = 0
+for d = 0, ndims - 1 do
+  if (cost[d] or 0) > 0 then
+    local bk = tonumber(redis.call('HGET', home, 'bk' .. d) or '0') or 0
+    if bk > now and bk - now > wait then wait = bk - now end
+  end
+end
+for k, s in ipairs(slots) do
+  local c = cost[s.dim] or 0
+  if c > s.b then return answer(4, 0, aheads) end
+  local need = aheads[k] + c * s.p - s.b * s.p
+  if c > 0 and need > 0 then
+    local w = math.ceil(need / s.a)
+    if w > wait then wait = w end
+  end
+end
+
+if conc > 0 then
+  reclaim(leases, lcost, now)
+  if redis.call('ZCARD', leases) >= conc then
+    local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+    local w = math.max(tonumber(first[2] or now) - now, wait)
+    return answer(2, w, aheads)
+  end
+end
+if wait > 0 then return answer(1, wait, aheads) end
+
+local costs = {}
+for d = 0, ndims - 1 do costs[#costs + 1] = tostring(cost[d]) end
+for k, s in ipairs(slots) do
+  local c = cost[s.dim] or 0
+  if c > 0 then
+    aheads[k] = aheads[k] + c * s.p
+    put_ahead(s.key, s.name, aheads[k], now)
+  end
+end
+redis.call('ZADD', leases, now + lease, member)
+redis.call('HSET', lcost, member, table.concat(costs, ','))
+redis.call('HINCRBY', home, 'g', 1)
+keep(ttl)
+if chan ~= '' then redis.call('PUBLISH', chan, ev) end
+return answer(0, now + lease, aheads)

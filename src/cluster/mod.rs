@@ -1,0 +1,1115 @@
+//! The cluster engine: several permitd replicas share every limit through one Redis.
+//!
+//! Each decision is one Lua script (loaded once, called by SHA) over keys that share one
+//! hash tag ([`keys`]), so check-and-take is atomic on one shard, and time is Redis `TIME`,
+//! so replica clocks never matter. Definitions stay in each replica's [`Registry`] (loaded
+//! from the shared store, refreshed on a pub/sub message when any replica changes one);
+//! bucket state, leases, cooldowns and learned limits live only in Redis.
+//!
+//! Waiting: a denied caller with time left joins its replica's local queue for the bucket
+//! (a FIFO turnstile: one caller per bucket and replica retries at a time) and sleeps until
+//! a release or a feedback anywhere in the cluster publishes on the events channel, or the
+//! script's own ready time passes (capped at [`RECHECK`], the safety net for a lost message).
+//!
+//! Failure: an operation that fails or outlasts `op_timeout` is never "over limit". With
+//! [`FailurePolicy::FailClosed`] the caller gets `UNAVAILABLE`; with
+//! [`FailurePolicy::LocalFallback`] this replica grants from a local registry holding
+//! `1 / fallback_share` of every limit until Redis is back. While the events subscription is
+//! down the engine counts Redis as down (health says NOT_SERVING when failing closed) and
+//! answers without trying it; the subscription reconnects by itself.
+
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, watch};
+use tokio_stream::StreamExt;
+
+use self::keys::BucketKeys;
+use crate::clock::{Clock, Nanos, nanos};
+use crate::feedback::apply::Target;
+use crate::permits::id::PermitId;
+use crate::permits::limit::Rate;
+use crate::permits::resource::Scope;
+use crate::permits::{
+    AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, PermitError,
+    QuotaView, Registry, ResourceDef, Settlement, never, resolve_actual, resolve_cost,
+};
+use crate::watch::{BucketKey, Hub};
+
+/// Longest a queued caller sleeps before it re-checks without being woken.
+pub const RECHECK: Duration = Duration::from_secs(1);
+/// Cluster permit ids have this bit set in their sequence; local-fallback ones don't.
+const CLUSTER_SEQ: u64 = 1 << 63;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+/// What to do when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Answer `UNAVAILABLE` within the operation timeout.
+    FailClosed,
+    /// Grant a share of each limit locally until Redis returns.
+    LocalFallback,
+}
+
+/// The `[redis]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `redis://[user:pass@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key and channel, so deployments can share a Redis.
+    pub prefix: String,
+    /// Longest one Redis operation may take before it counts as failed.
+    pub op_timeout: Duration,
+    /// What happens while Redis is unreachable.
+    pub policy: FailurePolicy,
+    /// With local fallback, each replica grants `1 / fallback_share` of every limit.
+    pub fallback_share: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            prefix: "permitd:".to_owned(),
+            op_timeout: Duration::from_millis(250),
+            policy: FailurePolicy::FailClosed,
+            fallback_share: 1,
+        }
+    }
+}
+
+/// A Redis failure, typed; mapped to `UNAVAILABLE` (or the fallback) at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The URL does not parse.
+    #[error("redis url: {0}")]
+    Url(#[source] redis::RedisError),
+    /// A command failed.
+    #[error("redis {op}: {source}")]
+    Redis {
+        /// What was being done.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A command outlasted the operation timeout.
+    #[error("redis {op}: no answer within {timeout:?}")]
+    Timeout {
+        /// What was being done.
+        op: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// A script answered something it never answers.
+    #[error("redis {op}: unexpected reply")]
+    Reply {
+        /// What was being done.
+        op: &'static str,
+    },
+    /// Redis is known to be down (the events subscription is not connected).
+    #[error("redis is unreachable")]
+    Down,
+}
+
+impl From<ClusterError> for PermitError {
+    fn from(e: ClusterError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+struct Scripts {
+    acquire: redis::Script,
+    settle: redis::Script,
+    feedback: redis::Script,
+    peek: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let s = |body: &str| redis::Script::new(&format!("{COMMON}\n{body}"));
+        Self {
+            acquire: s(include_str!("lua/acquire.lua")),
+            settle: s(include_str!("lua/settle.lua")),
+            feedback: s(include_str!("lua/feedback.lua")),
+            peek: s(include_str!("lua/peek.lua")),
+        }
+    }
+}
+
+/// The shared engine. Cheap to share (`Arc`).
+pub struct Cluster {
+    client: redis::Client,
+    conn: ConnectionManager,
+    settings: Settings,
+    scripts: Scripts,
+    registry: Registry,
+    fallback: Registry,
+    hub: Hub,
+    clock: Arc<dyn Clock>,
+    up: watch::Sender<bool>,
+    /// Per resource: woken when capacity may have returned anywhere.
+    wake: DashMap<String, Arc<Notify>>,
+    /// Per home bucket: this replica's queue (FIFO; one retrying caller at a time).
+    turnstiles: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    channel: String,
+    /// Called with a resource name when another replica changed its definition.
+    on_resource: std::sync::Mutex<Option<ResourceHook>>,
+}
+
+type ResourceHook = Box<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("prefix", &self.settings.prefix)
+            .field("policy", &self.settings.policy)
+            .field("up", &*self.up.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one acquire script said.
+enum Try {
+    Granted {
+        expires_us: u64,
+        remaining: Vec<(usize, u64)>,
+    },
+    Denied {
+        reason: DenialReason,
+        wait: Duration,
+        remaining: Vec<(usize, u64)>,
+    },
+    Never,
+}
+
+/// Limit slots of a definition as the scripts take them (see `read_slots` in common.lua).
+fn slot_args(def: &ResourceDef, per_partition_home: bool, out: &mut Vec<String>) {
+    let slots: Vec<_> = def.limits.iter().collect();
+    out.push(slots.len().to_string());
+    for l in slots {
+        // Per-partition limits live in the home bucket (KEYS[1]), resource-wide ones of a
+        // per-partition resource in the shared one (KEYS[4]); a resource that is not per
+        // partition has only its shared bucket, which is its home.
+        let which = if per_partition_home && l.scope == Scope::Resource {
+            "4"
+        } else {
+            "1"
+        };
+        let (a, p, period_us) = reduced(l.rate);
+        out.push(which.to_owned());
+        out.push(format!(
+            "{}{}/{}/{}/{}",
+            if l.scope == Scope::Resource { 's' } else { 'p' },
+            l.dimension,
+            l.rate.amount,
+            period_us,
+            l.rate.burst
+        ));
+        out.push(a.to_string());
+        out.push(p.to_string());
+        out.push(l.rate.burst.to_string());
+        out.push(l.dimension.to_string());
+        out.push(period_us.to_string());
+    }
+}
+
+/// A rate as `a` units per `p` µs, reduced by their gcd, and its period in µs.
+fn reduced(rate: Rate) -> (u64, u64, u64) {
+    let period_us = (rate.period_ns / 1000).max(1);
+    let g = gcd(rate.amount.max(1), period_us);
+    (rate.amount.max(1) / g, period_us / g, period_us)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
+}
+
+/// How long an idle bucket's keys live: longer than a full refill, a lease and the longest
+/// cooldown, so expiry never forgets state that still matters.
+fn ttl_ms(def: &ResourceDef) -> u64 {
+    let refill = def
+        .limits
+        .iter()
+        .map(|l| {
+            let (a, p, _) = reduced(l.rate);
+            l.rate.burst.saturating_mul(p) / a / 1000
+        })
+        .max()
+        .unwrap_or(0);
+    let lease = u64::try_from(def.lease.as_millis()).unwrap_or(u64::MAX);
+    let cool = u64::try_from(def.backoff.max_retry_after.as_millis()).unwrap_or(u64::MAX);
+    refill.max(lease).max(cool).saturating_add(60_000)
+}
+
+fn pairs(v: &[i64]) -> Vec<(usize, u64)> {
+    let mut out: Vec<(usize, u64)> = Vec::new();
+    for c in v.chunks_exact(2) {
+        let (Ok(d), Ok(a)) = (usize::try_from(c[0]), u64::try_from(c[1])) else {
+            continue;
+        };
+        match out.iter_mut().find(|(x, _)| *x == d) {
+            Some((_, r)) => *r = (*r).min(a),
+            None => out.push((d, a)),
+        }
+    }
+    out
+}
+
+fn us(v: i64) -> Duration {
+    Duration::from_micros(u64::try_from(v).unwrap_or(0))
+}
+
+impl Cluster {
+    /// Connect lazily (no I/O here: start-up with Redis down waits in the background) and
+    /// start the events listener.
+    pub fn start(
+        settings: Settings,
+        registry: Registry,
+        fallback: Registry,
+        hub: Hub,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(ClusterError::Url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(settings.op_timeout))
+            .set_connection_timeout(Some(settings.op_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|source| ClusterError::Redis {
+                op: "connect",
+                source,
+            })?;
+        let channel = keys::events_channel(&settings.prefix);
+        let (up, _) = watch::channel(false);
+        let me = Arc::new(Self {
+            client,
+            conn,
+            settings,
+            scripts: Scripts::new(),
+            registry,
+            fallback,
+            hub,
+            clock,
+            up,
+            wake: DashMap::new(),
+            turnstiles: DashMap::new(),
+            channel,
+            on_resource: std::sync::Mutex::new(None),
+        });
+        tokio::spawn(Arc::clone(&me).listen());
+        Ok(me)
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Whether Redis is reachable; changes are announced on the receiver.
+    #[must_use]
+    pub fn up(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
+    /// Wait until Redis answers (start-up), retrying with backoff; never gives up.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.up();
+        let mut logged = false;
+        loop {
+            if *rx.borrow_and_update() {
+                return;
+            }
+            if !logged {
+                tracing::warn!(url = %redact(&self.settings.url), "waiting for redis");
+                logged = true;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Register what to do when any replica changes a resource definition.
+    pub fn on_resource_change(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        if let Ok(mut g) = self.on_resource.lock() {
+            *g = Some(Box::new(f));
+        }
+    }
+
+    /// Tell every replica that `name`'s definition changed (after it was stored).
+    pub async fn resource_changed(&self, name: &str) {
+        let msg = format!("d\t{name}\t");
+        let _ = self.with_timeout("publish", self.publish(&msg)).await;
+    }
+
+    async fn publish(&self, msg: &str) -> Result<(), ClusterError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(msg)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|source| ClusterError::Redis {
+                op: "publish",
+                source,
+            })
+    }
+
+    fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T, ClusterError>>,
+    ) -> Result<T, ClusterError> {
+        match tokio::time::timeout(self.settings.op_timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(ClusterError::Timeout {
+                op,
+                timeout: self.settings.op_timeout,
+            }),
+        }
+    }
+
+    /// The events subscription: wake-ups, Watch fan-out, definition changes. Its state is
+    /// the engine's view of whether Redis is up.
+    async fn listen(self: Arc<Self>) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let connected = tokio::time::timeout(self.settings.op_timeout * 4, async {
+                let mut ps = self.client.get_async_pubsub().await?;
+                ps.subscribe(&self.channel).await?;
+                let mut conn = self.conn.clone();
+                redis::cmd("PING").query_async::<String>(&mut conn).await?;
+                Ok::<_, redis::RedisError>(ps)
+            })
+            .await;
+            if let Ok(Ok(ps)) = connected {
+                delay = Duration::from_millis(50);
+                self.up.send_replace(true);
+                tracing::info!("redis connected");
+                // Whatever changed while we were away: every waiter looks again.
+                self.wake_all();
+                let mut stream = ps.into_on_message();
+                while let Some(msg) = stream.next().await {
+                    self.on_event(msg.get_payload_bytes());
+                }
+                self.up.send_replace(false);
+                tracing::warn!("redis connection lost; reconnecting");
+                self.wake_all();
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    fn wake_all(&self) {
+        for n in &self.wake {
+            n.notify_waiters();
+        }
+    }
+
+    fn on_event(&self, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let mut parts = text.splitn(3, '\t');
+        let (Some(kind), Some(resource), Some(partition)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        match kind {
+            // A release, refund or feedback: capacity may be back.
+            "w" => {
+                if let Some(n) = self.wake.get(resource) {
+                    n.notify_waiters();
+                }
+            }
+            "d" => {
+                if let Ok(g) = self.on_resource.lock()
+                    && let Some(f) = g.as_ref()
+                {
+                    f(resource);
+                }
+                if let Some(n) = self.wake.get(resource) {
+                    n.notify_waiters();
+                }
+                return;
+            }
+            _ => {}
+        }
+        // Watch subscribers on this replica see changes made anywhere.
+        self.hub.changed(&Arc::new(BucketKey {
+            resource: resource.into(),
+            partition: partition.into(),
+        }));
+    }
+
+    fn notify(&self, resource: &str) -> Arc<Notify> {
+        if let Some(n) = self.wake.get(resource) {
+            return Arc::clone(&n);
+        }
+        Arc::clone(&self.wake.entry(resource.to_owned()).or_default())
+    }
+
+    fn keys(&self, def: &ResourceDef, partition: &str) -> BucketKeys {
+        BucketKeys::new(
+            &self.settings.prefix,
+            &def.name,
+            partition,
+            def.per_partition,
+        )
+    }
+
+    fn event(kind: char, resource: &str, partition: &str) -> String {
+        format!("{kind}\t{resource}\t{partition}")
+    }
+
+    async fn try_acquire(
+        &self,
+        def: &ResourceDef,
+        keys: &BucketKeys,
+        partition: &str,
+        cost: &[u64],
+        lease: Duration,
+        member: &str,
+    ) -> Result<Try, ClusterError> {
+        let mut args = Vec::with_capacity(16);
+        slot_args(def, def.per_partition, &mut args);
+        args.push(cost.len().to_string());
+        args.extend(cost.iter().map(u64::to_string));
+        args.push(if def.concurrency > 0 {
+            def.concurrency.to_string()
+        } else {
+            "0".to_owned()
+        });
+        args.push(u64::try_from(lease.as_micros()).unwrap_or(u64::MAX).to_string());
+        args.push(member.to_owned());
+        args.push(ttl_ms(def).to_string());
+        args.push(self.channel.clone());
+        args.push(Self::event('g', &def.name, partition));
+        let mut inv = self.scripts.acquire.prepare_invoke();
+        for k in keys.as_array() {
+            inv.key(k);
+        }
+        for a in &args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let v: Vec<i64> = self
+            .with_timeout("acquire", async {
+                inv.invoke_async(&mut conn)
+                    .await
+                    .map_err(|source| ClusterError::Redis {
+                        op: "acquire",
+                        source,
+                    })
+            })
+            .await?;
+        let (Some(&code), Some(&second)) = (v.first(), v.get(1)) else {
+            return Err(ClusterError::Reply { op: "acquire" });
+        };
+        let remaining = pairs(v.get(3..).unwrap_or(&[]));
+        Ok(match code {
+            0 => Try::Granted {
+                expires_us: u64::try_from(second).unwrap_or(0),
+                remaining,
+            },
+            1 | 2 | 3 => Try::Denied {
+                reason: match code {
+                    1 => DenialReason::RateLimited,
+                    2 => DenialReason::ConcurrencyLimited,
+                    _ => DenialReason::Cooldown,
+                },
+                wait: us(second),
+                remaining,
+            },
+            4 => Try::Never,
+            _ => return Err(ClusterError::Reply { op: "acquire" }),
+        })
+    }
+
+    /// Grant, queue or deny a permit against the shared state.
+    pub async fn acquire(&self, req: AcquireRequest<'_>) -> Result<AcquireOutcome, PermitError> {
+        let def = self.registry.definition(req.resource)?;
+        let cost = resolve_cost(&def, req.cost)?;
+        if def
+            .limits
+            .iter()
+            .any(|l| cost.get(l.dimension).is_some_and(|&c| c > l.rate.burst))
+        {
+            return Err(never(&def, &cost));
+        }
+        if !self.is_up() {
+            return self.unreachable(req, ClusterError::Down).await;
+        }
+        let start = tokio::time::Instant::now();
+        let deadline = start + req.max_wait;
+        let keys = self.keys(&def, req.partition);
+        let lease = req.lease.unwrap_or(def.lease);
+        let notify = self.notify(req.resource);
+        let mut turn: Option<(Arc<tokio::sync::Mutex<()>>, tokio::sync::OwnedMutexGuard<()>)> =
+            None;
+        loop {
+            // Armed before the script runs, so a release published meanwhile is not missed.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (seq, tag) = (fastrand::u64(..) | CLUSTER_SEQ, fastrand::u64(..));
+            let member = format!("{seq:x}.{tag:x}");
+            let tried = self
+                .try_acquire(&def, &keys, req.partition, &cost, lease, &member)
+                .await;
+            let tried = match tried {
+                Ok(t) => t,
+                Err(e) => {
+                    drop(turn);
+                    self.forget_turnstile(&keys.home);
+                    return self.unreachable(req, e).await;
+                }
+            };
+            let now = tokio::time::Instant::now();
+            let waited = now.duration_since(start);
+            match tried {
+                Try::Granted {
+                    expires_us,
+                    remaining,
+                } => {
+                    drop(turn);
+                    self.forget_turnstile(&keys.home);
+                    self.registry
+                        .count(req.resource, Ok((waited > Duration::ZERO).then_some(waited)));
+                    let permit_id = PermitId {
+                        resource: req.resource,
+                        partition: req.partition,
+                        seq,
+                        tag,
+                    }
+                    .encode();
+                    return Ok(AcquireOutcome {
+                        def,
+                        result: Ok(GrantInfo {
+                            permit_id,
+                            lease_expires_at: SystemTime::UNIX_EPOCH
+                                + Duration::from_micros(expires_us),
+                        }),
+                        waited,
+                        remaining,
+                    });
+                }
+                Try::Never => return Err(never(&def, &cost)),
+                Try::Denied {
+                    reason,
+                    wait,
+                    remaining,
+                } => {
+                    let deny = |reason| {
+                        self.registry.count(req.resource, Err(reason));
+                        Ok(AcquireOutcome {
+                            def: Arc::clone(&def),
+                            result: Err(Denial {
+                                reason,
+                                retry_after: wait,
+                            }),
+                            waited,
+                            remaining: remaining.clone(),
+                        })
+                    };
+                    if now >= deadline {
+                        let timed_out = turn.is_some();
+                        drop(turn);
+                        self.forget_turnstile(&keys.home);
+                        return deny(if timed_out {
+                            DenialReason::QueueTimeout
+                        } else {
+                            reason
+                        });
+                    }
+                    if turn.is_none() {
+                        let t = self.turnstile(&keys.home);
+                        let max_queue = usize::try_from(def.max_queue).unwrap_or(usize::MAX);
+                        // Held by this map and this caller: the rest are queued callers.
+                        if Arc::strong_count(&t).saturating_sub(2) >= max_queue {
+                            return deny(DenialReason::QueueFull);
+                        }
+                        match tokio::time::timeout_at(deadline, Arc::clone(&t).lock_owned()).await
+                        {
+                            Ok(g) => {
+                                turn = Some((t, g));
+                                // At the head of this replica's queue: try again at once.
+                                continue;
+                            }
+                            Err(_) => {
+                                drop(t);
+                                self.forget_turnstile(&keys.home);
+                                return deny(DenialReason::QueueTimeout);
+                            }
+                        }
+                    }
+                    let nap = wait.clamp(Duration::from_millis(1), RECHECK);
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until((now + nap).min(deadline)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn turnstile(&self, home: &str) -> Arc<tokio::sync::Mutex<()>> {
+        if let Some(t) = self.turnstiles.get(home) {
+            return Arc::clone(&t);
+        }
+        Arc::clone(&self.turnstiles.entry(home.to_owned()).or_default())
+    }
+
+    /// Drop a bucket's queue once nobody is in it (memory stays bounded by live queues).
+    fn forget_turnstile(&self, home: &str) {
+        self.turnstiles
+            .remove_if(home, |_, t| Arc::strong_count(t) == 1);
+    }
+
+    /// Redis failed: fail closed, or grant from this replica's share.
+    async fn unreachable(
+        &self,
+        req: AcquireRequest<'_>,
+        e: ClusterError,
+    ) -> Result<AcquireOutcome, PermitError> {
+        match self.settings.policy {
+            FailurePolicy::FailClosed => Err(e.into()),
+            FailurePolicy::LocalFallback => {
+                tracing::debug!(error = %e, "redis unreachable: local fallback");
+                self.fallback.acquire(req).await
+            }
+        }
+    }
+
+    /// Release a permit (`NotFound` for an unknown, released or expired one).
+    pub async fn release(
+        &self,
+        id: &PermitId<'_>,
+        settlement: Settlement<'_>,
+    ) -> Result<(), PermitError> {
+        if id.seq & CLUSTER_SEQ == 0 {
+            return self.fallback.release_id(id, settlement);
+        }
+        let def = self
+            .registry
+            .get(id.resource)
+            .ok_or(PermitError::UnknownPermit)?;
+        let (mode, amounts): (&str, Vec<i64>) = match settlement {
+            Settlement::Keep => ("keep", Vec::new()),
+            Settlement::Refund => ("refund", Vec::new()),
+            Settlement::Actual(m) => {
+                let a = resolve_actual(&def, m)?;
+                (
+                    "actual",
+                    a.iter()
+                        .map(|c| c.map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)))
+                        .collect(),
+                )
+            }
+        };
+        let member = format!("{:x}.{:x}", id.seq, id.tag);
+        let done = self
+            .settle(&def, id.partition, mode, &member, &amounts)
+            .await?;
+        if done {
+            Ok(())
+        } else {
+            Err(PermitError::UnknownPermit)
+        }
+    }
+
+    /// Charge a call made without a permit.
+    pub async fn charge(
+        &self,
+        resource: &str,
+        partition: &str,
+        actual: &HashMap<String, u64>,
+    ) -> Result<(), PermitError> {
+        let def = self.registry.definition(resource)?;
+        let a = resolve_actual(&def, actual)?;
+        if a.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let amounts: Vec<i64> = a
+            .iter()
+            .map(|c| i64::try_from(c.unwrap_or(0)).unwrap_or(i64::MAX))
+            .collect();
+        if !self.is_up() && self.settings.policy == FailurePolicy::LocalFallback {
+            return self.fallback.charge(resource, partition, actual);
+        }
+        self.settle(&def, partition, "charge", "", &amounts)
+            .await
+            .map(|_| ())
+    }
+
+    async fn settle(
+        &self,
+        def: &ResourceDef,
+        partition: &str,
+        mode: &str,
+        member: &str,
+        amounts: &[i64],
+    ) -> Result<bool, PermitError> {
+        if !self.is_up() {
+            return Err(ClusterError::Down.into());
+        }
+        let keys = self.keys(def, partition);
+        let mut inv = self.scripts.settle.prepare_invoke();
+        for k in keys.as_array() {
+            inv.key(k);
+        }
+        let mut args = Vec::new();
+        slot_args(def, def.per_partition, &mut args);
+        args.push(mode.to_owned());
+        args.push(member.to_owned());
+        args.push(def.dimensions.len().to_string());
+        for d in 0..def.dimensions.len() {
+            args.push(amounts.get(d).copied().unwrap_or(-1).to_string());
+        }
+        args.push(ttl_ms(def).to_string());
+        args.push(self.channel.clone());
+        args.push(Self::event('w', &def.name, partition));
+        for a in &args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .with_timeout("settle", async {
+                inv.invoke_async(&mut conn)
+                    .await
+                    .map_err(|source| ClusterError::Redis {
+                        op: "settle",
+                        source,
+                    })
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Apply header feedback: `f` decides (the same code as the embedded engine's) against
+    /// a recorder, and one script applies what it decided. Returns `f`'s result and the
+    /// cooldown in force afterwards (monotonic, as the embedded engine reports it).
+    pub async fn feedback<R>(
+        &self,
+        resource: &str,
+        partition: &str,
+        f: impl FnOnce(&ResourceDef, &mut Effects, Nanos) -> R,
+    ) -> Result<(R, Option<Nanos>), PermitError> {
+        let def = self.registry.definition(resource)?;
+        if !self.is_up() && self.settings.policy == FailurePolicy::LocalFallback {
+            let mut until = None;
+            let r = self.fallback.update_bucket(resource, partition, |d, b, now| {
+                let mut fx = Effects::new(now);
+                let r = f(d, &mut fx, now);
+                fx.apply_local(b, now);
+                until = (b.cooldown_until > now).then_some(b.cooldown_until);
+                r
+            })?;
+            return Ok((r, until));
+        }
+        if !self.is_up() {
+            return Err(ClusterError::Down.into());
+        }
+        let now = self.clock.now();
+        let mut fx = Effects::new(now);
+        let r = f(&def, &mut fx, now);
+        let keys = self.keys(&def, partition);
+        let mut args: Vec<String> = Vec::new();
+        let rel = |at: Nanos| (at.saturating_sub(now) / 1000).to_string();
+        args.push(fx.cooldown.map_or_else(|| "0".to_owned(), rel));
+        args.push(if fx.is_429 { "1" } else { "0" }.to_owned());
+        args.push(fx.learned.len().to_string());
+        for (d, rate) in &fx.learned {
+            let (a, p, period_us) = reduced(*rate);
+            args.push(d.to_string());
+            args.push(period_us.to_string());
+            args.push(format!("{a},{p},{}", rate.burst));
+        }
+        slot_args(&def, def.per_partition, &mut args);
+        args.push(fx.blocks.len().to_string());
+        for (d, until) in &fx.blocks {
+            args.push(d.to_string());
+            args.push(rel(*until));
+        }
+        args.push(fx.corrections.len().to_string());
+        for (d, window, remaining) in &fx.corrections {
+            args.push(d.to_string());
+            args.push(window.map_or(0, |w| w / 1000).to_string());
+            args.push(remaining.to_string());
+        }
+        args.push(ttl_ms(&def).to_string());
+        args.push(self.channel.clone());
+        args.push(Self::event('w', &def.name, partition));
+        let mut inv = self.scripts.feedback.prepare_invoke();
+        for k in keys.as_array() {
+            inv.key(k);
+        }
+        for a in &args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let v: Vec<i64> = self
+            .with_timeout("feedback", async {
+                inv.invoke_async(&mut conn)
+                    .await
+                    .map_err(|source| ClusterError::Redis {
+                        op: "feedback",
+                        source,
+                    })
+            })
+            .await?;
+        let cool = v.first().copied().unwrap_or(0);
+        let until = (cool > 0).then(|| now.saturating_add(nanos(us(cool))));
+        Ok((r, until))
+    }
+
+    /// One bucket's state, read from Redis.
+    pub async fn quota(&self, resource: &str, partition: &str) -> Result<QuotaView, PermitError> {
+        let def = self
+            .registry
+            .get(resource)
+            .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
+        if !self.is_up() {
+            return Err(ClusterError::Down.into());
+        }
+        let keys = self.keys(&def, partition);
+        let mut inv = self.scripts.peek.prepare_invoke();
+        for k in keys.as_array() {
+            inv.key(k);
+        }
+        let mut args = Vec::new();
+        slot_args(&def, def.per_partition, &mut args);
+        for a in &args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let v: Vec<i64> = self
+            .with_timeout("peek", async {
+                inv.invoke_async(&mut conn)
+                    .await
+                    .map_err(|source| ClusterError::Redis { op: "peek", source })
+            })
+            .await?;
+        if v.len() < 5 {
+            return Err(ClusterError::Reply { op: "peek" }.into());
+        }
+        let at = SystemTime::UNIX_EPOCH + us(v[0]);
+        let mut dimensions = Vec::new();
+        for s in v[5..].chunks_exact(5) {
+            let (Ok(dimension), Ok(limit), Ok(remaining)) = (
+                usize::try_from(s[0]),
+                u64::try_from(s[1]),
+                u64::try_from(s[2]),
+            ) else {
+                continue;
+            };
+            let learned = s[3] == 1;
+            let period = us(s[4]);
+            // Time to refill what is missing, at the limit's rate.
+            let missing = limit.saturating_sub(remaining);
+            let refill = if limit == 0 {
+                Duration::ZERO
+            } else {
+                period.mul_f64(f64::from(u32::try_from(missing).unwrap_or(u32::MAX)))
+                    / u32::try_from(limit).unwrap_or(u32::MAX).max(1)
+            };
+            dimensions.push(DimensionView {
+                dimension,
+                limit,
+                period,
+                remaining,
+                reset_at: at + refill,
+                learned,
+            });
+        }
+        let cooldown = us(v[1]);
+        Ok(QuotaView {
+            def: Arc::clone(&def),
+            dimensions,
+            in_flight: u32::try_from(v[2]).unwrap_or(u32::MAX),
+            concurrency: def.concurrency,
+            queue_depth: self.turnstiles.get(&keys.home).map_or(0, |t| {
+                u32::try_from(Arc::strong_count(&t).saturating_sub(1)).unwrap_or(u32::MAX)
+            }),
+            granted_total: u64::try_from(v[3]).unwrap_or(0),
+            denied_total: 0,
+            cooldown_until: (cooldown > Duration::ZERO).then(|| at + cooldown),
+            upstream_429_total: u64::try_from(v[4]).unwrap_or(0),
+            at,
+        })
+    }
+}
+
+/// What a report decided, recorded for the feedback script.
+#[derive(Debug)]
+pub struct Effects {
+    now: Nanos,
+    cooldown: Option<Nanos>,
+    is_429: bool,
+    learned: Vec<(usize, Rate)>,
+    blocks: Vec<(usize, Nanos)>,
+    corrections: Vec<(usize, Option<Nanos>, u64)>,
+}
+
+impl Effects {
+    fn new(now: Nanos) -> Self {
+        Self {
+            now,
+            cooldown: None,
+            is_429: false,
+            learned: Vec::new(),
+            blocks: Vec::new(),
+            corrections: Vec::new(),
+        }
+    }
+
+    /// Replay onto a local bucket (the fallback registry while Redis is down).
+    fn apply_local(&self, b: &mut crate::permits::bucket::BucketState, now: Nanos) {
+        if self.is_429 {
+            Target::count_429(b);
+        }
+        if let Some(c) = self.cooldown {
+            b.cool_down(c);
+        }
+        for (d, r) in &self.learned {
+            b.learn(*d, *r);
+        }
+        for (d, w, r) in &self.corrections {
+            b.correct_down(*d, *w, *r, now);
+        }
+        for (d, u) in &self.blocks {
+            b.block_dimension(*d, *u);
+        }
+    }
+}
+
+impl Target for Effects {
+    fn count_429(&mut self) {
+        self.is_429 = true;
+    }
+    fn cool_down(&mut self, until: Nanos) {
+        self.cooldown = Some(self.cooldown.map_or(until, |c| c.max(until)));
+    }
+    fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
+        self.learned.push((dimension, rate));
+        true
+    }
+    fn correct_down(
+        &mut self,
+        dimension: usize,
+        window_ns: Option<Nanos>,
+        remaining: u64,
+        _now: Nanos,
+    ) {
+        self.corrections.push((dimension, window_ns, remaining));
+    }
+    fn block_dimension(&mut self, dimension: usize, until: Nanos) {
+        self.blocks.push((dimension, until));
+    }
+    fn cooldown_until(&self) -> Nanos {
+        self.cooldown.filter(|&c| c > self.now).unwrap_or(0)
+    }
+}
+
+/// A definition for the local-fallback registry: every limit (and the concurrency) divided
+/// by the number of replicas sharing it, at least 1.
+#[must_use]
+pub fn fallback_share(def: &ResourceDef, share: u32) -> ResourceDef {
+    let n = u64::from(share.max(1));
+    let mut d = def.clone();
+    for l in &mut d.limits {
+        l.rate.amount = (l.rate.amount / n).max(1);
+        l.rate.burst = (l.rate.burst / n).max(1);
+    }
+    if d.concurrency > 0 {
+        d.concurrency = (d.concurrency / share.max(1)).max(1);
+    }
+    d
+}
+
+/// The URL without its password, for logs.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_reduce_exactly() {
+        let r = Rate {
+            amount: 20,
+            period_ns: 100_000_000,
+            burst: 20,
+        };
+        // 20 per 100 000 µs = 1 per 5 000 µs.
+        assert_eq!(reduced(r), (1, 5000, 100_000));
+        let r = Rate {
+            amount: 3,
+            period_ns: 1_000_000_000,
+            burst: 3,
+        };
+        assert_eq!(reduced(r), (3, 1_000_000, 1_000_000));
+    }
+
+    #[test]
+    fn fallback_divides_and_keeps_at_least_one() {
+        let def = ResourceDef {
+            name: "r".into(),
+            dimensions: vec!["requests".into()],
+            declared_dimensions: vec![],
+            limits: vec![crate::permits::resource::LimitDef {
+                dimension: 0,
+                rate: Rate {
+                    amount: 10,
+                    period_ns: 1_000_000_000,
+                    burst: 10,
+                },
+                scope: Scope::Resource,
+                scope_explicit: false,
+                origin: crate::permits::resource::Origin::Config,
+            }],
+            concurrency: 4,
+            lease: Duration::from_secs(1),
+            per_partition: false,
+            backoff: crate::permits::resource::BackoffDef::default(),
+            max_queue: 10,
+            learn_from_headers: false,
+        };
+        let def = fallback_share(&def, 3);
+        assert_eq!(def.limits[0].rate.amount, 3);
+        assert_eq!(def.concurrency, 1);
+        let def = fallback_share(&def, 100);
+        assert_eq!(def.limits[0].rate.amount, 1);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("redis://u:secret@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    }
+}
