@@ -28,7 +28,9 @@ use crate::permits::{PermitError, Registry};
 use crate::proto;
 use crate::server::grpc_stats::GrpcStats;
 use crate::server::{self, Records, Settings, convert};
-use crate::store::{GroupCommit, RecordStore, SledStore};
+use crate::cluster::{self, Cluster};
+use crate::permits::ResourceDef;
+use crate::store::{GroupCommit, RecordStore, RedisStore, SledStore};
 use crate::store::{ResourceStore, StoreError};
 use crate::sweeper;
 use crate::watch::Hub;
@@ -63,6 +65,9 @@ pub enum AppError {
     /// A blocking task died.
     #[error("start-up task")]
     Join(#[from] tokio::task::JoinError),
+    /// The cluster engine could not start (a bad Redis URL).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Bind `config.listen` (and `config.metrics_listen`, if set) and serve until `shutdown`
@@ -104,12 +109,28 @@ pub async fn run_with(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let dir = config.data_dir.clone();
-    let sled = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
-    let store: Arc<dyn ResourceStore> = Arc::clone(&sled) as Arc<dyn ResourceStore>;
-    let records_store: Arc<dyn RecordStore> = sled;
+    let (store, records_store): (Arc<dyn ResourceStore>, Arc<dyn RecordStore>) =
+        match &config.redis {
+            Some(r) => {
+                let redis = Arc::new(RedisStore::open(&r.url, &r.prefix, r.op_timeout)?);
+                (Arc::clone(&redis) as Arc<dyn ResourceStore>, redis)
+            }
+            None => {
+                let dir = config.data_dir.clone();
+                let sled =
+                    Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
+                (Arc::clone(&sled) as Arc<dyn ResourceStore>, sled)
+            }
+        };
     let hub = Hub::new();
-    let registry = build_registry(&config, store.as_ref(), hub.clone())?;
+    let registry = match &config.redis {
+        Some(_) => load_with_retry(&config, &store, &hub).await?,
+        None => build_registry(&config, store.as_ref(), hub.clone())?,
+    };
+    let cluster = match &config.redis {
+        Some(r) => Some(start_cluster(&config, r, &registry, &hub, &store)?),
+        None => None,
+    };
     let (records, commit) = open_records(&config, records_store).await?;
     let record_sweepers = [
         sweeper::spawn(
@@ -147,7 +168,7 @@ pub async fn run_with(
         retryable_status: config.retryable_status.clone(),
         feedback_counters: Arc::default(),
         grpc_stats: Arc::new(GrpcStats::served()),
-        cluster: None,
+        cluster,
     };
     // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
     // also ends the waits) if the gRPC server stops on its own.
@@ -243,28 +264,118 @@ async fn open_records(
     Ok((records, commit))
 }
 
-fn build_registry(
-    config: &Config,
-    store: &dyn ResourceStore,
-    hub: Hub,
-) -> Result<Registry, AppError> {
-    let template = match &config.default_resource {
+fn template(config: &Config) -> Result<Option<ResourceDef>, AppError> {
+    Ok(match &config.default_resource {
         Some(t) => {
             let mut t = t.clone();
             "default".clone_into(&mut t.name);
             Some(convert::resource_from_proto(&t, "default_resource")?)
         }
         None => None,
-    };
-    let registry = Registry::new(Arc::new(SystemClock::new()), template, hub);
+    })
+}
+
+/// A stored definition, decoded and validated.
+fn decode_resource(bytes: &[u8]) -> Result<ResourceDef, String> {
+    proto::Resource::decode(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|r| convert::resource_from_proto(&r, "resource").map_err(|e| e.to_string()))
+}
+
+/// [`build_registry`] on the shared store, waiting for Redis instead of failing: a replica
+/// started before its Redis keeps trying (no crash loop) and serves once it answers.
+async fn load_with_retry(
+    config: &Config,
+    store: &Arc<dyn ResourceStore>,
+    hub: &Hub,
+) -> Result<Registry, AppError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let c = config.clone();
+        let s = Arc::clone(store);
+        let h = hub.clone();
+        match tokio::task::spawn_blocking(move || build_registry(&c, s.as_ref(), h)).await? {
+            Err(AppError::Store(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?delay, "redis not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The cluster engine, with its local-fallback registry (a share of every limit) kept in
+/// step with the definitions, which any replica may change.
+fn start_cluster(
+    config: &Config,
+    settings: &cluster::Settings,
+    registry: &Registry,
+    hub: &Hub,
+    store: &Arc<dyn ResourceStore>,
+) -> Result<Arc<Cluster>, AppError> {
+    let share = settings.fallback_share;
+    let fallback = Registry::new(
+        Arc::new(SystemClock::new()),
+        template(config)?.map(|t| cluster::fallback_share(&t, share)),
+        Hub::new(),
+    );
+    for def in registry.list("", "", usize::MAX) {
+        fallback.put(cluster::fallback_share(&def, share));
+    }
+    let c = Cluster::start(
+        settings.clone(),
+        registry.clone(),
+        fallback.clone(),
+        hub.clone(),
+        Arc::clone(registry.clock()),
+    )
+    .map_err(|e| AppError::Cluster(e.to_string()))?;
+    let (registry, store) = (registry.clone(), Arc::clone(store));
+    c.on_resource_change(move |name| {
+        let (registry, fallback, store, name) = (
+            registry.clone(),
+            fallback.clone(),
+            Arc::clone(&store),
+            name.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let stored = match store.list_resources() {
+                Ok(all) => all.into_iter().find(|(n, _)| *n == name),
+                Err(error) => {
+                    tracing::warn!(resource = %name, %error, "cannot reload a changed resource");
+                    return;
+                }
+            };
+            match stored.map(|(_, bytes)| decode_resource(&bytes)) {
+                Some(Ok(def)) => {
+                    fallback.put(cluster::fallback_share(&def, share));
+                    if registry.get(&name).as_deref() != Some(&def) {
+                        registry.put(def);
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(resource = %name, %error, "stored resource skipped"),
+                None => {
+                    registry.delete(&name);
+                    fallback.delete(&name);
+                }
+            }
+        });
+    });
+    Ok(c)
+}
+
+fn build_registry(
+    config: &Config,
+    store: &dyn ResourceStore,
+    hub: Hub,
+) -> Result<Registry, AppError> {
+    let registry = Registry::new(Arc::new(SystemClock::new()), template(config)?, hub);
     let mut loaded = 0usize;
     for (name, bytes) in store.list_resources()? {
         // A stored definition the current version rejects is skipped loudly rather than
         // failing start-up: the others still serve, and PutResource can fix it.
-        match proto::Resource::decode(bytes.as_slice())
-            .map_err(|e| e.to_string())
-            .and_then(|r| convert::resource_from_proto(&r, "resource").map_err(|e| e.to_string()))
-        {
+        match decode_resource(&bytes) {
             Ok(def) => {
                 registry.put(def);
                 loaded += 1;

@@ -16,6 +16,7 @@ mod batch;
 mod bench_cli;
 mod cache;
 mod cli;
+mod cluster;
 mod crash;
 mod dash_http;
 mod dash_metrics;

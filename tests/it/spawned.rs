@@ -24,6 +24,17 @@ pub struct Spawned {
     pub ready_in: Duration,
 }
 
+/// How to start the binary beyond the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    /// Extra `serve` arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// A program (and its arguments) that runs the binary, e.g. `faketime -f +1h`.
+    pub wrap: Vec<String>,
+}
+
 /// Why a start failed.
 #[derive(Debug)]
 pub struct StartError {
@@ -44,11 +55,30 @@ impl Spawned {
         config: Option<&Path>,
         log: &Path,
     ) -> Result<Spawned, StartError> {
+        Self::launch(data_dir, config, log, &Launch::default()).await
+    }
+
+    /// [`Spawned::start`] with extra arguments, environment, and a wrapper program
+    /// (`faketime`) in front of the binary.
+    pub async fn launch(
+        data_dir: &Path,
+        config: Option<&Path>,
+        log: &Path,
+        launch: &Launch,
+    ) -> Result<Spawned, StartError> {
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let log_file = std::fs::File::create(log).expect("log file");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_permitd"));
+            let mut cmd = match launch.wrap.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(env!("CARGO_BIN_EXE_permitd"));
+                    c
+                }
+                None => Command::new(env!("CARGO_BIN_EXE_permitd")),
+            };
+            cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
             cmd.arg("serve")
                 .arg("--listen")
                 .arg(addr.to_string())
@@ -62,6 +92,7 @@ impl Spawned {
             if let Some(c) = config {
                 cmd.arg("--config").arg(c);
             }
+            cmd.args(&launch.args);
             let started = Instant::now();
             let child = cmd.spawn().expect("spawn permitd");
             let mut s = Spawned {

@@ -1,0 +1,550 @@
+//! Several real `permitd` processes sharing one real `redis-server` (started by the test on
+//! a free loopback port; under `CI=true` a missing `redis-server` fails the test).
+//!
+//! - No over-grant across replicas: 3 processes, 64 clients spread over them, 30 periods,
+//!   grant instants from the servers (Redis time): 0 windows over the limit, with one limit,
+//!   two limits, and a concurrency cap.
+//! - A 429 reported at A puts B and C in cooldown before their next grant.
+//! - Idempotency: Begin on A, Begin on B -> IN_PROGRESS; Complete on B; Get on C replays.
+//! - Redis killed mid-load and restarted: fail closed answers UNAVAILABLE fast and health
+//!   says NOT_SERVING; local fallback keeps granting its share; both recover by themselves.
+//! - Two replicas with wall clocks an hour apart (`faketime`) still hold the limit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use permitd::proto;
+use permitd::proto::idempotency_client::IdempotencyClient;
+use permitd::proto::permits_client::PermitsClient;
+use permitd::proto::quotas_client::QuotasClient;
+use permitd::testkit::RedisServer;
+use tonic::transport::Channel;
+
+use crate::load::{envelope, utilisation};
+use crate::spawned::{Launch, Spawned};
+use crate::support::{dur, from_dur, from_ts, limit, resource};
+
+const CLIENTS: usize = 64;
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Replicas over one Redis, each with its own data directory and log.
+struct Fleet {
+    redis: RedisServer,
+    replicas: Vec<Spawned>,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// `n` replicas; `config` (TOML) is given to each when present; `wrap[i]` runs replica i
+    /// under a wrapper program (faketime) when given.
+    async fn start(test: &str, n: usize, config: Option<&str>, wrap: &[Vec<String>]) -> Option<Self> {
+        let redis = RedisServer::for_test(test)?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = config.map(|c| {
+            let p = dir.path().join("permitd.toml");
+            std::fs::write(&p, c).expect("config");
+            p
+        });
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            let launch = Launch {
+                args: vec!["--redis-url".into(), redis.url()],
+                env: vec![("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into())],
+                wrap: wrap.get(i).cloned().unwrap_or_default(),
+            };
+            let data = dir.path().join(format!("data-{i}"));
+            let log = dir.path().join(format!("replica-{i}.log"));
+            let s = Spawned::launch(&data, config_path.as_deref(), &log, &launch)
+                .await
+                .unwrap_or_else(|e| panic!("replica {i} did not start:\n{}", e.log));
+            replicas.push(s);
+        }
+        Some(Self {
+            redis,
+            replicas,
+            dir,
+        })
+    }
+
+    fn permits(&self, i: usize) -> PermitsClient<Channel> {
+        PermitsClient::new(self.replicas[i].channel())
+    }
+
+    fn quotas(&self, i: usize) -> QuotasClient<Channel> {
+        QuotasClient::new(self.replicas[i].channel())
+    }
+
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("replica-{i}.log"))
+    }
+
+    /// Define a resource through replica 0 and wait until every replica knows it (the
+    /// definition travels by Redis pub/sub).
+    async fn define(&self, r: proto::Resource) {
+        let name = r.name.clone();
+        self.quotas(0)
+            .put_resource(proto::PutResourceRequest { resource: Some(r) })
+            .await
+            .expect("put");
+        for i in 0..self.replicas.len() {
+            let mut q = self.quotas(i);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            // Bounded: a replica that never learns it fails the test.
+            loop {
+                let got = q
+                    .get_quota(proto::GetQuotaRequest {
+                        resource: name.clone(),
+                        partition: String::new(),
+                    })
+                    .await;
+                if got.is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replica {i} never saw {name}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+fn req(name: &str) -> proto::AcquirePermitRequest {
+    proto::AcquirePermitRequest {
+        resource: name.into(),
+        lease: Some(dur(LEASE)),
+        ..Default::default()
+    }
+}
+
+fn grant_instant(r: &proto::AcquirePermitResponse) -> u128 {
+    let expires = from_ts(r.lease_expires_at.as_ref().expect("lease"));
+    (expires - LEASE)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("epoch")
+        .as_nanos()
+}
+
+struct Run {
+    grants: Vec<u128>,
+    denials: u64,
+    elapsed: Duration,
+    max_overlap: usize,
+    latencies: Vec<Duration>,
+}
+
+/// `CLIENTS` workers spread over the replicas for `length`; half queue, half ask at once and
+/// honour retry_after; each holds a grant for `hold` before releasing it.
+async fn drive(fleet: &Fleet, name: &str, length: Duration, hold: Duration) -> Run {
+    let grants = Arc::new(Mutex::new(Vec::new()));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let denials = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + length;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let mut client = fleet.permits(c % fleet.replicas.len());
+        let (grants, held, lat, denials) =
+            (grants.clone(), held.clone(), lat.clone(), denials.clone());
+        let name = name.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let queued = c % 2 == 0;
+            while Instant::now() < end {
+                let left = end.saturating_duration_since(Instant::now());
+                let mut r = req(&name);
+                if queued {
+                    r.max_wait = Some(dur(left.min(Duration::from_millis(500))));
+                }
+                let t = Instant::now();
+                let r = client.acquire_permit(r).await.expect("acquire").into_inner();
+                if !queued {
+                    lat.lock().unwrap().push(t.elapsed());
+                }
+                if r.granted {
+                    grants.lock().unwrap().push(grant_instant(&r));
+                    let got = Instant::now();
+                    if !hold.is_zero() {
+                        tokio::time::sleep(hold).await;
+                    }
+                    held.lock().unwrap().push((got, Instant::now()));
+                    client
+                        .release_permit(proto::ReleasePermitRequest {
+                            permit_id: r.permit_id,
+                            refund: false,
+                        })
+                        .await
+                        .expect("release");
+                } else {
+                    denials.fetch_add(1, Ordering::Relaxed);
+                    if !queued {
+                        let wait = from_dur(r.retry_after.as_ref().expect("retry_after"));
+                        assert!(!wait.is_zero(), "a denial must carry a retry_after");
+                        tokio::time::sleep(wait.min(end.saturating_duration_since(Instant::now())))
+                            .await;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let elapsed = start.elapsed();
+    let mut grants = Arc::try_unwrap(grants).unwrap().into_inner().unwrap();
+    grants.sort_unstable();
+    let mut latencies = Arc::try_unwrap(lat).unwrap().into_inner().unwrap();
+    latencies.sort_unstable();
+    let held = Arc::try_unwrap(held).unwrap().into_inner().unwrap();
+    Run {
+        grants,
+        denials: denials.load(Ordering::Relaxed),
+        elapsed,
+        max_overlap: max_overlap(&held),
+        latencies,
+    }
+}
+
+fn max_overlap(held: &[(Instant, Instant)]) -> usize {
+    let mut ev: Vec<(Instant, i32)> = held.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
+    ev.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in ev {
+        cur += d;
+        max = max.max(cur);
+    }
+    usize::try_from(max).unwrap()
+}
+
+/// 3 replicas, 64 clients: one limit, two limits, a concurrency cap; 30 periods each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_over_grant_across_replicas() {
+    let Some(fleet) = Fleet::start("no_over_grant_across_replicas", 3, None, &[]).await else {
+        return;
+    };
+    // One limit: 20 per 100 ms.
+    let (amount, period, burst) = (20, Duration::from_millis(100), 20);
+    fleet
+        .define(resource("c:one", vec![limit("requests", amount, period, burst)], 0))
+        .await;
+    let run = drive(&fleet, "c:one", period * 30, Duration::ZERO).await;
+    let (violations, worst) = envelope(&run.grants, amount, period, burst);
+    let util = utilisation(run.grants.len(), amount, period, burst, run.elapsed);
+    let p50 = crate::support::pct(&run.latencies, 0.5);
+    let p99 = crate::support::pct(&run.latencies, 0.99);
+    println!(
+        "RESULT cluster_no_over_grant replicas=3 limit={amount}/{}ms burst={burst} clients={CLIENTS} periods=30 grants={} denials={} windows_over_limit={violations} worst_window={worst} bound={} utilisation={util:.3} immediate_p50_us={} immediate_p99_us={}",
+        period.as_millis(),
+        run.grants.len(),
+        run.denials,
+        burst + amount,
+        p50.as_micros(),
+        p99.as_micros(),
+    );
+    assert_eq!(violations, 0, "grants outside the envelope");
+    assert!(util > 0.9, "utilisation {util:.3}");
+
+    // Two limits: 10 per 100 ms and 120 per 3 s.
+    fleet
+        .define(resource(
+            "c:two",
+            vec![
+                limit("requests", 10, Duration::from_millis(100), 10),
+                limit("requests", 120, Duration::from_secs(3), 120),
+            ],
+            0,
+        ))
+        .await;
+    let run = drive(&fleet, "c:two", Duration::from_secs(3), Duration::ZERO).await;
+    let (v_short, w_short) = envelope(&run.grants, 10, Duration::from_millis(100), 10);
+    let (v_long, w_long) = envelope(&run.grants, 120, Duration::from_secs(3), 120);
+    println!(
+        "RESULT cluster_no_over_grant_two_limits replicas=3 limits=10/100ms,120/3s clients={CLIENTS} grants={} windows_over_limit={} worst_window_short={w_short} worst_window_long={w_long}",
+        run.grants.len(),
+        v_short + v_long,
+    );
+    assert_eq!(v_short + v_long, 0, "grants outside an envelope");
+
+    // Concurrency: at most 4 in flight cluster-wide.
+    fleet
+        .define(resource(
+            "c:conc",
+            vec![limit("requests", 100_000, Duration::from_secs(1), 100_000)],
+            4,
+        ))
+        .await;
+    let run = drive(&fleet, "c:conc", Duration::from_secs(3), Duration::from_millis(5)).await;
+    println!(
+        "RESULT cluster_no_over_grant_concurrency replicas=3 concurrency=4 clients={CLIENTS} grants={} max_overlap={}",
+        run.grants.len(),
+        run.max_overlap,
+    );
+    assert!(run.max_overlap <= 4, "{} in flight at once", run.max_overlap);
+    assert!(run.grants.len() > 100, "only {} grants", run.grants.len());
+}
+
+/// A 429 reported at A pauses B and C before their next grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_at_one_replica_pauses_every_replica() {
+    let Some(fleet) = Fleet::start("a_429_at_one_replica_pauses_every_replica", 3, None, &[]).await
+    else {
+        return;
+    };
+    fleet
+        .define(resource(
+            "c:cool",
+            vec![limit("requests", 1000, Duration::from_secs(1), 1000)],
+            0,
+        ))
+        .await;
+    for i in 0..3 {
+        let r = fleet.permits(i).acquire_permit(req("c:cool")).await.expect("acquire");
+        assert!(r.into_inner().granted, "replica {i} grants before the 429");
+    }
+    let mut a = fleet.permits(0);
+    let granted = a.acquire_permit(req("c:cool")).await.expect("acquire").into_inner();
+    let reported = Instant::now();
+    let out = a
+        .report_outcome(proto::ReportOutcomeRequest {
+            permit_id: granted.permit_id,
+            status_code: 429,
+            headers: HashMap::from([("retry-after".to_owned(), "2".to_owned())]),
+            ..Default::default()
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(out.cooldown_until.is_some(), "the 429 imposed a cooldown");
+    let mut paused = Vec::new();
+    for i in [1, 2] {
+        let r = fleet.permits(i).acquire_permit(req("c:cool")).await.expect("acquire").into_inner();
+        assert!(!r.granted, "replica {i} granted during the cooldown");
+        assert_eq!(r.denial_reason, proto::DenialReason::Cooldown as i32, "replica {i}");
+        let wait = from_dur(r.retry_after.as_ref().expect("retry_after"));
+        assert!(wait > Duration::from_millis(1500), "replica {i} retry_after {wait:?}");
+        paused.push(wait);
+    }
+    // A queued caller on C is served when the cooldown ends, not before.
+    let mut r = req("c:cool");
+    r.max_wait = Some(dur(Duration::from_secs(4)));
+    let got = fleet.permits(2).acquire_permit(r).await.expect("acquire").into_inner();
+    let after = reported.elapsed();
+    println!(
+        "RESULT cluster_cooldown replicas=3 retry_after_b_ms={} retry_after_c_ms={} queued_grant_after_ms={}",
+        paused[0].as_millis(),
+        paused[1].as_millis(),
+        after.as_millis()
+    );
+    assert!(got.granted, "the queued caller is served after the cooldown");
+    assert!(after >= Duration::from_millis(1900), "granted after {after:?}");
+}
+
+/// Begin on A, Begin on B -> IN_PROGRESS; Complete on B; Get on C replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_is_shared_across_replicas() {
+    let Some(fleet) = Fleet::start("idempotency_is_shared_across_replicas", 3, None, &[]).await
+    else {
+        return;
+    };
+    let idem = |i: usize| IdempotencyClient::new(fleet.replicas[i].channel());
+    let begin = |key: &str| proto::BeginRequest {
+        key: key.into(),
+        fingerprint: "fp".into(),
+        ..Default::default()
+    };
+    let a = idem(0).begin(begin("order-1")).await.expect("begin").into_inner();
+    assert_eq!(a.state, proto::IdempotencyState::Acquired as i32);
+    let b = idem(1).begin(begin("order-1")).await.expect("begin").into_inner();
+    assert_eq!(b.state, proto::IdempotencyState::InProgress as i32);
+    let result = proto::StoredResult {
+        status_code: 201,
+        body: b"created".to_vec(),
+        ..Default::default()
+    };
+    idem(1)
+        .complete(proto::CompleteRequest {
+            key: "order-1".into(),
+            result: Some(result.clone()),
+            lock_token: a.lock_token,
+        })
+        .await
+        .expect("complete on B");
+    let c = idem(2)
+        .get(proto::GetRequest {
+            key: "order-1".into(),
+        })
+        .await
+        .expect("get on C")
+        .into_inner();
+    assert_eq!(c.state, proto::IdempotencyState::Completed as i32);
+    assert_eq!(c.result.expect("result"), result);
+    let again = idem(2).begin(begin("order-1")).await.expect("begin").into_inner();
+    assert_eq!(again.state, proto::IdempotencyState::Completed as i32);
+}
+
+/// Health of one replica, via Check (None: no answer).
+async fn health(s: &Spawned) -> Option<i32> {
+    let mut h = tonic_health::pb::health_client::HealthClient::new(s.channel());
+    h.check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner().status)
+}
+
+/// Redis dies mid-load and comes back: replica 0 fails closed, replica 1 falls back to its
+/// local share. Figures: time to the first fast UNAVAILABLE, grants during the outage,
+/// recovery time; no stuck request, no crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fail_closed_and_local_fallback() {
+    let Some(mut fleet) =
+        Fleet::start("redis_outage_fail_closed_and_local_fallback", 1, None, &[]).await
+    else {
+        return;
+    };
+    // A second replica that falls back to a local half of each limit.
+    let config = fleet.dir.path().join("fallback.toml");
+    std::fs::write(
+        &config,
+        "[redis]\nfailure_policy = \"local_fallback\"\nfallback_share = 2\n",
+    )
+    .expect("config");
+    let launch = Launch {
+        args: vec!["--redis-url".into(), fleet.redis.url()],
+        ..Launch::default()
+    };
+    let s = Spawned::launch(
+        &fleet.dir.path().join("data-fb"),
+        Some(&config),
+        &fleet.dir.path().join("replica-1.log"),
+        &launch,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fallback replica did not start:\n{}", e.log));
+    fleet.replicas.push(s);
+    fleet
+        .define(resource(
+            "c:out",
+            vec![limit("requests", 100, Duration::from_secs(1), 100)],
+            0,
+        ))
+        .await;
+    let (mut closed, mut open) = (fleet.permits(0), fleet.permits(1));
+    assert!(closed.acquire_permit(req("c:out")).await.expect("ok").into_inner().granted);
+
+    fleet.redis.kill();
+    let killed = Instant::now();
+    // Fail closed: UNAVAILABLE, each answer fast (within the 250 ms op timeout + margin).
+    let mut first_unavailable = None;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let t = Instant::now();
+        let r = closed.acquire_permit(req("c:out")).await;
+        slowest = slowest.max(t.elapsed());
+        match r {
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                first_unavailable.get_or_insert(killed.elapsed());
+                break;
+            }
+            Err(s) => panic!("unexpected status {s:?}"),
+            Ok(r) => assert!(r.into_inner().granted, "never a fake over-limit denial"),
+        }
+    }
+    let first_unavailable = first_unavailable.expect("fail closed answered UNAVAILABLE");
+    assert!(slowest < Duration::from_millis(600), "an answer took {slowest:?}");
+    // Health says NOT_SERVING on the fail-closed replica (the watch stream reports it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while health(&fleet.replicas[0]).await != Some(2) {
+        assert!(Instant::now() < deadline, "health never said NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Local fallback: keeps granting, at most its share (50 burst + 50/s).
+    let outage = Instant::now();
+    let mut fallback_grants = 0u64;
+    while outage.elapsed() < Duration::from_secs(1) {
+        let r = open.acquire_permit(req("c:out")).await.expect("fallback acquire").into_inner();
+        if r.granted {
+            fallback_grants += 1;
+        } else {
+            assert_eq!(r.denial_reason, proto::DenialReason::RateLimited as i32);
+        }
+    }
+    let outage_len = outage.elapsed().as_secs_f64();
+    assert!(fallback_grants >= 40, "fallback granted only {fallback_grants}");
+    assert!(
+        fallback_grants as f64 <= 50.0 + 50.0 * outage_len + 2.0,
+        "fallback over its share: {fallback_grants}"
+    );
+
+    fleet.redis.restart().expect("restart redis");
+    let restarted = Instant::now();
+    let mut recovered = [None, None];
+    let deadline = restarted + Duration::from_secs(10);
+    while recovered.iter().any(Option::is_none) {
+        assert!(Instant::now() < deadline, "no recovery: {recovered:?}");
+        for (i, c) in [&mut closed, &mut open].into_iter().enumerate() {
+            if recovered[i].is_none()
+                && let Ok(r) = c.acquire_permit(req("c:out")).await
+                && r.into_inner().granted
+            {
+                recovered[i] = Some(restarted.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(health(&fleet.replicas[0]).await, Some(1), "SERVING again");
+    println!(
+        "RESULT cluster_failover first_unavailable_ms={} slowest_answer_ms={} fallback_grants={fallback_grants} fallback_outage_s={outage_len:.2} fallback_bound={:.0} recovery_fail_closed_ms={} recovery_fallback_ms={}",
+        first_unavailable.as_millis(),
+        slowest.as_millis(),
+        50.0 + 50.0 * outage_len,
+        recovered[0].unwrap_or_default().as_millis(),
+        recovered[1].unwrap_or_default().as_millis(),
+    );
+    for i in 0..2 {
+        let log = std::fs::read_to_string(fleet.log(i)).unwrap_or_default();
+        assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
+    }
+}
+
+/// Two replicas whose wall clocks are an hour apart (libfaketime) hold one limit together:
+/// the scripts read Redis TIME, never the replica's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_replica_clocks_still_hold_the_limit() {
+    if which("faketime").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "faketime is required in CI (Debian package faketime)"
+        );
+        eprintln!("SKIP skewed_replica_clocks_still_hold_the_limit: faketime not installed");
+        return;
+    }
+    let wrap = vec![vec![], vec!["faketime".to_owned(), "-f".to_owned(), "+3600s".to_owned()]];
+    let Some(fleet) = Fleet::start("skewed_replica_clocks_still_hold_the_limit", 2, None, &wrap).await
+    else {
+        return;
+    };
+    let (amount, period, burst) = (20, Duration::from_millis(100), 20);
+    fleet
+        .define(resource("c:skew", vec![limit("requests", amount, period, burst)], 0))
+        .await;
+    let run = drive(&fleet, "c:skew", period * 20, Duration::ZERO).await;
+    let (violations, worst) = envelope(&run.grants, amount, period, burst);
+    let util = utilisation(run.grants.len(), amount, period, burst, run.elapsed);
+    println!(
+        "RESULT cluster_clock_skew replicas=2 skew_s=3600 grants={} windows_over_limit={violations} worst_window={worst} utilisation={util:.3}",
+        run.grants.len()
+    );
+    assert_eq!(violations, 0, "grants outside the envelope with skewed clocks");
+    assert!(util > 0.9, "utilisation {util:.3}");
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| Path::new(p).is_file())
+    })
+}
