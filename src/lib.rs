@@ -56,4 +56,6 @@ pub mod permits;
 pub mod server;
 pub mod store;
 pub mod sweeper;
+#[doc(hidden)]
+pub mod testkit;
 pub mod watch;

@@ -1,0 +1,360 @@
+//! Helpers the unit and integration tests share; not part of the service.
+//!
+//! Compiled into the library (not `cfg(test)`) because the integration tests in `tests/it`
+//! link the library as any other crate and cannot see its test-only items. Std only: no
+//! dev-dependency may be named here.
+//!
+//! [`RedisServer`] runs a real, throwaway `redis-server` on a loopback port. Readiness is
+//! the server's own "Ready to accept connections" log line, read from its stdout, never a
+//! sleep. Each server also gets a watchdog (`sh`, blocked reading a pipe only this process
+//! holds): if the test process dies or exits without dropping the server (a `static`
+//! shared by a test binary is never dropped), the pipe closes and the watchdog kills the
+//! server and removes its directory, so no `redis-server` outlives its tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The program started, looked up on `PATH`.
+const REDIS_SERVER: &str = "redis-server";
+
+/// The log line by which redis-server says it serves (7.0: "Ready to accept connections",
+/// 7.2 adds " tcp").
+const READY_LINE: &str = "Ready to accept connections";
+
+/// How long a start may take, from spawn to the ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fresh ports tried when redis-server fails to bind the one picked (another process took
+/// it between our probe and its bind).
+const PORT_ATTEMPTS: usize = 5;
+
+/// Tells apart the temporary directories of servers started by one process.
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+/// A `redis-server` child process on `127.0.0.1`, without persistence, in its own
+/// temporary directory. Dropping it kills the server and removes the directory.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The port, kept across [`RedisServer::kill`] so [`RedisServer::restart`] reuses it.
+    port: u16,
+    /// The server's working directory (`--dir`), removed on drop.
+    dir: PathBuf,
+    /// The running server and its watchdog; `None` after [`RedisServer::kill`].
+    running: Option<Running>,
+}
+
+/// A live server process and the watchdog that kills it if this process goes away.
+#[derive(Debug)]
+struct Running {
+    /// The redis-server process.
+    server: Child,
+    /// `sh` waiting for EOF on its stdin (held by us) to kill `server`.
+    watchdog: Child,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port and waits until it accepts connections.
+    ///
+    /// # Errors
+    /// A message when the temporary directory cannot be created, redis-server cannot be
+    /// spawned, or it does not report readiness within 10 s (its output is included).
+    pub fn start() -> Result<RedisServer, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "permitd-redis-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut last_error = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            match spawn_ready(port, &dir) {
+                Ok(running) => {
+                    return Ok(RedisServer {
+                        port,
+                        dir,
+                        running: Some(running),
+                    });
+                }
+                // Someone took the port between the probe and redis' bind: pick another.
+                Err(e) if e.contains("Address already in use") => last_error = e,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(format!(
+            "redis-server could not bind a port in {PORT_ATTEMPTS} attempts: {last_error}"
+        ))
+    }
+
+    /// A server for test `test_name`, or `None` (after printing a skip notice to stderr)
+    /// when `redis-server` is not installed.
+    ///
+    /// # Panics
+    /// When redis-server is missing and env `CI` is `true` (in CI a missing prerequisite
+    /// is a failure, not a skip), or when it is installed but fails to start.
+    #[must_use]
+    pub fn for_test(test_name: &str) -> Option<RedisServer> {
+        if !on_path(REDIS_SERVER) {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test_name}: redis-server is not installed; CI must install it \
+                 (apt-get install -y redis-server, see scripts/test.sh)"
+            );
+            eprintln!("SKIP {test_name}: redis-server not installed");
+            return None;
+        }
+        match RedisServer::start() {
+            Ok(server) => Some(server),
+            Err(e) => panic!("{test_name}: cannot start redis-server: {e}"),
+        }
+    }
+
+    /// The URL clients connect with: `redis://127.0.0.1:<port>/`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's port (the same after [`RedisServer::restart`]).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server with SIGKILL and waits for it to exit: an abrupt outage. The port
+    /// stays with this value for [`RedisServer::restart`]. Killing a stopped server does
+    /// nothing.
+    pub fn kill(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop();
+        }
+    }
+
+    /// Starts the server again on the same port (killing it first if it runs) and waits
+    /// until it accepts connections. Nothing is persisted: it comes back empty.
+    ///
+    /// # Errors
+    /// A message when it cannot be spawned or does not become ready within 10 s (e.g.
+    /// another process took the port meanwhile).
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.running = Some(spawn_ready(self.port, &self.dir)?);
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Running {
+    /// Stops the watchdog first, then the server, so the watchdog can never signal a pid
+    /// that was reaped and reused.
+    fn stop(mut self) {
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// A loopback port free at the time of asking (bound to port 0, read back, released).
+fn free_port() -> Result<u16, String> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot probe a free port: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the probed port: {e}"))?
+        .port();
+    Ok(port)
+}
+
+/// Spawns redis-server on `port` in `dir` with its watchdog, and waits for its ready line.
+fn spawn_ready(port: u16, dir: &Path) -> Result<Running, String> {
+    let mut server = Command::new(REDIS_SERVER)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot spawn {REDIS_SERVER}: {e}"))?;
+    let watchdog = match spawn_watchdog(server.id(), dir) {
+        Ok(watchdog) => watchdog,
+        Err(e) => {
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err(e);
+        }
+    };
+    let Some(stdout) = server.stdout.take() else {
+        Running { server, watchdog }.stop();
+        return Err("redis-server stdout is not piped".to_owned());
+    };
+    let running = Running { server, watchdog };
+    match wait_ready(&stdout_lines(stdout)) {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            running.stop();
+            Err(format!("redis-server on port {port}: {e}"))
+        }
+    }
+}
+
+/// `sh` that kills `pid` and removes `dir` once its stdin (a pipe whose write end only
+/// this process holds) reaches EOF, i.e. when this process exits or drops the pipe.
+fn spawn_watchdog(pid: u32, dir: &Path) -> Result<Child, String> {
+    Command::new("sh")
+        .args(["-c", r#"read _; kill -9 "$1"; rm -rf "$2""#, "watchdog"])
+        .arg(pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot spawn the redis-server watchdog (sh): {e}"))
+}
+
+/// The lines of the server's stdout, read on a thread so the wait can time out. The
+/// thread keeps draining after readiness (until the server exits) so the server never
+/// blocks on a full pipe.
+fn stdout_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                // Nobody listens once the server is ready: keep reading, drop the line.
+                Ok(_) => {
+                    let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for [`READY_LINE`] on `lines`, up to [`START_TIMEOUT`].
+fn wait_ready(lines: &mpsc::Receiver<String>) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(READY_LINE) => return Ok(()),
+            Ok(line) => seen.push(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "not ready within {START_TIMEOUT:?}; output:\n{}",
+                    seen.join("\n")
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!("exited before ready; output:\n{}", seen.join("\n")));
+            }
+        }
+    }
+}
+
+/// Whether an executable file named `program` is in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+}
+
+/// Whether `path` is a file someone may execute.
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether `path` is a file (no execute bit to check off Unix).
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// Sends `PING` in RESP and returns the reply, or the connection error.
+    fn ping(port: u16) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply)?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// Proves the server answers once `start` returns, is down after `kill`, answers again
+    /// on the same port after `restart`, and that drop stops it and removes its directory.
+    #[test]
+    fn start_kill_restart_drop() {
+        let Some(mut server) = RedisServer::for_test("testkit::start_kill_restart_drop") else {
+            return;
+        };
+        let port = server.port();
+        assert_eq!(server.url(), format!("redis://127.0.0.1:{port}/"));
+        assert_eq!(ping(port).expect("ping"), "+PONG\r\n");
+        assert!(server.dir.is_dir());
+        server.kill();
+        assert!(ping(port).is_err(), "a killed server must not answer");
+        server.kill();
+        server.restart().expect("restart");
+        assert_eq!(server.port(), port);
+        assert_eq!(ping(port).expect("ping after restart"), "+PONG\r\n");
+        let dir = server.dir.clone();
+        drop(server);
+        assert!(ping(port).is_err(), "a dropped server must not answer");
+        assert!(!dir.exists(), "drop must remove {}", dir.display());
+    }
+
+    /// Proves the watchdog stops a server whose owner vanished without dropping it.
+    #[test]
+    fn watchdog_kills_an_orphaned_server() {
+        let Some(mut server) = RedisServer::for_test("testkit::watchdog_kills_an_orphaned_server")
+        else {
+            return;
+        };
+        let port = server.port();
+        let mut running = server.running.take().expect("running");
+        // What process exit does to the pipe: the watchdog sees EOF.
+        drop(running.watchdog.stdin.take());
+        running.watchdog.wait().expect("watchdog exits");
+        running.server.wait().expect("server was killed");
+        assert!(ping(port).is_err());
+        assert!(!server.dir.exists(), "the watchdog removes the directory");
+    }
+
+    /// Proves `for_test` finds programs on `PATH` and not elsewhere.
+    #[test]
+    fn path_lookup() {
+        assert!(on_path("sh"));
+        assert!(!on_path("permitd-no-such-program"));
+    }
+}
