@@ -181,7 +181,8 @@ impl std::fmt::Display for OpenHint {
 /// Calls block (disk I/O, fsync): from async code, run them in `spawn_blocking`. A corrupt
 /// entry is absent for every method: not listed, not "replaced", not "existed".
 pub trait ResourceStore: Send + Sync + 'static {
-    /// Insert or replace; returns true when it replaced. Durable (flushed) when it returns.
+    /// Insert or replace; returns true when it replaced. Durable (flushed) when it returns
+    /// (on Redis: as durable as its `appendfsync` setting makes an applied write).
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the write or the flush fails; the write may then
