@@ -4,14 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The dashboard test drives Debian's headless Chromium. Install it when it is missing and we
-# can (root, with apt-get); without it that test prints a skip notice, or fails under CI=true.
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+# What the tests drive, from Debian: headless Chromium (the dashboard test), redis-server
+# (the Redis store's conformance tests start their own servers; none is started here) and
+# faketime. Install whatever is missing when we can (root, with apt-get); without them those
+# tests print a skip notice, or fail under CI=true.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
-# Unit tests (bucket math with proptest, parsers, store conformance on memory and sled)
+# Unit tests (bucket math with proptest, parsers, store conformance on memory, sled and Redis)
 # and the integration tests (real server on 127.0.0.1:0, real clients, real sled on disk, the
 # dashboard in headless Chromium).
 cargo test --locked --all-targets "$@"

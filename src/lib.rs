@@ -31,7 +31,8 @@
 //! - [`idempotency`], [`cache`]: idempotency records and the result cache over the store's
 //!   record trait (state machine, TTLs, caps, eviction); [`sweeper`] removes what expired.
 //! - [`watch`]: the quota-update hub behind `Quotas.Watch`.
-//! - [`store`]: persistence behind traits (sled on disk, memory for tests), group commit.
+//! - [`store`]: persistence behind traits (sled on disk, Redis shared by replicas, memory
+//!   for tests), group commit. [`testkit`] (hidden) holds helpers the tests share.
 //! - [`clock`]: monotonic time the domain is given, never reads itself.
 
 /// Generated protobuf and gRPC code.

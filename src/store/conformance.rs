@@ -1,18 +1,25 @@
 //! The store conformance suite: one body per behaviour, run on every backend by
 //! [`store_conformance!`], so backends cannot disagree on what a put, a delete, a list or a
-//! damaged value means. A new backend (Redis) joins with one macro line and a
-//! [`Subject`] impl; behaviour only one backend has (sled reopening its directory) is
-//! tested below the macro lines. The [`super::RecordStore`] bodies live in [`records`]
+//! damaged value means. A backend joins with one macro line and a [`Subject`] impl;
+//! behaviour only one backend has (sled reopening its directory, Redis shared by two
+//! replicas or going away) is tested below the macro lines.
+//!
+//! The Redis bodies share one `redis-server` per test binary (started on first use, see
+//! [`crate::testkit::RedisServer`]), each store under a key prefix of its own. Without
+//! `redis-server` installed they print a skip notice and pass, except under `CI=true`. The [`super::RecordStore`] bodies live in [`records`]
 //! and run from the same macro.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use tempfile::TempDir;
 
-use super::{MemoryStore, OpenHint, ResourceStore, SledStore, StoreError, codec};
+use super::{MemoryStore, OpenHint, RedisStore, ResourceStore, SledStore, StoreError, codec};
+use crate::testkit::RedisServer;
 
 mod records;
 use records::*;
@@ -30,6 +37,12 @@ impl Subject for MemoryStore {
 }
 
 impl Subject for SledStore {
+    fn inject_raw(&self, key: &[u8], raw: &[u8]) {
+        self.insert_raw_resource(key, raw).expect("raw insert");
+    }
+}
+
+impl Subject for RedisStore {
     fn inject_raw(&self, key: &[u8], raw: &[u8]) {
         self.insert_raw_resource(key, raw).expect("raw insert");
     }
@@ -56,6 +69,35 @@ fn sled() -> Fixture<SledStore> {
         store,
         _dir: Some(dir),
     }
+}
+
+/// Timeout of every Redis call in these tests: generous for a loaded CI machine.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The redis-server shared by this test binary, or `None` when it is not installed.
+fn shared_redis() -> Option<&'static RedisServer> {
+    static SERVER: OnceLock<Option<RedisServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| RedisServer::for_test("store conformance on redis"))
+        .as_ref()
+}
+
+/// A key prefix no other store in this test binary uses.
+fn unique_prefix(test: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{test}#{}:", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh, empty Redis store for `test` on the shared server, or `None` (with a skip
+/// notice) when redis-server is not installed.
+fn redis(test: &str) -> Option<Fixture<RedisStore>> {
+    let Some(server) = shared_redis() else {
+        eprintln!("SKIP {test}: redis-server not installed");
+        return None;
+    };
+    let store = RedisStore::open(&server.url(), &unique_prefix(test), REDIS_TIMEOUT)
+        .unwrap_or_else(|e| panic!("open redis store: {e:?}"));
+    Some(Fixture { store, _dir: None })
 }
 
 /// Names in the order `list_resources` must return them.
@@ -192,7 +234,8 @@ fn check_matches_model(s: &impl Subject, ops: &[Op]) -> Result<(), TestCaseError
     Ok(())
 }
 
-/// Runs every conformance body against one backend, built fresh per test by `$make`.
+/// Runs every conformance body against one backend, built fresh per test by `$make`
+/// (given the test's name; `None` skips the test: its prerequisite is not installed).
 macro_rules! store_conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -201,91 +244,136 @@ macro_rules! store_conformance {
             /// Proves put/replace/delete results and name-ordered listing on this backend.
             #[test]
             fn put_replace_delete_list_order() {
-                check_put_replace_delete_list_order(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::put_replace_delete_list_order")) else {
+                    return;
+                };
+                check_put_replace_delete_list_order(&f.store);
             }
 
             /// Proves deleting a missing name returns false on this backend.
             #[test]
             fn delete_missing_is_false() {
-                check_delete_missing_is_false(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::delete_missing_is_false")) else {
+                    return;
+                };
+                check_delete_missing_is_false(&f.store);
             }
 
             /// Proves names and values round-trip byte for byte on this backend.
             #[test]
             fn values_round_trip() {
-                check_values_round_trip(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::values_round_trip")) else {
+                    return;
+                };
+                check_values_round_trip(&f.store);
             }
 
             /// Proves damaged values are skipped, counted once and absent on this backend.
             #[test]
             fn corrupt_value_skipped_and_counted() {
-                check_corrupt_value_skipped_and_counted(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::corrupt_value_skipped_and_counted")) else {
+                    return;
+                };
+                check_corrupt_value_skipped_and_counted(&f.store);
             }
 
             /// Proves non-UTF-8 keys are skipped and counted on this backend.
             #[test]
             fn non_utf8_key_skipped_and_counted() {
-                check_non_utf8_key_skipped_and_counted(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::non_utf8_key_skipped_and_counted")) else {
+                    return;
+                };
+                check_non_utf8_key_skipped_and_counted(&f.store);
             }
 
             /// Proves concurrent puts of one name report one insert on this backend.
             #[test]
             fn concurrent_puts_insert_once() {
-                check_concurrent_puts_insert_once(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::concurrent_puts_insert_once")) else {
+                    return;
+                };
+                check_concurrent_puts_insert_once(&f.store);
             }
 
             /// Proves record put/get/replace/delete through update on this backend.
             #[test]
             fn update_put_get_delete() {
-                check_update_put_get_delete(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::update_put_get_delete")) else {
+                    return;
+                };
+                check_update_put_get_delete(&f.store);
             }
 
             /// Proves Keep and deleting an absent record change nothing on this backend.
             #[test]
             fn keep_and_absent_delete_change_nothing() {
-                check_keep_and_absent_delete_change_nothing(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::keep_and_absent_delete_change_nothing")) else {
+                    return;
+                };
+                check_keep_and_absent_delete_change_nothing(&f.store);
             }
 
             /// Proves the update closure sees the current record on this backend.
             #[test]
             fn update_sees_current_value() {
-                check_update_sees_current_value(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::update_sees_current_value")) else {
+                    return;
+                };
+                check_update_sees_current_value(&f.store);
             }
 
             /// Proves concurrent read-modify-writes lose no update on this backend.
             #[test]
             fn concurrent_updates_are_atomic() {
-                check_concurrent_updates_are_atomic(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::concurrent_updates_are_atomic")) else {
+                    return;
+                };
+                check_concurrent_updates_are_atomic(&f.store);
             }
 
             /// Proves 32 concurrent claims of one key have one winner on this backend.
             #[test]
             fn concurrent_claims_have_one_winner() {
-                check_concurrent_claims_have_one_winner(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::concurrent_claims_have_one_winner")) else {
+                    return;
+                };
+                check_concurrent_claims_have_one_winner(&f.store);
             }
 
             /// Proves record scans are ordered, cursor-exclusive and bounded on this backend.
             #[test]
             fn scan_pages_in_key_order() {
-                check_scan_pages_in_key_order(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::scan_pages_in_key_order")) else {
+                    return;
+                };
+                check_scan_pages_in_key_order(&f.store);
             }
 
             /// Proves record trees and resources are separate on this backend.
             #[test]
             fn trees_are_separate() {
-                check_trees_are_separate(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::trees_are_separate")) else {
+                    return;
+                };
+                check_trees_are_separate(&f.store);
             }
 
             /// Proves damaged records are absent, counted and repairable on this backend.
             #[test]
             fn corrupt_record_absent_and_counted() {
-                check_corrupt_record_absent_and_counted(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::corrupt_record_absent_and_counted")) else {
+                    return;
+                };
+                check_corrupt_record_absent_and_counted(&f.store);
             }
 
             /// Proves record payloads round-trip byte for byte on this backend.
             #[test]
             fn payloads_round_trip() {
-                check_payloads_round_trip(&$make().store);
+                let Some(f) = $make(concat!(stringify!($backend), "::payloads_round_trip")) else {
+                    return;
+                };
+                check_payloads_round_trip(&f.store);
             }
 
             proptest! {
@@ -293,22 +381,29 @@ macro_rules! store_conformance {
                 /// Proves this backend matches the reference model on random schedules.
                 #[test]
                 fn matches_model(ops in proptest::collection::vec(op(), 0..24)) {
-                    check_matches_model(&$make().store, &ops)?;
+                    let Some(f) = $make(concat!(stringify!($backend), "::matches_model")) else {
+                        return Ok(());
+                    };
+                    check_matches_model(&f.store, &ops)?;
                 }
 
                 /// Proves this backend's records match the reference model on random
                 /// schedules of updates.
                 #[test]
                 fn records_match_model(ops in proptest::collection::vec(record_op(), 0..32)) {
-                    check_records_match_model(&$make().store, &ops)?;
+                    let Some(f) = $make(concat!(stringify!($backend), "::records_match_model")) else {
+                        return Ok(());
+                    };
+                    check_records_match_model(&f.store, &ops)?;
                 }
             }
         }
     };
 }
 
-store_conformance!(memory_backend, memory);
-store_conformance!(sled_backend, sled);
+store_conformance!(memory_backend, |_| Some(memory()));
+store_conformance!(sled_backend, |_| Some(sled()));
+store_conformance!(redis_backend, redis);
 
 // ---- sled only: behaviour of a directory on disk ----
 
@@ -448,4 +543,144 @@ fn store_is_usable_as_shared_trait_object() {
         .join()
         .expect("join");
     assert_eq!(names(&*shared), ["t"]);
+}
+
+// ---- Redis only: one Redis, several clients ----
+
+/// Proves a record and a resource written through one `RedisStore` are read, scanned and
+/// updated through a second one on the same server and prefix: two permitd replicas see
+/// one store.
+#[test]
+fn redis_replicas_share_records_and_resources() {
+    use super::{RecordStore, Write, keys::RecordTree::Idempotency};
+    let Some(server) = shared_redis() else {
+        eprintln!("SKIP redis_replicas_share_records_and_resources: redis-server not installed");
+        return;
+    };
+    let prefix = unique_prefix("replicas");
+    let open = || RedisStore::open(&server.url(), &prefix, REDIS_TIMEOUT).expect("open");
+    let (a, b) = (open(), open());
+    assert!(records::set(
+        &a,
+        Idempotency,
+        b"k",
+        &Write::Put(b"from a".to_vec())
+    ));
+    assert_eq!(
+        b.get(Idempotency, b"k").expect("get"),
+        Some(b"from a".to_vec())
+    );
+    assert_eq!(
+        records::all(&b, Idempotency, 10),
+        vec![(b"k".to_vec(), Some(b"from a".to_vec()))]
+    );
+    // A claim through b sees a's record: it is taken, b keeps it.
+    let mut seen = None;
+    b.update(Idempotency, b"k", &mut |cur| {
+        seen = cur.map(<[u8]>::to_vec);
+        Write::Keep
+    })
+    .expect("update");
+    assert_eq!(seen.as_deref(), Some(&b"from a"[..]));
+    assert!(records::set(&b, Idempotency, b"k", &Write::Delete));
+    assert_eq!(a.get(Idempotency, b"k").expect("get"), None);
+    assert!(!a.put_resource("r", b"1").expect("put"));
+    assert!(
+        b.put_resource("r", b"2")
+            .expect("replace through the other")
+    );
+    assert_eq!(names(&a), ["r"]);
+}
+
+/// Proves stores under different prefixes on one server do not see each other.
+#[test]
+fn redis_prefixes_isolate_deployments() {
+    use super::{RecordStore, Write, keys::RecordTree::Cache};
+    let Some(server) = shared_redis() else {
+        eprintln!("SKIP redis_prefixes_isolate_deployments: redis-server not installed");
+        return;
+    };
+    let open = |p: &str| RedisStore::open(&server.url(), &unique_prefix(p), REDIS_TIMEOUT);
+    let (a, b) = (open("a").expect("open"), open("b").expect("open"));
+    a.put_resource("r", b"a").expect("put");
+    records::set(&a, Cache, b"k", &Write::Put(b"a".to_vec()));
+    assert_eq!(b.list_resources().expect("list"), vec![]);
+    assert_eq!(b.get(Cache, b"k").expect("get"), None);
+    assert_eq!(b.scan(Cache, None, 10).expect("scan"), vec![]);
+}
+
+/// Proves a Redis outage surfaces as transient backend errors, and that the same store
+/// works again once Redis is back (broken connections are not reused).
+#[test]
+fn redis_outage_is_transient_and_recovers() {
+    use super::{RecordStore, Write, keys::RecordTree::Cache};
+    let Some(mut server) = RedisServer::for_test("redis_outage_is_transient_and_recovers") else {
+        return;
+    };
+    let s = RedisStore::open(&server.url(), "pd:", Duration::from_secs(2)).expect("open");
+    records::set(&s, Cache, b"k", &Write::Put(b"v".to_vec()));
+    server.kill();
+    let errors = [
+        s.get(Cache, b"k").map(drop),
+        s.update(Cache, b"k", &mut |_| Write::Delete).map(drop),
+        s.scan(Cache, None, 10).map(drop),
+        s.list_resources().map(drop),
+        s.put_resource("r", b"v").map(drop),
+    ];
+    for result in errors {
+        let err = result.expect_err("redis is down");
+        assert!(
+            matches!(
+                err,
+                StoreError::Backend {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    server.restart().expect("restart");
+    // Nothing was persisted (no AOF in tests): the key is gone, the store works.
+    assert_eq!(s.get(Cache, b"k").expect("get after restart"), None);
+    assert!(records::set(&s, Cache, b"k", &Write::Put(b"w".to_vec())));
+    assert!(!s.put_resource("r", b"v").expect("put after restart"));
+}
+
+/// Proves a scan skips an index member whose record is gone (deleted between the index
+/// read and the record read) and tops the page up, so a short page still means the end.
+#[test]
+fn redis_scan_skips_index_members_without_records() {
+    use super::{RecordStore, Write, keys, keys::RecordTree::Cache};
+    let Some(server) = shared_redis() else {
+        eprintln!(
+            "SKIP redis_scan_skips_index_members_without_records: redis-server not installed"
+        );
+        return;
+    };
+    let prefix = unique_prefix("orphans");
+    let s = RedisStore::open(&server.url(), &prefix, REDIS_TIMEOUT).expect("open");
+    for k in [b"a", b"c", b"e"] {
+        records::set(&s, Cache, k, &Write::Put(k.to_vec()));
+    }
+    // Index members with no record, as a concurrent delete leaves them mid-scan.
+    let mut raw = ::redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    for orphan in [&b"b"[..], b"b2", b"d"] {
+        ::redis::cmd("ZADD")
+            .arg(keys::redis_record_index(&prefix, Cache))
+            .arg(0)
+            .arg(orphan)
+            .exec(&mut raw)
+            .expect("zadd");
+    }
+    let keys_of = |page: Vec<super::Scanned>| page.into_iter().map(|e| e.key).collect::<Vec<_>>();
+    assert_eq!(keys_of(s.scan(Cache, None, 2).expect("scan")), [b"a", b"c"]);
+    assert_eq!(
+        keys_of(s.scan(Cache, Some(b"a"), 2).expect("scan")),
+        [b"c", b"e"]
+    );
+    assert_eq!(records::all(&s, Cache, 1).len(), 3);
+    assert_eq!(RecordStore::corrupt_values(&s), 0);
 }

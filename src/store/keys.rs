@@ -1,5 +1,5 @@
 //! The key layout of every store backend, in one place: which tree (sled) or key space
-//! (Redis, later) holds what, and how a domain name becomes key bytes and back.
+//! (Redis) holds what, and how a domain name becomes key bytes and back.
 //!
 //! Backends must not invent key encodings of their own: a layout change made here is made
 //! for every backend at once, and the unit tests below pin the current layout so an
@@ -158,6 +158,53 @@ pub fn split_cache_key(bytes: &[u8]) -> Result<(&str, &str, &str), KeyError> {
     Ok((tenant, namespace, key))
 }
 
+/// The Redis hash holding every resource: `<prefix>resources`, field = [`resource_key`],
+/// value = the framed definition.
+///
+/// `prefix` (e.g. `"pd:"`) namespaces every key of one deployment, so several can share a
+/// Redis. One hash keeps an insert-or-replace a single atomic command on one key.
+#[must_use]
+pub fn redis_resources_key(prefix: &str) -> Vec<u8> {
+    format!("{prefix}{RESOURCES_TREE}").into_bytes()
+}
+
+/// The shared start of every Redis key of record tree `tree`: `<prefix>{rec:<tree>}:`.
+///
+/// The braces are a Redis Cluster hash tag: the record keys and the index of one tree hash
+/// to one slot, so a `WATCH`/`MULTI` over a record and its index stays legal on a cluster.
+fn redis_record_space(prefix: &str, tree: RecordTree) -> String {
+    format!("{prefix}{{rec:{}}}:", tree.name())
+}
+
+/// The Redis string key holding record `key` of `tree`: `<prefix>{rec:<tree>}:r:<key bytes>`.
+///
+/// Redis keys are binary-safe, so the record key's bytes go in as they are.
+#[must_use]
+pub fn redis_record_key(prefix: &str, tree: RecordTree, key: &[u8]) -> Vec<u8> {
+    let mut out = redis_record_space(prefix, tree).into_bytes();
+    out.extend_from_slice(b"r:");
+    out.extend_from_slice(key);
+    out
+}
+
+/// The Redis sorted set indexing the record keys of `tree`: `<prefix>{rec:<tree>}:index`,
+/// every member scored 0 and equal to a record key's bytes, so `ZRANGE .. BYLEX` lists
+/// record keys in byte order (Redis compares members with `memcmp`).
+#[must_use]
+pub fn redis_record_index(prefix: &str, tree: RecordTree) -> Vec<u8> {
+    let mut out = redis_record_space(prefix, tree).into_bytes();
+    out.extend_from_slice(b"index");
+    out
+}
+
+/// Whether `prefix` can namespace the Redis keys: it must not contain `{` or `}`, which
+/// could form a hash tag (the empty `{}` makes Redis hash the whole key) and split a
+/// record from its index across cluster slots.
+#[must_use]
+pub fn valid_redis_prefix(prefix: &str) -> bool {
+    !prefix.contains(['{', '}'])
+}
+
 /// A key made safe for logs and error messages: UTF-8 keys with control characters and
 /// quotes escaped, other bytes as `\xNN`. A key from a damaged store can hold anything, and
 /// must not be able to forge log lines.
@@ -301,6 +348,65 @@ mod tests {
                 Ok((t.as_str(), n.as_str(), k.as_str()))
             );
         }
+    }
+
+    /// Pins the Redis key names: renaming one would orphan every key already in Redis.
+    #[test]
+    fn redis_key_names_are_pinned() {
+        assert_eq!(redis_resources_key("pd:"), b"pd:resources");
+        assert_eq!(
+            redis_record_key("pd:", RecordTree::Idempotency, b"\x07defaultk"),
+            b"pd:{rec:idempotency}:r:\x07defaultk"
+        );
+        assert_eq!(
+            redis_record_key("", RecordTree::Cache, &[0xff]),
+            b"{rec:cache}:r:\xff"
+        );
+        assert_eq!(
+            redis_record_index("pd:", RecordTree::Cache),
+            b"pd:{rec:cache}:index"
+        );
+    }
+
+    /// The hash tag Redis Cluster hashes for `key` (cluster spec: the bytes between the
+    /// first `{` and the first `}` after it, if not empty; otherwise the whole key).
+    fn hash_tag(key: &[u8]) -> &[u8] {
+        let Some(open) = key.iter().position(|&b| b == b'{') else {
+            return key;
+        };
+        let rest = &key[open + 1..];
+        match rest.iter().position(|&b| b == b'}') {
+            Some(close) if close > 0 => &rest[..close],
+            _ => key,
+        }
+    }
+
+    /// Proves a record and its tree's index share one cluster slot, and the two trees do
+    /// not collide, whatever the record key holds (braces included).
+    #[test]
+    fn redis_record_and_index_share_a_hash_tag() {
+        for tree in RecordTree::ALL {
+            let index = redis_record_index("pd:", tree);
+            for key in [&b""[..], b"{x}", b"}{", b"\x07default{k}"] {
+                let record = redis_record_key("pd:", tree, key);
+                assert_eq!(hash_tag(&record), hash_tag(&index));
+                assert_eq!(hash_tag(&record), format!("rec:{}", tree.name()).as_bytes());
+            }
+        }
+        assert_ne!(
+            redis_record_index("pd:", RecordTree::Cache),
+            redis_record_index("pd:", RecordTree::Idempotency)
+        );
+    }
+
+    /// Proves prefixes that could form a hash tag of their own are refused.
+    #[test]
+    fn redis_prefix_must_not_hold_braces() {
+        assert!(valid_redis_prefix("pd:"));
+        assert!(valid_redis_prefix(""));
+        assert!(!valid_redis_prefix("x{}"));
+        assert!(!valid_redis_prefix("{a}"));
+        assert!(!valid_redis_prefix("a}"));
     }
 
     /// Proves displayed keys cannot carry raw control characters or invalid UTF-8.

@@ -1,7 +1,7 @@
 //! Persistence behind traits: what must survive a restart (resource definitions through
 //! [`ResourceStore`]; idempotency records and cached results through [`RecordStore`], whose
 //! one atomic read-modify-write primitive is explained in its module), on sled (the embedded
-//! default) or in memory (tests), with Redis to come. [`GroupCommit`] makes record writes
+//! default), in Redis (shared by replicas) or in memory (tests). [`GroupCommit`] makes record writes
 //! durable in batches, one flush for every write that arrived meanwhile.
 //!
 //! The public surface names no backend type: the traits speak `&str` and bytes,
@@ -26,6 +26,7 @@ mod corrupt;
 pub mod keys;
 mod memory;
 mod records;
+mod redis;
 mod sled;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ use std::path::PathBuf;
 pub use self::commit::GroupCommit;
 pub use self::memory::MemoryStore;
 pub use self::records::{RecordStore, Scanned, Write};
+pub use self::redis::RedisStore;
 pub use self::sled::SledStore;
 
 /// A backend's own error, kept as a source without naming its type.
@@ -74,11 +76,11 @@ pub enum StoreError {
         #[source]
         source: Corruption,
     },
-    /// The store could not be opened. The message names the path and what the operator
-    /// can do about it.
+    /// The store could not be opened. The message names the path (for Redis, the URL with
+    /// any password masked) and what the operator can do about it.
     #[error("cannot open store at {}: {hint}", path.display())]
     Open {
-        /// The directory that was being opened.
+        /// The directory (or Redis URL) that was being opened.
         path: PathBuf,
         /// The likely cause, displayed as advice.
         hint: OpenHint,
@@ -126,6 +128,11 @@ pub enum OpenHint {
     Corrupt,
     /// The data was written with settings or a version this build cannot read.
     Incompatible,
+    /// The server (Redis) did not answer: wrong address, not running, or unreachable.
+    Unreachable,
+    /// The address or settings cannot work (a malformed URL, a zero timeout, a bad key
+    /// prefix, refused credentials).
+    InvalidSettings,
     /// No specific cause recognised.
     Other,
 }
@@ -153,6 +160,14 @@ impl std::fmt::Display for OpenHint {
                 "the data was written with incompatible settings or version; restore a \
                  backup made by this version, or use a fresh directory"
             }
+            Self::Unreachable => {
+                "the server does not answer; check its address and port, that it is running, \
+                 and that the network lets this host reach it"
+            }
+            Self::InvalidSettings => {
+                "the address or settings are invalid; correct the URL, credentials, key \
+                 prefix or timeout in the configuration"
+            }
             Self::Other => {
                 "check permissions and free disk space, that no other permitd holds the lock \
                  on this directory, and restore a backup if the data is damaged"
@@ -166,7 +181,8 @@ impl std::fmt::Display for OpenHint {
 /// Calls block (disk I/O, fsync): from async code, run them in `spawn_blocking`. A corrupt
 /// entry is absent for every method: not listed, not "replaced", not "existed".
 pub trait ResourceStore: Send + Sync + 'static {
-    /// Insert or replace; returns true when it replaced. Durable (flushed) when it returns.
+    /// Insert or replace; returns true when it replaced. Durable (flushed) when it returns
+    /// (on Redis: as durable as its `appendfsync` setting makes an applied write).
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the write or the flush fails; the write may then
@@ -247,6 +263,8 @@ mod tests {
             Locked,
             Corrupt,
             Incompatible,
+            Unreachable,
+            InvalidSettings,
             Other,
         ] {
             let text = hint.to_string();

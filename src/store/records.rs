@@ -9,8 +9,8 @@
 //! closure saw, retrying otherwise. Each backend provides it natively:
 //! - sled: `get` + `compare_and_swap` of the exact bytes read, looping on conflict;
 //! - memory: the closure runs under the map's mutex;
-//! - Redis (issue 6): `WATCH key; GET; MULTI; SET|DEL; EXEC`, retried when `EXEC` returns
-//!   nil (or the same loop as a Lua script, `EVALSHA` with the decision inlined).
+//! - Redis: `WATCH key; GET; MULTI; SET+ZADD|DEL+ZREM; EXEC` (the sorted set indexes the
+//!   tree for scans), retried when `EXEC` returns nil.
 //!
 //! The closure may therefore run more than once and must be a pure function of its input
 //! (capture results by assignment: the last run is the one committed). It must not block or
@@ -89,7 +89,8 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Vec<Scanned>, StoreError>;
 
     /// Makes every write that returned before this call durable (blocking; sled: its
-    /// blocking `flush`, never `flush_async`, spacejam/sled#1357).
+    /// blocking `flush`, never `flush_async`, spacejam/sled#1357; Redis: nothing to do,
+    /// durability there is Redis's own `appendfsync` setting).
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the flush fails: those writes may not survive a crash.

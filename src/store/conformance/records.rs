@@ -8,7 +8,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use crate::store::keys::RecordTree::{self, Cache, Idempotency};
-use crate::store::{MemoryStore, RecordStore, ResourceStore, SledStore, Write, codec};
+use crate::store::{MemoryStore, RecordStore, RedisStore, ResourceStore, SledStore, Write, codec};
 
 /// A record backend under test, with a way to plant damage behind the codec's back.
 pub(super) trait RecordSubject: RecordStore + ResourceStore {
@@ -28,13 +28,23 @@ impl RecordSubject for SledStore {
     }
 }
 
+impl RecordSubject for RedisStore {
+    fn inject_raw_record(&self, tree: RecordTree, key: &[u8], raw: &[u8]) {
+        self.insert_raw_record(tree, key, raw).expect("raw insert");
+    }
+}
+
 /// `update` with a closure that ignores the current value.
-fn set(s: &impl RecordSubject, tree: RecordTree, key: &[u8], w: &Write) -> bool {
+pub(super) fn set(s: &impl RecordSubject, tree: RecordTree, key: &[u8], w: &Write) -> bool {
     s.update(tree, key, &mut |_| w.clone()).expect("update")
 }
 
 /// Every (key, payload) of a tree, paging through `scan` `page` entries at a time.
-fn all(s: &impl RecordSubject, tree: RecordTree, page: usize) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+pub(super) fn all(
+    s: &impl RecordSubject,
+    tree: RecordTree,
+    page: usize,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
