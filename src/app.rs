@@ -21,15 +21,15 @@ use tokio::net::TcpListener;
 
 use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::idempotency::Idempotency;
 use crate::metrics;
+use crate::permits::ResourceDef;
 use crate::permits::{PermitError, Registry};
 use crate::proto;
 use crate::server::grpc_stats::GrpcStats;
 use crate::server::{self, Records, Settings, convert};
-use crate::cluster::{self, Cluster};
-use crate::permits::ResourceDef;
 use crate::store::{GroupCommit, RecordStore, RedisStore, SledStore};
 use crate::store::{ResourceStore, StoreError};
 use crate::sweeper;
@@ -109,19 +109,18 @@ pub async fn run_with(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let (store, records_store): (Arc<dyn ResourceStore>, Arc<dyn RecordStore>) =
-        match &config.redis {
-            Some(r) => {
-                let redis = Arc::new(RedisStore::open(&r.url, &r.prefix, r.op_timeout)?);
-                (Arc::clone(&redis) as Arc<dyn ResourceStore>, redis)
-            }
-            None => {
-                let dir = config.data_dir.clone();
-                let sled =
-                    Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
-                (Arc::clone(&sled) as Arc<dyn ResourceStore>, sled)
-            }
-        };
+    let (store, records_store): (Arc<dyn ResourceStore>, Arc<dyn RecordStore>) = match &config.redis
+    {
+        Some(r) => {
+            let redis = Arc::new(RedisStore::open(&r.url, &r.prefix, r.op_timeout)?);
+            (Arc::clone(&redis) as Arc<dyn ResourceStore>, redis)
+        }
+        None => {
+            let dir = config.data_dir.clone();
+            let sled = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
+            (Arc::clone(&sled) as Arc<dyn ResourceStore>, sled)
+        }
+    };
     let hub = Hub::new();
     let registry = match &config.redis {
         Some(_) => load_with_retry(&config, &store, &hub).await?,
@@ -354,7 +353,9 @@ fn start_cluster(
                         registry.put(def);
                     }
                 }
-                Some(Err(error)) => tracing::warn!(resource = %name, %error, "stored resource skipped"),
+                Some(Err(error)) => {
+                    tracing::warn!(resource = %name, %error, "stored resource skipped")
+                }
                 None => {
                     registry.delete(&name);
                     fallback.delete(&name);

@@ -544,6 +544,7 @@ name = "github:rest"
             metrics_listen: Some("0.0.0.0:9000".parse().unwrap()),
             log_format: Some(LogFormat::Human),
             log_filter: Some("warn".to_owned()),
+            redis_url: None,
         };
         let c = Config::from_toml_str(FULL, o).unwrap();
         assert_eq!(c.listen, "0.0.0.0:6000".parse().unwrap());

@@ -43,6 +43,8 @@ use crate::watch::{BucketKey, Hub};
 
 /// Longest a queued caller sleeps before it re-checks without being woken.
 pub const RECHECK: Duration = Duration::from_secs(1);
+/// Longest pause between reconnection attempts (a replica is back within this of Redis).
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
 /// Cluster permit ids have this bit set in their sequence; local-fallback ones don't.
 const CLUSTER_SEQ: u64 = 1 << 63;
 
@@ -285,10 +287,12 @@ impl Cluster {
             .set_connection_timeout(Some(settings.op_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|source| ClusterError::Redis {
-                op: "connect",
-                source,
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|source| {
+                ClusterError::Redis {
+                    op: "connect",
+                    source,
+                }
             })?;
         let channel = keys::events_channel(&settings.prefix);
         let (up, _) = watch::channel(false);
@@ -414,7 +418,7 @@ impl Cluster {
                 self.wake_all();
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            delay = (delay * 2).min(RECONNECT_MAX);
         }
     }
 
@@ -499,7 +503,11 @@ impl Cluster {
         } else {
             "0".to_owned()
         });
-        args.push(u64::try_from(lease.as_micros()).unwrap_or(u64::MAX).to_string());
+        args.push(
+            u64::try_from(lease.as_micros())
+                .unwrap_or(u64::MAX)
+                .to_string(),
+        );
         args.push(member.to_owned());
         args.push(ttl_ms(def).to_string());
         args.push(self.channel.clone());
@@ -564,8 +572,10 @@ impl Cluster {
         let keys = self.keys(&def, req.partition);
         let lease = req.lease.unwrap_or(def.lease);
         let notify = self.notify(req.resource);
-        let mut turn: Option<(Arc<tokio::sync::Mutex<()>>, tokio::sync::OwnedMutexGuard<()>)> =
-            None;
+        let mut turn: Option<(
+            Arc<tokio::sync::Mutex<()>>,
+            tokio::sync::OwnedMutexGuard<()>,
+        )> = None;
         loop {
             // Armed before the script runs, so a release published meanwhile is not missed.
             let notified = notify.notified();
@@ -593,8 +603,10 @@ impl Cluster {
                 } => {
                     drop(turn);
                     self.forget_turnstile(&keys.home);
-                    self.registry
-                        .count(req.resource, Ok((waited > Duration::ZERO).then_some(waited)));
+                    self.registry.count(
+                        req.resource,
+                        Ok((waited > Duration::ZERO).then_some(waited)),
+                    );
                     let permit_id = PermitId {
                         resource: req.resource,
                         partition: req.partition,
@@ -648,8 +660,7 @@ impl Cluster {
                         if Arc::strong_count(&t).saturating_sub(2) >= max_queue {
                             return deny(DenialReason::QueueFull);
                         }
-                        match tokio::time::timeout_at(deadline, Arc::clone(&t).lock_owned()).await
-                        {
+                        match tokio::time::timeout_at(deadline, Arc::clone(&t).lock_owned()).await {
                             Ok(g) => {
                                 turn = Some((t, g));
                                 // At the head of this replica's queue: try again at once.
@@ -817,13 +828,15 @@ impl Cluster {
         let def = self.registry.definition(resource)?;
         if !self.is_up() && self.settings.policy == FailurePolicy::LocalFallback {
             let mut until = None;
-            let r = self.fallback.update_bucket(resource, partition, |d, b, now| {
-                let mut fx = Effects::new(now);
-                let r = f(d, &mut fx, now);
-                fx.apply_local(b, now);
-                until = (b.cooldown_until > now).then_some(b.cooldown_until);
-                r
-            })?;
+            let r = self
+                .fallback
+                .update_bucket(resource, partition, |d, b, now| {
+                    let mut fx = Effects::new(now);
+                    let r = f(d, &mut fx, now);
+                    fx.apply_local(b, now);
+                    until = (b.cooldown_until > now).then_some(b.cooldown_until);
+                    r
+                })?;
             return Ok((r, until));
         }
         if !self.is_up() {

@@ -72,8 +72,9 @@ impl RawRedis {
             }
         };
         let fallback_share = match self.fallback_share {
-            Some(n) => u32::try_from(super::in_range("redis.fallback_share", n, 1, 1000)?)
-                .unwrap_or(1),
+            Some(n) => {
+                u32::try_from(super::in_range("redis.fallback_share", n, 1, 1000)?).unwrap_or(1)
+            }
             None => d.fallback_share,
         };
         Ok(Some(Settings {
@@ -113,10 +114,22 @@ mod tests {
     fn bad_values_name_the_field() {
         for (text, field) in [
             ("[redis]\nurl = \"http://x\"", "redis.url"),
-            ("[redis]\nurl = \"redis://x\"\nop_timeout = \"1ms\"", "redis.op_timeout"),
-            ("[redis]\nurl = \"redis://x\"\nfailure_policy = \"maybe\"", "redis.failure_policy"),
-            ("[redis]\nurl = \"redis://x\"\nfallback_share = 0", "redis.fallback_share"),
-            ("[redis]\nurl = \"redis://x\"\nprefix = \"{x}\"", "redis.prefix"),
+            (
+                "[redis]\nurl = \"redis://x\"\nop_timeout = \"1ms\"",
+                "redis.op_timeout",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\nfailure_policy = \"maybe\"",
+                "redis.failure_policy",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\nfallback_share = 0",
+                "redis.fallback_share",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\nprefix = \"{x}\"",
+                "redis.prefix",
+            ),
         ] {
             let e = Config::from_toml_str(text, Overrides::default()).expect_err(text);
             assert!(e.to_string().starts_with(field), "{text}: {e}");

@@ -74,7 +74,13 @@ pub trait Target {
     /// Set the learned limit of `dimension` for `rate`'s window; true when it changed.
     fn learn(&mut self, dimension: usize, rate: Rate) -> bool;
     /// Lower `dimension`'s limits (of `window_ns`, or all) to `remaining` if above.
-    fn correct_down(&mut self, dimension: usize, window_ns: Option<Nanos>, remaining: u64, now: Nanos);
+    fn correct_down(
+        &mut self,
+        dimension: usize,
+        window_ns: Option<Nanos>,
+        remaining: u64,
+        now: Nanos,
+    );
     /// Grant nothing of `dimension` until `until`.
     fn block_dimension(&mut self, dimension: usize, until: Nanos);
     /// The cooldown in force (0: none).
@@ -91,7 +97,13 @@ impl Target for BucketState {
     fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
         BucketState::learn(self, dimension, rate)
     }
-    fn correct_down(&mut self, dimension: usize, window_ns: Option<Nanos>, remaining: u64, now: Nanos) {
+    fn correct_down(
+        &mut self,
+        dimension: usize,
+        window_ns: Option<Nanos>,
+        remaining: u64,
+        now: Nanos,
+    ) {
         BucketState::correct_down(self, dimension, window_ns, remaining, now);
     }
     fn block_dimension(&mut self, dimension: usize, until: Nanos) {

@@ -16,8 +16,8 @@ pub use answer::{
     AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
     ResourceMetrics, Settlement,
 };
-pub use registry::Registry;
 pub(crate) use cost::{never, resolve_actual, resolve_cost};
+pub use registry::Registry;
 pub use resource::ResourceDef;
 
 /// Errors of the permit domain.

@@ -321,7 +321,9 @@ impl Permits for PermitsService {
             }
             None => self
                 .registry
-                .update_bucket(&resource, &partition, |def, b, now| (decide(def, b, now), now))?,
+                .update_bucket(&resource, &partition, |def, b, now| {
+                    (decide(def, b, now), now)
+                })?,
         };
         // A pause set by anyone outlasts this caller's own delay: say so.
         if advice.retry
@@ -403,8 +405,12 @@ impl Permits for PermitsService {
         } else {
             Settlement::Keep
         };
-        self.registry
-            .release(permit_id(&r.permit_id)?, settlement)?;
+        let id =
+            permits::id::parse(permit_id(&r.permit_id)?).ok_or(PermitError::MalformedPermit)?;
+        match &self.cluster {
+            Some(c) => c.release(&id, settlement).await?,
+            None => self.registry.release_id(&id, settlement)?,
+        }
         Ok(Response::new(proto::ReleasePermitResponse {}))
     }
 }

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{name, resource_from_proto, resource_to_proto, to_duration, to_timestamp};
 use super::error::ServiceError;
-use crate::permits::resource::MAX_NAME_LEN;
 use crate::cluster::Cluster;
+use crate::permits::resource::MAX_NAME_LEN;
 use crate::permits::{QuotaView, Registry};
 use crate::proto::{self, quotas_server::Quotas};
 use crate::store::ResourceStore;

@@ -40,7 +40,12 @@ struct Fleet {
 impl Fleet {
     /// `n` replicas; `config` (TOML) is given to each when present; `wrap[i]` runs replica i
     /// under a wrapper program (faketime) when given.
-    async fn start(test: &str, n: usize, config: Option<&str>, wrap: &[Vec<String>]) -> Option<Self> {
+    async fn start(
+        test: &str,
+        n: usize,
+        config: Option<&str>,
+        wrap: &[Vec<String>],
+    ) -> Option<Self> {
         let redis = RedisServer::for_test(test)?;
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = config.map(|c| {
@@ -158,7 +163,11 @@ async fn drive(fleet: &Fleet, name: &str, length: Duration, hold: Duration) -> R
                     r.max_wait = Some(dur(left.min(Duration::from_millis(500))));
                 }
                 let t = Instant::now();
-                let r = client.acquire_permit(r).await.expect("acquire").into_inner();
+                let r = client
+                    .acquire_permit(r)
+                    .await
+                    .expect("acquire")
+                    .into_inner();
                 if !queued {
                     lat.lock().unwrap().push(t.elapsed());
                 }
@@ -226,7 +235,11 @@ async fn no_over_grant_across_replicas() {
     // One limit: 20 per 100 ms.
     let (amount, period, burst) = (20, Duration::from_millis(100), 20);
     fleet
-        .define(resource("c:one", vec![limit("requests", amount, period, burst)], 0))
+        .define(resource(
+            "c:one",
+            vec![limit("requests", amount, period, burst)],
+            0,
+        ))
         .await;
     let run = drive(&fleet, "c:one", period * 30, Duration::ZERO).await;
     let (violations, worst) = envelope(&run.grants, amount, period, burst);
@@ -274,13 +287,23 @@ async fn no_over_grant_across_replicas() {
             4,
         ))
         .await;
-    let run = drive(&fleet, "c:conc", Duration::from_secs(3), Duration::from_millis(5)).await;
+    let run = drive(
+        &fleet,
+        "c:conc",
+        Duration::from_secs(3),
+        Duration::from_millis(5),
+    )
+    .await;
     println!(
         "RESULT cluster_no_over_grant_concurrency replicas=3 concurrency=4 clients={CLIENTS} grants={} max_overlap={}",
         run.grants.len(),
         run.max_overlap,
     );
-    assert!(run.max_overlap <= 4, "{} in flight at once", run.max_overlap);
+    assert!(
+        run.max_overlap <= 4,
+        "{} in flight at once",
+        run.max_overlap
+    );
     assert!(run.grants.len() > 100, "only {} grants", run.grants.len());
 }
 
@@ -299,11 +322,19 @@ async fn a_429_at_one_replica_pauses_every_replica() {
         ))
         .await;
     for i in 0..3 {
-        let r = fleet.permits(i).acquire_permit(req("c:cool")).await.expect("acquire");
+        let r = fleet
+            .permits(i)
+            .acquire_permit(req("c:cool"))
+            .await
+            .expect("acquire");
         assert!(r.into_inner().granted, "replica {i} grants before the 429");
     }
     let mut a = fleet.permits(0);
-    let granted = a.acquire_permit(req("c:cool")).await.expect("acquire").into_inner();
+    let granted = a
+        .acquire_permit(req("c:cool"))
+        .await
+        .expect("acquire")
+        .into_inner();
     let reported = Instant::now();
     let out = a
         .report_outcome(proto::ReportOutcomeRequest {
@@ -318,17 +349,34 @@ async fn a_429_at_one_replica_pauses_every_replica() {
     assert!(out.cooldown_until.is_some(), "the 429 imposed a cooldown");
     let mut paused = Vec::new();
     for i in [1, 2] {
-        let r = fleet.permits(i).acquire_permit(req("c:cool")).await.expect("acquire").into_inner();
+        let r = fleet
+            .permits(i)
+            .acquire_permit(req("c:cool"))
+            .await
+            .expect("acquire")
+            .into_inner();
         assert!(!r.granted, "replica {i} granted during the cooldown");
-        assert_eq!(r.denial_reason, proto::DenialReason::Cooldown as i32, "replica {i}");
+        assert_eq!(
+            r.denial_reason,
+            proto::DenialReason::Cooldown as i32,
+            "replica {i}"
+        );
         let wait = from_dur(r.retry_after.as_ref().expect("retry_after"));
-        assert!(wait > Duration::from_millis(1500), "replica {i} retry_after {wait:?}");
+        assert!(
+            wait > Duration::from_millis(1500),
+            "replica {i} retry_after {wait:?}"
+        );
         paused.push(wait);
     }
     // A queued caller on C is served when the cooldown ends, not before.
     let mut r = req("c:cool");
     r.max_wait = Some(dur(Duration::from_secs(4)));
-    let got = fleet.permits(2).acquire_permit(r).await.expect("acquire").into_inner();
+    let got = fleet
+        .permits(2)
+        .acquire_permit(r)
+        .await
+        .expect("acquire")
+        .into_inner();
     let after = reported.elapsed();
     println!(
         "RESULT cluster_cooldown replicas=3 retry_after_b_ms={} retry_after_c_ms={} queued_grant_after_ms={}",
@@ -336,8 +384,14 @@ async fn a_429_at_one_replica_pauses_every_replica() {
         paused[1].as_millis(),
         after.as_millis()
     );
-    assert!(got.granted, "the queued caller is served after the cooldown");
-    assert!(after >= Duration::from_millis(1900), "granted after {after:?}");
+    assert!(
+        got.granted,
+        "the queued caller is served after the cooldown"
+    );
+    assert!(
+        after >= Duration::from_millis(1900),
+        "granted after {after:?}"
+    );
 }
 
 /// Begin on A, Begin on B -> IN_PROGRESS; Complete on B; Get on C replays it.
@@ -353,9 +407,17 @@ async fn idempotency_is_shared_across_replicas() {
         fingerprint: "fp".into(),
         ..Default::default()
     };
-    let a = idem(0).begin(begin("order-1")).await.expect("begin").into_inner();
+    let a = idem(0)
+        .begin(begin("order-1"))
+        .await
+        .expect("begin")
+        .into_inner();
     assert_eq!(a.state, proto::IdempotencyState::Acquired as i32);
-    let b = idem(1).begin(begin("order-1")).await.expect("begin").into_inner();
+    let b = idem(1)
+        .begin(begin("order-1"))
+        .await
+        .expect("begin")
+        .into_inner();
     assert_eq!(b.state, proto::IdempotencyState::InProgress as i32);
     let result = proto::StoredResult {
         status_code: 201,
@@ -379,7 +441,11 @@ async fn idempotency_is_shared_across_replicas() {
         .into_inner();
     assert_eq!(c.state, proto::IdempotencyState::Completed as i32);
     assert_eq!(c.result.expect("result"), result);
-    let again = idem(2).begin(begin("order-1")).await.expect("begin").into_inner();
+    let again = idem(2)
+        .begin(begin("order-1"))
+        .await
+        .expect("begin")
+        .into_inner();
     assert_eq!(again.state, proto::IdempotencyState::Completed as i32);
 }
 
@@ -432,7 +498,14 @@ async fn redis_outage_fail_closed_and_local_fallback() {
         ))
         .await;
     let (mut closed, mut open) = (fleet.permits(0), fleet.permits(1));
-    assert!(closed.acquire_permit(req("c:out")).await.expect("ok").into_inner().granted);
+    assert!(
+        closed
+            .acquire_permit(req("c:out"))
+            .await
+            .expect("ok")
+            .into_inner()
+            .granted
+    );
 
     fleet.redis.kill();
     let killed = Instant::now();
@@ -453,7 +526,10 @@ async fn redis_outage_fail_closed_and_local_fallback() {
         }
     }
     let first_unavailable = first_unavailable.expect("fail closed answered UNAVAILABLE");
-    assert!(slowest < Duration::from_millis(600), "an answer took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(600),
+        "an answer took {slowest:?}"
+    );
     // Health says NOT_SERVING on the fail-closed replica (the watch stream reports it).
     let deadline = Instant::now() + Duration::from_secs(5);
     while health(&fleet.replicas[0]).await != Some(2) {
@@ -464,7 +540,11 @@ async fn redis_outage_fail_closed_and_local_fallback() {
     let outage = Instant::now();
     let mut fallback_grants = 0u64;
     while outage.elapsed() < Duration::from_secs(1) {
-        let r = open.acquire_permit(req("c:out")).await.expect("fallback acquire").into_inner();
+        let r = open
+            .acquire_permit(req("c:out"))
+            .await
+            .expect("fallback acquire")
+            .into_inner();
         if r.granted {
             fallback_grants += 1;
         } else {
@@ -472,7 +552,10 @@ async fn redis_outage_fail_closed_and_local_fallback() {
         }
     }
     let outage_len = outage.elapsed().as_secs_f64();
-    assert!(fallback_grants >= 40, "fallback granted only {fallback_grants}");
+    assert!(
+        fallback_grants >= 40,
+        "fallback granted only {fallback_grants}"
+    );
     assert!(
         fallback_grants as f64 <= 50.0 + 50.0 * outage_len + 2.0,
         "fallback over its share: {fallback_grants}"
@@ -521,14 +604,22 @@ async fn skewed_replica_clocks_still_hold_the_limit() {
         eprintln!("SKIP skewed_replica_clocks_still_hold_the_limit: faketime not installed");
         return;
     }
-    let wrap = vec![vec![], vec!["faketime".to_owned(), "-f".to_owned(), "+3600s".to_owned()]];
-    let Some(fleet) = Fleet::start("skewed_replica_clocks_still_hold_the_limit", 2, None, &wrap).await
+    let wrap = vec![
+        vec![],
+        vec!["faketime".to_owned(), "-f".to_owned(), "+3600s".to_owned()],
+    ];
+    let Some(fleet) =
+        Fleet::start("skewed_replica_clocks_still_hold_the_limit", 2, None, &wrap).await
     else {
         return;
     };
     let (amount, period, burst) = (20, Duration::from_millis(100), 20);
     fleet
-        .define(resource("c:skew", vec![limit("requests", amount, period, burst)], 0))
+        .define(resource(
+            "c:skew",
+            vec![limit("requests", amount, period, burst)],
+            0,
+        ))
         .await;
     let run = drive(&fleet, "c:skew", period * 20, Duration::ZERO).await;
     let (violations, worst) = envelope(&run.grants, amount, period, burst);
@@ -537,7 +628,10 @@ async fn skewed_replica_clocks_still_hold_the_limit() {
         "RESULT cluster_clock_skew replicas=2 skew_s=3600 grants={} windows_over_limit={violations} worst_window={worst} utilisation={util:.3}",
         run.grants.len()
     );
-    assert_eq!(violations, 0, "grants outside the envelope with skewed clocks");
+    assert_eq!(
+        violations, 0,
+        "grants outside the envelope with skewed clocks"
+    );
     assert!(util > 0.9, "utilisation {util:.3}");
 }
 

@@ -58,7 +58,7 @@ end
 if wait > 0 then return answer(1, wait, aheads) end
 
 local costs = {}
-for d = 0, ndims - 1 do costs[#costs + 1] = tostring(cost[d]) end
+for d = 0, ndims - 1 do costs[#costs + 1] = int(cost[d]) end
 for k, s in ipairs(slots) do
   local c = cost[s.dim] or 0
   if c > 0 then
@@ -66,7 +66,7 @@ for k, s in ipairs(slots) do
     put_ahead(s.key, s.name, aheads[k], now)
   end
 end
-redis.call('ZADD', leases, now + lease, member)
+redis.call('ZADD', leases, int(now + lease), member)
 redis.call('HSET', lcost, member, table.concat(costs, ','))
 redis.call('HINCRBY', home, 'g', 1)
 keep(ttl)

@@ -3,6 +3,12 @@
 -- matter. A limit slot is an exact integer GCRA kept as "ahead": how far its theoretical
 -- arrival time is past now, in units of 1/a microseconds, where a/p microseconds is the
 -- limit's rate reduced by its gcd. Integers stay below 2^53, exact in Lua's doubles.
+-- Numbers go to Redis as exact integer text: Lua 5.1's own number-to-string conversion
+-- keeps only 14 significant digits, which would round microsecond timestamps.
+local function int(x)
+  return string.format('%.0f', x)
+end
+
 local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -21,7 +27,7 @@ local function ahead_of(key, name, a, now)
 end
 
 local function put_ahead(key, name, ahead, now)
-  redis.call('HSET', key, 'a' .. name, ahead, 't' .. name, now)
+  redis.call('HSET', key, 'a' .. name, int(ahead), 't' .. name, int(now))
 end
 
 -- Whole units available (what GetQuota and `remaining` show).
@@ -61,7 +67,7 @@ end
 
 -- Drop expired leases (bounded per call; the rest go on the next call).
 local function reclaim(leases, lcost, now)
-  local ex = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
+  local ex = redis.call('ZRANGEBYSCORE', leases, '-inf', int(now), 'LIMIT', 0, 256)
   if #ex > 0 then
     redis.call('ZREM', leases, unpack(ex))
     redis.call('HDEL', lcost, unpack(ex))
@@ -72,6 +78,6 @@ end
 -- (and its leases to end) is the same as a fresh one.
 local function keep(ttl_ms)
   for k = 1, #KEYS do
-    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('PEXPIRE', KEYS[k], ttl_ms) end
+    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('PEXPIRE', KEYS[k], int(ttl_ms)) end
   end
 end

@@ -33,7 +33,7 @@ for _ = 1, nblock do
   local f = 'bk' .. ARGV[i]
   local until_ = now + tonumber(ARGV[i + 1])
   local cur = tonumber(redis.call('HGET', home, f) or '0') or 0
-  if until_ > cur then redis.call('HSET', home, f, until_) end
+  if until_ > cur then redis.call('HSET', home, f, int(until_)) end
   i = i + 2
 end
 local ncorr = tonumber(ARGV[i]); i = i + 1
@@ -51,7 +51,7 @@ for _ = 1, ncorr do
 end
 if cool > 0 then
   local cur = tonumber(redis.call('HGET', home, 'cd') or '0') or 0
-  if now + cool > cur then redis.call('HSET', home, 'cd', now + cool) end
+  if now + cool > cur then redis.call('HSET', home, 'cd', int(now + cool)) end
 end
 if is429 == 1 then redis.call('HINCRBY', home, 'u429', 1) end
 local ttl, chan, ev = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]

@@ -6,7 +6,7 @@ local now = now_us()
 local home, leases, lcost, learned = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local slots = read_slots(ARGV, 1, learned, home)
 local cd = tonumber(redis.call('HGET', home, 'cd') or '0') or 0
-local inflight = redis.call('ZCOUNT', leases, '(' .. now, '+inf')
+local inflight = redis.call('ZCOUNT', leases, '(' .. int(now), '+inf')
 local out = {now, math.max(cd - now, 0), inflight,
   tonumber(redis.call('HGET', home, 'g') or '0') or 0,
   tonumber(redis.call('HGET', home, 'u429') or '0') or 0}
