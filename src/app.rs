@@ -186,7 +186,8 @@ pub async fn run_with(
             Arc::clone(&settings.feedback_counters),
             Arc::clone(&settings.grpc_stats),
         )
-        .with_records(records.idempotency.clone(), records.cache.clone());
+        .with_records(records.idempotency.clone(), records.cache.clone())
+        .with_cluster(settings.cluster.clone());
         tokio::spawn(metrics::serve(
             l,
             state,

@@ -55,7 +55,8 @@ pub(super) fn stream(state: &State) -> Result<EventStream, crate::permits::Permi
         resource_prefix: String::new(),
         min_interval: Some(to_duration(COALESCE)),
     };
-    let watch = crate::server::watch::start(&state.registry, &state.hub, &req)?;
+    let watch =
+        crate::server::watch::start(&state.registry, state.cluster.clone(), &state.hub, &req)?;
     let (tx, rx) = mpsc::channel(OUTBOX);
     tokio::spawn(pump(state.clone(), watch, tx));
     let feed: EventFeed = Box::pin(ReceiverStream::new(rx).map(Ok));

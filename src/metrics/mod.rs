@@ -46,6 +46,8 @@ pub struct State {
     pub grpc: Arc<GrpcStats>,
     /// Idempotency and cache counters, when those services run.
     pub records: Option<(crate::idempotency::Idempotency, crate::cache::Cache)>,
+    /// The shared engine when running as a cluster (bucket state is read from Redis).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Pages connected to `/events` now.
     clients: Arc<AtomicU64>,
     /// Pages connected to `/events` since the start.
@@ -73,6 +75,7 @@ impl State {
             feedback,
             grpc,
             records: None,
+            cluster: None,
             clients: Arc::default(),
             connections: Arc::default(),
         }
@@ -86,6 +89,13 @@ impl State {
         cache: crate::cache::Cache,
     ) -> Self {
         self.records = Some((idempotency, cache));
+        self
+    }
+
+    /// Read bucket state from the cluster engine.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
         self
     }
 

@@ -98,7 +98,12 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<super::watch::WatchStream>, Status> {
-        let stream = super::watch::start(&self.registry, &self.hub, request.get_ref())?;
+        let stream = super::watch::start(
+            &self.registry,
+            self.cluster.clone(),
+            &self.hub,
+            request.get_ref(),
+        )?;
         Ok(Response::new(stream))
     }
 

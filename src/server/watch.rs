@@ -18,8 +18,9 @@ use tonic::Status;
 
 use super::convert::{name, opt_duration};
 use super::quotas::quota_update;
+use crate::cluster::Cluster;
 use crate::permits::resource::MAX_NAME_LEN;
-use crate::permits::{PermitError, Registry};
+use crate::permits::{PermitError, QuotaView, Registry};
 use crate::proto;
 use crate::watch::{BucketKey, Hub, Subscription};
 
@@ -36,9 +37,46 @@ const OUTBOX: usize = 16;
 pub type WatchStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::QuotaUpdate, Status>> + Send>>;
 
+/// Where a subscriber reads bucket state: the embedded registry, or Redis when running as a
+/// cluster (changes made through any replica reach this one's hub over pub/sub).
+#[derive(Clone)]
+struct Source {
+    registry: Registry,
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl Source {
+    async fn quota(&self, resource: &str, partition: &str) -> Result<QuotaView, PermitError> {
+        match &self.cluster {
+            Some(c) => c.quota(resource, partition).await,
+            None => self.registry.quota(resource, partition),
+        }
+    }
+
+    /// The buckets to show first. A cluster replica knows no bucket of its own: it lists
+    /// each matching resource's resource-wide bucket; partitions follow as they change.
+    async fn snapshot(&self, prefix: &str) -> Vec<(Arc<BucketKey>, QuotaView)> {
+        let Some(c) = &self.cluster else {
+            return self.registry.snapshot(prefix);
+        };
+        let mut out = Vec::new();
+        for def in self.registry.list(prefix, "", usize::MAX) {
+            if let Ok(v) = c.quota(&def.name, "").await {
+                let key = Arc::new(BucketKey {
+                    resource: def.name.as_str().into(),
+                    partition: "".into(),
+                });
+                out.push((key, v));
+            }
+        }
+        out
+    }
+}
+
 /// Validate a Watch request and start its subscriber task.
 pub fn start(
     registry: &Registry,
+    cluster: Option<Arc<Cluster>>,
     hub: &Hub,
     req: &proto::WatchRequest,
 ) -> Result<WatchStream, PermitError> {
@@ -55,7 +93,10 @@ pub fn start(
     let sub = hub.subscribe();
     let (tx, rx) = mpsc::channel(OUTBOX);
     tokio::spawn(run(
-        registry.clone(),
+        Source {
+            registry: registry.clone(),
+            cluster,
+        },
         sub,
         req.resource_prefix.clone(),
         interval,
@@ -67,8 +108,8 @@ pub fn start(
 type Outbox = mpsc::Sender<Result<proto::QuotaUpdate, Status>>;
 
 /// Send every matching bucket's state; false when the client is gone.
-async fn send_snapshot(registry: &Registry, prefix: &str, tx: &Outbox) -> bool {
-    for (k, v) in registry.snapshot(prefix) {
+async fn send_snapshot(source: &Source, prefix: &str, tx: &Outbox) -> bool {
+    for (k, v) in source.snapshot(prefix).await {
         if tx
             .send(Ok(quota_update(&k.resource, &k.partition, &v)))
             .await
@@ -88,7 +129,7 @@ async fn shutting_down(tx: &Outbox) {
 }
 
 async fn run(
-    registry: Registry,
+    registry: Source,
     mut sub: Subscription,
     prefix: String,
     interval: Duration,
@@ -138,7 +179,7 @@ async fn run(
         } else {
             let mut ok = true;
             for k in dirty {
-                if let Ok(v) = registry.quota(&k.resource, &k.partition) {
+                if let Ok(v) = registry.quota(&k.resource, &k.partition).await {
                     ok &= tx
                         .send(Ok(quota_update(&k.resource, &k.partition, &v)))
                         .await

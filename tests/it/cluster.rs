@@ -321,6 +321,18 @@ async fn a_429_at_one_replica_pauses_every_replica() {
             0,
         ))
         .await;
+    // A dashboard watching through C sees what A and B do.
+    let mut watch = fleet
+        .quotas(2)
+        .watch(proto::WatchRequest {
+            resource_prefix: "c:cool".into(),
+            min_interval: Some(dur(Duration::from_millis(10))),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let snapshot = watch.message().await.expect("stream").expect("snapshot");
+    assert_eq!(snapshot.granted_total, 0);
     for i in 0..3 {
         let r = fleet
             .permits(i)
@@ -329,6 +341,16 @@ async fn a_429_at_one_replica_pauses_every_replica() {
             .expect("acquire");
         assert!(r.into_inner().granted, "replica {i} grants before the 429");
     }
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let u = watch.message().await.expect("stream").expect("update");
+            if u.granted_total >= 3 {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the watcher on C saw the grants made on A, B and C");
     let mut a = fleet.permits(0);
     let granted = a
         .acquire_permit(req("c:cool"))
@@ -347,6 +369,17 @@ async fn a_429_at_one_replica_pauses_every_replica() {
         .expect("report")
         .into_inner();
     assert!(out.cooldown_until.is_some(), "the 429 imposed a cooldown");
+    let cooled = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let u = watch.message().await.expect("stream").expect("update");
+            if u.cooldown_until.is_some() {
+                return u;
+            }
+        }
+    })
+    .await
+    .expect("the watcher on C saw the cooldown set on A");
+    assert_eq!(cooled.upstream_429_total, 1);
     let mut paused = Vec::new();
     for i in [1, 2] {
         let r = fleet
