@@ -355,7 +355,7 @@ fn start_cluster(
                     }
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(resource = %name, %error, "stored resource skipped")
+                    tracing::warn!(resource = %name, %error, "stored resource skipped");
                 }
                 None => {
                     registry.delete(&name);

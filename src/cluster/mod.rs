@@ -539,7 +539,7 @@ impl Cluster {
                 expires_us: u64::try_from(second).unwrap_or(0),
                 remaining,
             },
-            1 | 2 | 3 => Try::Denied {
+            1..=3 => Try::Denied {
                 reason: match code {
                     1 => DenialReason::RateLimited,
                     2 => DenialReason::ConcurrencyLimited,
