@@ -130,7 +130,17 @@ pub async fn run_with(
         Some(r) => Some(start_cluster(&config, r, &registry, &hub, &store)?),
         None => None,
     };
-    let (records, commit) = open_records(&config, records_store).await?;
+    // Record expiry (idempotency locks, TTLs) compares wall-clock times written by every
+    // replica: in a cluster they all read Redis's clock, so skewed hosts still agree.
+    let records_clock: Arc<dyn Clock> = match &config.redis {
+        Some(r) => Arc::new(
+            cluster::redis_clock(&r.url, r.op_timeout)
+                .await
+                .map_err(|e| AppError::Cluster(e.to_string()))?,
+        ),
+        None => Arc::new(SystemClock::new()),
+    };
+    let (records, commit) = open_records(&config, records_store, records_clock).await?;
     let record_sweepers = [
         sweeper::spawn(
             config.idempotency.sweep_interval,
@@ -234,6 +244,7 @@ pub async fn run_with(
 async fn open_records(
     config: &Config,
     store: Arc<dyn RecordStore>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(Records, GroupCommit), AppError> {
     let commit = GroupCommit::start(Arc::clone(&store))?;
     let idempotency = Idempotency::new(
@@ -255,7 +266,6 @@ async fn open_records(
             return Err(e);
         }
     };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let records = Records {
         idempotency,
         cache,

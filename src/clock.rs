@@ -50,6 +50,18 @@ impl SystemClock {
     }
 }
 
+impl SystemClock {
+    /// A clock whose wall time at `start` was `wall` (read from elsewhere, such as Redis
+    /// `TIME`), so every replica anchored the same way reports the same wall time.
+    #[must_use]
+    pub fn anchored(start: Instant, wall: SystemTime) -> Self {
+        Self {
+            start,
+            start_wall: wall,
+        }
+    }
+}
+
 impl Default for SystemClock {
     fn default() -> Self {
         Self::new()

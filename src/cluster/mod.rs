@@ -1059,6 +1059,41 @@ pub fn fallback_share(def: &ResourceDef, share: u32) -> ResourceDef {
     d
 }
 
+/// A clock anchored on Redis `TIME` (corrected by half the round trip): wall times written
+/// by different replicas agree however far apart their hosts' clocks are. Retries until
+/// Redis answers, like start-up does.
+pub async fn redis_clock(
+    url: &str,
+    op_timeout: Duration,
+) -> Result<crate::clock::SystemClock, ClusterError> {
+    let client = redis::Client::open(url).map_err(ClusterError::Url)?;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let sent = std::time::Instant::now();
+        let read = tokio::time::timeout(op_timeout, async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let sent = std::time::Instant::now();
+            let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+            Ok::<_, redis::RedisError>((sent, secs, micros))
+        })
+        .await;
+        match read {
+            Ok(Ok((asked, secs, micros))) => {
+                let rtt = asked.elapsed();
+                let wall = SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(secs)
+                    + Duration::from_micros(micros);
+                // Redis read its clock about half a round trip after we asked.
+                return Ok(crate::clock::SystemClock::anchored(asked + rtt / 2, wall));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the redis clock yet"),
+            Err(_) => tracing::warn!(waited = ?sent.elapsed(), "cannot read the redis clock yet"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// The URL without its password, for logs.
 #[must_use]
 pub fn redact(url: &str) -> String {
