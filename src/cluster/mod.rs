@@ -485,6 +485,30 @@ impl Cluster {
         format!("{kind}\t{resource}\t{partition}")
     }
 
+    /// Run one script over a decision's keys, within the operation timeout.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        op: &'static str,
+        keys: &BucketKeys,
+        args: &[String],
+    ) -> Result<T, ClusterError> {
+        let mut inv = script.prepare_invoke();
+        for k in keys.as_array() {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        self.with_timeout(op, async {
+            inv.invoke_async(&mut conn)
+                .await
+                .map_err(|source| ClusterError::Redis { op, source })
+        })
+        .await
+    }
+
     async fn try_acquire(
         &self,
         def: &ResourceDef,
@@ -512,23 +536,8 @@ impl Cluster {
         args.push(ttl_ms(def).to_string());
         args.push(self.channel.clone());
         args.push(Self::event('g', &def.name, partition));
-        let mut inv = self.scripts.acquire.prepare_invoke();
-        for k in keys.as_array() {
-            inv.key(k);
-        }
-        for a in &args {
-            inv.arg(a);
-        }
-        let mut conn = self.conn.clone();
         let v: Vec<i64> = self
-            .with_timeout("acquire", async {
-                inv.invoke_async(&mut conn)
-                    .await
-                    .map_err(|source| ClusterError::Redis {
-                        op: "acquire",
-                        source,
-                    })
-            })
+            .script(&self.scripts.acquire, "acquire", keys, &args)
             .await?;
         let (Some(&code), Some(&second)) = (v.first(), v.get(1)) else {
             return Err(ClusterError::Reply { op: "acquire" });
@@ -784,10 +793,6 @@ impl Cluster {
             return Err(ClusterError::Down.into());
         }
         let keys = self.keys(def, partition);
-        let mut inv = self.scripts.settle.prepare_invoke();
-        for k in keys.as_array() {
-            inv.key(k);
-        }
         let mut args = Vec::new();
         slot_args(def, def.per_partition, &mut args);
         args.push(mode.to_owned());
@@ -799,19 +804,8 @@ impl Cluster {
         args.push(ttl_ms(def).to_string());
         args.push(self.channel.clone());
         args.push(Self::event('w', &def.name, partition));
-        for a in &args {
-            inv.arg(a);
-        }
-        let mut conn = self.conn.clone();
         let n: i64 = self
-            .with_timeout("settle", async {
-                inv.invoke_async(&mut conn)
-                    .await
-                    .map_err(|source| ClusterError::Redis {
-                        op: "settle",
-                        source,
-                    })
-            })
+            .script(&self.scripts.settle, "settle", &keys, &args)
             .await?;
         Ok(n == 1)
     }
@@ -872,23 +866,8 @@ impl Cluster {
         args.push(ttl_ms(&def).to_string());
         args.push(self.channel.clone());
         args.push(Self::event('w', &def.name, partition));
-        let mut inv = self.scripts.feedback.prepare_invoke();
-        for k in keys.as_array() {
-            inv.key(k);
-        }
-        for a in &args {
-            inv.arg(a);
-        }
-        let mut conn = self.conn.clone();
         let v: Vec<i64> = self
-            .with_timeout("feedback", async {
-                inv.invoke_async(&mut conn)
-                    .await
-                    .map_err(|source| ClusterError::Redis {
-                        op: "feedback",
-                        source,
-                    })
-            })
+            .script(&self.scripts.feedback, "feedback", &keys, &args)
             .await?;
         let cool = v.first().copied().unwrap_or(0);
         let until = (cool > 0).then(|| now.saturating_add(nanos(us(cool))));
@@ -905,22 +884,10 @@ impl Cluster {
             return Err(ClusterError::Down.into());
         }
         let keys = self.keys(&def, partition);
-        let mut inv = self.scripts.peek.prepare_invoke();
-        for k in keys.as_array() {
-            inv.key(k);
-        }
         let mut args = Vec::new();
         slot_args(&def, def.per_partition, &mut args);
-        for a in &args {
-            inv.arg(a);
-        }
-        let mut conn = self.conn.clone();
         let v: Vec<i64> = self
-            .with_timeout("peek", async {
-                inv.invoke_async(&mut conn)
-                    .await
-                    .map_err(|source| ClusterError::Redis { op: "peek", source })
-            })
+            .script(&self.scripts.peek, "peek", &keys, &args)
             .await?;
         if v.len() < 5 {
             return Err(ClusterError::Reply { op: "peek" }.into());

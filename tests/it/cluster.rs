@@ -12,9 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use permitd::proto;
 use permitd::proto::idempotency_client::IdempotencyClient;
@@ -23,7 +21,7 @@ use permitd::proto::quotas_client::QuotasClient;
 use permitd::testkit::RedisServer;
 use tonic::transport::Channel;
 
-use crate::load::{envelope, utilisation};
+use crate::load::{Run, drive_clients, envelope, utilisation};
 use crate::spawned::{Launch, Spawned};
 use crate::support::{dur, from_dur, from_ts, limit, resource};
 
@@ -123,107 +121,12 @@ fn req(name: &str) -> proto::AcquirePermitRequest {
     }
 }
 
-fn grant_instant(r: &proto::AcquirePermitResponse) -> u128 {
-    let expires = from_ts(r.lease_expires_at.as_ref().expect("lease"));
-    (expires - LEASE)
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("epoch")
-        .as_nanos()
-}
-
-struct Run {
-    grants: Vec<u128>,
-    denials: u64,
-    elapsed: Duration,
-    max_overlap: usize,
-    latencies: Vec<Duration>,
-}
-
-/// `CLIENTS` workers spread over the replicas for `length`; half queue, half ask at once and
-/// honour retry_after; each holds a grant for `hold` before releasing it.
+/// The load test's drive, with its clients spread over the replicas.
 async fn drive(fleet: &Fleet, name: &str, length: Duration, hold: Duration) -> Run {
-    let grants = Arc::new(Mutex::new(Vec::new()));
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let lat = Arc::new(Mutex::new(Vec::new()));
-    let denials = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let end = start + length;
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let mut client = fleet.permits(c % fleet.replicas.len());
-        let (grants, held, lat, denials) =
-            (grants.clone(), held.clone(), lat.clone(), denials.clone());
-        let name = name.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let queued = c % 2 == 0;
-            while Instant::now() < end {
-                let left = end.saturating_duration_since(Instant::now());
-                let mut r = req(&name);
-                if queued {
-                    r.max_wait = Some(dur(left.min(Duration::from_millis(500))));
-                }
-                let t = Instant::now();
-                let r = client
-                    .acquire_permit(r)
-                    .await
-                    .expect("acquire")
-                    .into_inner();
-                if !queued {
-                    lat.lock().unwrap().push(t.elapsed());
-                }
-                if r.granted {
-                    grants.lock().unwrap().push(grant_instant(&r));
-                    let got = Instant::now();
-                    if !hold.is_zero() {
-                        tokio::time::sleep(hold).await;
-                    }
-                    held.lock().unwrap().push((got, Instant::now()));
-                    client
-                        .release_permit(proto::ReleasePermitRequest {
-                            permit_id: r.permit_id,
-                            refund: false,
-                        })
-                        .await
-                        .expect("release");
-                } else {
-                    denials.fetch_add(1, Ordering::Relaxed);
-                    if !queued {
-                        let wait = from_dur(r.retry_after.as_ref().expect("retry_after"));
-                        assert!(!wait.is_zero(), "a denial must carry a retry_after");
-                        tokio::time::sleep(wait.min(end.saturating_duration_since(Instant::now())))
-                            .await;
-                    }
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    let elapsed = start.elapsed();
-    let mut grants = Arc::try_unwrap(grants).unwrap().into_inner().unwrap();
-    grants.sort_unstable();
-    let mut latencies = Arc::try_unwrap(lat).unwrap().into_inner().unwrap();
-    latencies.sort_unstable();
-    let held = Arc::try_unwrap(held).unwrap().into_inner().unwrap();
-    Run {
-        grants,
-        denials: denials.load(Ordering::Relaxed),
-        elapsed,
-        max_overlap: max_overlap(&held),
-        latencies,
-    }
-}
-
-fn max_overlap(held: &[(Instant, Instant)]) -> usize {
-    let mut ev: Vec<(Instant, i32)> = held.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
-    ev.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in ev {
-        cur += d;
-        max = max.max(cur);
-    }
-    usize::try_from(max).unwrap()
+    let clients: Vec<_> = (0..fleet.replicas.len())
+        .map(|i| fleet.permits(i))
+        .collect();
+    drive_clients(&clients, name, length, hold).await
 }
 
 /// 3 replicas, 64 clients: one limit, two limits, a concurrency cap; 30 periods each.

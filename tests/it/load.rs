@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use permitd::proto;
+use permitd::proto::permits_client::PermitsClient;
+use tonic::transport::Channel;
 
 use crate::support::{self, TestServer, acquire_req, dur, from_dur, from_ts, limit, put, resource};
 
@@ -17,13 +19,13 @@ const CLIENTS: usize = 64;
 const CONNECTIONS: usize = 8;
 const LEASE: Duration = Duration::from_secs(60);
 
-struct Run {
-    grants: Vec<u128>,
-    denials: u64,
+pub struct Run {
+    pub grants: Vec<u128>,
+    pub denials: u64,
     /// Round trips of the clients that ask at once (no queueing in the figure).
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-    max_overlap: usize,
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+    pub max_overlap: usize,
 }
 
 /// Drive `CLIENTS` workers for `length`; each holds a granted permit for `hold` (simulated
@@ -33,6 +35,17 @@ async fn drive(server: &TestServer, name: &str, length: Duration, hold: Duration
     for _ in 0..CONNECTIONS {
         clients.push(server.permits().await);
     }
+    drive_clients(&clients, name, length, hold).await
+}
+
+/// [`drive`] over given connections (client `c` uses `clients[c % len]`): the cluster tests
+/// spread the same load over several replicas.
+pub async fn drive_clients(
+    clients: &[PermitsClient<Channel>],
+    name: &str,
+    length: Duration,
+    hold: Duration,
+) -> Run {
     let grants = Arc::new(Mutex::new(Vec::new()));
     let held = Arc::new(Mutex::new(Vec::new()));
     let lat = Arc::new(Mutex::new(Vec::new()));
@@ -41,7 +54,7 @@ async fn drive(server: &TestServer, name: &str, length: Duration, hold: Duration
     let end = start + length;
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let mut client = clients[c % CONNECTIONS].clone();
+        let mut client = clients[c % clients.len()].clone();
         let (grants, held, lat, denials) =
             (grants.clone(), held.clone(), lat.clone(), denials.clone());
         let name = name.to_owned();
