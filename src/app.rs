@@ -155,11 +155,15 @@ pub async fn run_with(
     ];
     let sweeper = {
         let registry = registry.clone();
+        let cluster = cluster.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if let Some(c) = &cluster {
+                    c.sweep_fallback();
+                }
                 let (reclaimed, dropped) = registry.sweep();
                 if reclaimed + dropped > 0 {
                     tracing::debug!(reclaimed, dropped, "swept");

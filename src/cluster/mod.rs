@@ -634,7 +634,11 @@ impl Cluster {
                         remaining,
                     });
                 }
-                Try::Never => return Err(never(&def, &cost)),
+                Try::Never => {
+                    drop(turn);
+                    self.forget_turnstile(&keys.home);
+                    return Err(never(&def, &cost));
+                }
                 Try::Denied {
                     reason,
                     wait,
@@ -718,6 +722,12 @@ impl Cluster {
                 self.fallback.acquire(req).await
             }
         }
+    }
+
+    /// Reclaim the local-fallback registry's expired leases and idle buckets (what it
+    /// granted during an outage).
+    pub fn sweep_fallback(&self) -> (usize, usize) {
+        self.fallback.sweep()
     }
 
     /// Release a permit (`NotFound` for an unknown, released or expired one).
