@@ -134,7 +134,7 @@ pub async fn run_with(
     // replica: in a cluster they all read Redis's clock, so skewed hosts still agree.
     let records_clock: Arc<dyn Clock> = match &config.redis {
         Some(r) => Arc::new(
-            cluster::redis_clock(&r.url, r.op_timeout)
+            cluster::redis_clock(r)
                 .await
                 .map_err(|e| AppError::Cluster(e.to_string()))?,
         ),

@@ -62,7 +62,8 @@ pub enum FailurePolicy {
 /// The `[redis]` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `redis://[user:pass@]host:port[/db]`.
+    /// `redis://[user:pass@]host:port[/db]`, or several comma-separated seed nodes of a
+    /// Redis Cluster.
     pub url: String,
     /// Prefix of every key and channel, so deployments can share a Redis.
     pub prefix: String,
@@ -72,6 +73,18 @@ pub struct Settings {
     pub policy: FailurePolicy,
     /// With local fallback, each replica grants `1 / fallback_share` of every limit.
     pub fallback_share: u32,
+}
+
+impl Settings {
+    /// The seed URLs: one for a single Redis, several (comma separated) for a Redis Cluster.
+    #[must_use]
+    pub fn seeds(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
 }
 
 impl Default for Settings {
@@ -145,10 +158,54 @@ impl Scripts {
     }
 }
 
+/// One Redis node (a reconnecting connection manager) or a Redis Cluster (a slot-routed
+/// connection that follows the cluster's topology): the scripts run the same on both.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The shared engine. Cheap to share (`Arc`).
 pub struct Cluster {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// One client per seed node: the events subscription connects to the first that
+    /// answers (Redis Cluster forwards every PUBLISH to every node).
+    clients: Vec<redis::Client>,
+    /// Set when the seeds name a Redis Cluster.
+    cluster_client: Option<redis::cluster::ClusterClient>,
+    /// Commands and scripts; a cluster connection is made once the cluster answers.
+    conn: std::sync::OnceLock<Conn>,
     settings: Settings,
     scripts: Scripts,
     registry: Registry,
@@ -281,23 +338,44 @@ impl Cluster {
         hub: Hub,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ClusterError> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(ClusterError::Url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(settings.op_timeout))
-            .set_connection_timeout(Some(settings.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|source| {
-                ClusterError::Redis {
+        let seeds = settings.seeds();
+        let clients = seeds
+            .iter()
+            .map(|u| redis::Client::open(*u).map_err(ClusterError::Url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let conn = std::sync::OnceLock::new();
+        let cluster_client = if seeds.len() > 1 {
+            Some(
+                redis::cluster::ClusterClient::builder(seeds.iter().copied())
+                    .connection_timeout(settings.op_timeout)
+                    .response_timeout(settings.op_timeout)
+                    .retries(1)
+                    .build()
+                    .map_err(ClusterError::Url)?,
+            )
+        } else {
+            let Some(client) = clients.first() else {
+                return Err(ClusterError::Reply { op: "no redis url" });
+            };
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(settings.op_timeout))
+                .set_connection_timeout(Some(settings.op_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(
+                |source| ClusterError::Redis {
                     op: "connect",
                     source,
-                }
-            })?;
+                },
+            )?;
+            let _ = conn.set(Conn::Single(manager));
+            None
+        };
         let channel = keys::events_channel(&settings.prefix);
         let (up, _) = watch::channel(false);
         let me = Arc::new(Self {
-            client,
+            clients,
+            cluster_client,
             conn,
             settings,
             scripts: Scripts::new(),
@@ -359,7 +437,7 @@ impl Cluster {
     }
 
     async fn publish(&self, msg: &str) -> Result<(), ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(msg)
@@ -370,6 +448,26 @@ impl Cluster {
                 op: "publish",
                 source,
             })
+    }
+
+    fn conn(&self) -> Result<Conn, ClusterError> {
+        self.conn.get().cloned().ok_or(ClusterError::Down)
+    }
+
+    /// The command connection, made on first contact when the seeds name a Redis Cluster
+    /// (its client needs a live node to learn the slot map).
+    async fn connect(&self) -> Result<Conn, redis::RedisError> {
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        let Some(client) = &self.cluster_client else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no connection configured",
+            )));
+        };
+        let c = Conn::Cluster(client.get_async_connection().await?);
+        Ok(self.conn.get_or_init(|| c).clone())
     }
 
     fn is_up(&self) -> bool {
@@ -394,11 +492,15 @@ impl Cluster {
     /// the engine's view of whether Redis is up.
     async fn listen(self: Arc<Self>) {
         let mut delay = Duration::from_millis(50);
+        let mut attempt = 0usize;
         loop {
+            // Another seed on each attempt, so a dead node does not keep us off the rest.
+            let client = &self.clients[attempt % self.clients.len()];
+            attempt = attempt.wrapping_add(1);
             let connected = tokio::time::timeout(self.settings.op_timeout * 4, async {
-                let mut ps = self.client.get_async_pubsub().await?;
+                let mut ps = client.get_async_pubsub().await?;
                 ps.subscribe(&self.channel).await?;
-                let mut conn = self.conn.clone();
+                let mut conn = self.connect().await?;
                 redis::cmd("PING").query_async::<String>(&mut conn).await?;
                 Ok::<_, redis::RedisError>(ps)
             })
@@ -500,7 +602,7 @@ impl Cluster {
         for a in args {
             inv.arg(a);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         self.with_timeout(op, async {
             inv.invoke_async(&mut conn)
                 .await
@@ -1039,13 +1141,18 @@ pub fn fallback_share(def: &ResourceDef, share: u32) -> ResourceDef {
 /// A clock anchored on Redis `TIME` (corrected by half the round trip): wall times written
 /// by different replicas agree however far apart their hosts' clocks are. Retries until
 /// Redis answers, like start-up does.
-pub async fn redis_clock(
-    url: &str,
-    op_timeout: Duration,
-) -> Result<crate::clock::SystemClock, ClusterError> {
-    let client = redis::Client::open(url).map_err(ClusterError::Url)?;
+pub async fn redis_clock(settings: &Settings) -> Result<crate::clock::SystemClock, ClusterError> {
+    let op_timeout = settings.op_timeout;
+    let clients = settings
+        .seeds()
+        .iter()
+        .map(|u| redis::Client::open(*u).map_err(ClusterError::Url))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut delay = Duration::from_millis(100);
-    loop {
+    for attempt in 0usize.. {
+        let Some(client) = clients.get(attempt % clients.len().max(1)) else {
+            return Err(ClusterError::Reply { op: "no redis url" });
+        };
         let sent = std::time::Instant::now();
         let read = tokio::time::timeout(op_timeout, async {
             let mut conn = client.get_multiplexed_async_connection().await?;
@@ -1069,15 +1176,19 @@ pub async fn redis_clock(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+    Err(ClusterError::Down)
 }
 
 /// The URL without its password, for logs.
 #[must_use]
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &u[..s], &u[at + 1..]),
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -1136,5 +1247,9 @@ mod tests {
     fn urls_are_redacted() {
         assert_eq!(redact("redis://u:secret@h:6379/0"), "redis://***@h:6379/0");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            redact("redis://:a@h:1,redis://:b@i:2"),
+            "redis://***@h:1,redis://***@i:2"
+        );
     }
 }

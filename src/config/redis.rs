@@ -30,12 +30,15 @@ impl RawRedis {
         let Some(url) = url.or(self.url).filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
-        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-            return Err(ConfigError::InvalidEnum {
-                field: "redis.url".to_owned(),
-                value: crate::cluster::redact(&url),
-                expected: "a redis://host:port[/db] or unix:// URL",
-            });
+        // One URL, or the comma-separated seed nodes of a Redis Cluster.
+        for seed in url.split(',').map(str::trim) {
+            if !(seed.starts_with("redis://") || seed.starts_with("unix://")) {
+                return Err(ConfigError::InvalidEnum {
+                    field: "redis.url".to_owned(),
+                    value: crate::cluster::redact(seed),
+                    expected: "redis://host:port[/db] or unix:// URLs, comma separated",
+                });
+            }
         }
         let d = Settings::default();
         let prefix = self.prefix.unwrap_or(d.prefix);
