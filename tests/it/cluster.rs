@@ -18,7 +18,7 @@ use permitd::proto;
 use permitd::proto::idempotency_client::IdempotencyClient;
 use permitd::proto::permits_client::PermitsClient;
 use permitd::proto::quotas_client::QuotasClient;
-use permitd::testkit::RedisServer;
+use permitd::testkit::{RedisCluster, RedisServer};
 use tonic::transport::Channel;
 
 use crate::load::{Run, drive_clients, envelope, utilisation};
@@ -28,16 +28,47 @@ use crate::support::{dur, from_dur, from_ts, limit, resource};
 const CLIENTS: usize = 64;
 const LEASE: Duration = Duration::from_secs(60);
 
-/// Replicas over one Redis, each with its own data directory and log.
-struct Fleet {
-    redis: RedisServer,
+/// Replicas over one Redis (a server, or a Redis Cluster), each with its own data
+/// directory and log.
+struct Fleet<B = RedisServer> {
+    redis: B,
     replicas: Vec<Spawned>,
     dir: tempfile::TempDir,
 }
 
-impl Fleet {
-    /// `n` replicas; `config` (TOML) is given to each when present; `wrap[i]` runs replica i
-    /// under a wrapper program (faketime) when given.
+/// `n` replicas on `url`; `config` (TOML) is given to each when present; `wrap[i]` runs
+/// replica i under a wrapper program (faketime) when given.
+async fn replicas(
+    url: &str,
+    n: usize,
+    config: Option<&str>,
+    wrap: &[Vec<String>],
+) -> (Vec<Spawned>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = config.map(|c| {
+        let p = dir.path().join("permitd.toml");
+        std::fs::write(&p, c).expect("config");
+        p
+    });
+    let mut replicas = Vec::new();
+    for i in 0..n {
+        let launch = Launch {
+            args: vec!["--redis-url".into(), url.to_owned()],
+            env: vec![("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into())],
+            wrap: wrap.get(i).cloned().unwrap_or_default(),
+        };
+        let data = dir.path().join(format!("data-{i}"));
+        let log = dir.path().join(format!("replica-{i}.log"));
+        let s = Spawned::launch(&data, config_path.as_deref(), &log, &launch)
+            .await
+            .unwrap_or_else(|e| panic!("replica {i} did not start:\n{}", e.log));
+        replicas.push(s);
+    }
+    (replicas, dir)
+}
+
+impl Fleet<RedisServer> {
+    /// `n` replicas over a fresh redis-server (see [`replicas`]).
     async fn start(
         test: &str,
         n: usize,
@@ -45,33 +76,29 @@ impl Fleet {
         wrap: &[Vec<String>],
     ) -> Option<Self> {
         let redis = RedisServer::for_test(test)?;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = config.map(|c| {
-            let p = dir.path().join("permitd.toml");
-            std::fs::write(&p, c).expect("config");
-            p
-        });
-        let mut replicas = Vec::new();
-        for i in 0..n {
-            let launch = Launch {
-                args: vec!["--redis-url".into(), redis.url()],
-                env: vec![("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into())],
-                wrap: wrap.get(i).cloned().unwrap_or_default(),
-            };
-            let data = dir.path().join(format!("data-{i}"));
-            let log = dir.path().join(format!("replica-{i}.log"));
-            let s = Spawned::launch(&data, config_path.as_deref(), &log, &launch)
-                .await
-                .unwrap_or_else(|e| panic!("replica {i} did not start:\n{}", e.log));
-            replicas.push(s);
-        }
+        let (replicas, dir) = replicas(&redis.url(), n, config, wrap).await;
         Some(Self {
             redis,
             replicas,
             dir,
         })
     }
+}
 
+impl Fleet<RedisCluster> {
+    /// `n` replicas over a fresh 3-node Redis Cluster, given its seed nodes.
+    async fn start_cluster(test: &str, n: usize) -> Option<Self> {
+        let redis = RedisCluster::for_test(test)?;
+        let (replicas, dir) = replicas(&redis.url_list(), n, None, &[]).await;
+        Some(Self {
+            redis,
+            replicas,
+            dir,
+        })
+    }
+}
+
+impl<B> Fleet<B> {
     fn permits(&self, i: usize) -> PermitsClient<Channel> {
         PermitsClient::new(self.replicas[i].channel())
     }
@@ -383,6 +410,88 @@ async fn idempotency_is_shared_across_replicas() {
         .expect("begin")
         .into_inner();
     assert_eq!(again.state, proto::IdempotencyState::Completed as i32);
+
+    // A limit learned from headers reported at A holds at B and shows at C.
+    let mut learn = resource(
+        "c:learn",
+        vec![limit("requests", 1000, Duration::from_secs(60), 1000)],
+        0,
+    );
+    learn.learn_from_headers = Some(true);
+    fleet.define(learn).await;
+    let mut a = fleet.permits(0);
+    let g = a.acquire_permit(req("c:learn")).await.expect("acquire").into_inner();
+    assert!(g.granted);
+    let out = a
+        .report_outcome(proto::ReportOutcomeRequest {
+            permit_id: g.permit_id,
+            status_code: 200,
+            headers: HashMap::from([
+                ("x-ratelimit-limit-requests".to_owned(), "3".to_owned()),
+                ("x-ratelimit-remaining-requests".to_owned(), "2".to_owned()),
+                ("x-ratelimit-reset-requests".to_owned(), "20s".to_owned()),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(out.learned.len(), 1, "{out:?}");
+    let mut b = fleet.permits(1);
+    let mut granted = 0;
+    for _ in 0..5 {
+        if b.acquire_permit(req("c:learn")).await.expect("acquire").into_inner().granted {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 2, "B grants only what A learned is left");
+    let q = fleet
+        .quotas(2)
+        .get_quota(proto::GetQuotaRequest {
+            resource: "c:learn".into(),
+            partition: String::new(),
+        })
+        .await
+        .expect("quota")
+        .into_inner();
+    assert!(
+        q.dimensions.iter().any(|d| d.limit == 3),
+        "C shows the learned limit: {q:?}"
+    );
+}
+
+/// A replica started while Redis is down waits (no crash loop) and serves once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_waits_for_redis() {
+    let Some(mut redis) = RedisServer::for_test("startup_waits_for_redis") else {
+        return;
+    };
+    let url = redis.url();
+    redis.kill();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let launch = Launch {
+        args: vec!["--redis-url".into(), url],
+        ..Launch::default()
+    };
+    let (data, log) = (dir.path().join("data"), dir.path().join("replica.log"));
+    let starting = tokio::spawn(async move { Spawned::launch(&data, None, &log, &launch).await });
+    // Long enough for several reconnection attempts; Spawned::launch fails if the process
+    // exits meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!starting.is_finished(), "the replica served (or died) without Redis");
+    let down_for = Instant::now();
+    redis.restart().expect("restart redis");
+    let s = starting
+        .await
+        .expect("task")
+        .unwrap_or_else(|e| panic!("replica did not start:\n{}", e.log));
+    println!(
+        "RESULT cluster_startup_without_redis serving_after_redis_ms={}",
+        down_for.elapsed().as_millis()
+    );
+    let mut p = PermitsClient::new(s.channel());
+    let r = p.acquire_permit(req("nope")).await;
+    assert_eq!(r.expect_err("unknown").code(), tonic::Code::NotFound);
 }
 
 /// Health of one replica, via Check (None: no answer).
@@ -442,6 +551,19 @@ async fn redis_outage_fail_closed_and_local_fallback() {
             .into_inner()
             .granted
     );
+
+    // Empty the bucket, so what Redis forgets on a restart without persistence shows.
+    let mut drained = 1u64;
+    while closed
+        .acquire_permit(req("c:out"))
+        .await
+        .expect("ok")
+        .into_inner()
+        .granted
+    {
+        drained += 1;
+        assert!(drained < 1000, "the limit never denied");
+    }
 
     fleet.redis.kill();
     let killed = Instant::now();
@@ -514,8 +636,20 @@ async fn redis_outage_fail_closed_and_local_fallback() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(health(&fleet.replicas[0]).await, Some(1), "SERVING again");
+    // The restarted Redis (no persistence) forgot the empty bucket: it grants afresh.
+    let mut regranted = 0u64;
+    while closed
+        .acquire_permit(req("c:out"))
+        .await
+        .expect("ok")
+        .into_inner()
+        .granted
+    {
+        regranted += 1;
+        assert!(regranted < 1000, "the limit never denied");
+    }
     println!(
-        "RESULT cluster_failover first_unavailable_ms={} slowest_answer_ms={} fallback_grants={fallback_grants} fallback_outage_s={outage_len:.2} fallback_bound={:.0} recovery_fail_closed_ms={} recovery_fallback_ms={}",
+        "RESULT cluster_failover drained_before_kill={drained} first_unavailable_ms={} slowest_answer_ms={} fallback_grants={fallback_grants} fallback_outage_s={outage_len:.2} fallback_bound={:.0} recovery_fail_closed_ms={} recovery_fallback_ms={} regranted_after_restart_without_persistence={regranted}",
         first_unavailable.as_millis(),
         slowest.as_millis(),
         50.0 + 50.0 * outage_len,
@@ -630,4 +764,75 @@ fn which(program: &str) -> Option<PathBuf> {
             .map(|p| p.join(program))
             .find(|p| Path::new(p).is_file())
     })
+}
+
+/// The same guarantees on a 3-node Redis Cluster given as seed nodes: no over-grant across
+/// 3 replicas for resources whose keys live on different nodes, a 429 pausing every
+/// replica, idempotency shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_seed_nodes() {
+    let Some(fleet) = Fleet::start_cluster("redis_cluster_seed_nodes", 3).await else {
+        return;
+    };
+    let (amount, period, burst) = (20, Duration::from_millis(100), 20);
+    // Two resources, hashed to different slots (and, on 3 nodes, most likely nodes).
+    for name in ["rc:a", "rc:b"] {
+        fleet
+            .define(resource(
+                name,
+                vec![limit("requests", amount, period, burst)],
+                0,
+            ))
+            .await;
+    }
+    let (a, b) = tokio::join!(
+        drive(&fleet, "rc:a", period * 20, Duration::ZERO),
+        drive(&fleet, "rc:b", period * 20, Duration::ZERO)
+    );
+    for (name, run) in [("rc:a", &a), ("rc:b", &b)] {
+        let (violations, worst) = envelope(&run.grants, amount, period, burst);
+        let util = utilisation(run.grants.len(), amount, period, burst, run.elapsed);
+        println!(
+            "RESULT redis_cluster_no_over_grant resource={name} nodes=3 replicas=3 grants={} windows_over_limit={violations} worst_window={worst} utilisation={util:.3}",
+            run.grants.len()
+        );
+        assert_eq!(violations, 0, "{name}: grants outside the envelope");
+        assert!(util > 0.9, "{name}: utilisation {util:.3}");
+    }
+    // A 429 at replica 0 pauses replica 2.
+    let mut p0 = fleet.permits(0);
+    let g = p0
+        .acquire_permit(req("rc:a"))
+        .await
+        .expect("acquire")
+        .into_inner();
+    assert!(g.granted);
+    p0.report_outcome(proto::ReportOutcomeRequest {
+        permit_id: g.permit_id,
+        status_code: 429,
+        headers: HashMap::from([("retry-after".to_owned(), "5".to_owned())]),
+        ..Default::default()
+    })
+    .await
+    .expect("report");
+    let r = fleet
+        .permits(2)
+        .acquire_permit(req("rc:a"))
+        .await
+        .expect("acquire")
+        .into_inner();
+    assert_eq!(r.denial_reason, proto::DenialReason::Cooldown as i32);
+    // Idempotency through the cluster store.
+    let mut i0 = IdempotencyClient::new(fleet.replicas[0].channel());
+    let mut i1 = IdempotencyClient::new(fleet.replicas[1].channel());
+    let begin = proto::BeginRequest {
+        key: "rc-order".into(),
+        fingerprint: "fp".into(),
+        ..Default::default()
+    };
+    let first = i0.begin(begin.clone()).await.expect("begin").into_inner();
+    assert_eq!(first.state, proto::IdempotencyState::Acquired as i32);
+    let second = i1.begin(begin).await.expect("begin").into_inner();
+    assert_eq!(second.state, proto::IdempotencyState::InProgress as i32);
+    let _ = &fleet.redis;
 }
