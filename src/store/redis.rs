@@ -569,6 +569,47 @@ mod tests {
         assert_eq!(redact_url("redis://db:6379/"), "redis://db:6379/");
         assert_eq!(redact_url("redis://db/a@b"), "redis://db/a@b");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("redis://u:pw@a:1/,redis://b:2/,redis://:pw@c:3/"),
+            "redis://***@a:1/,redis://b:2/,redis://***@c:3/"
+        );
+    }
+
+    /// Proves the compare-and-set encoding keeps "absent" apart from an empty value.
+    #[test]
+    fn tagged_values_keep_absent_apart_from_empty() {
+        assert_eq!(tagged(None), b"");
+        assert_eq!(tagged(Some(b"")), b"=");
+        assert_eq!(tagged(Some(b"\0v")), b"=\0v");
+    }
+
+    /// Proves a seed list nobody listens on fails to open with the unreachable hint,
+    /// naming every seed.
+    #[test]
+    fn unreachable_cluster_fails_to_open_clearly() {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("probe port")
+                .port()
+        };
+        let seeds = format!(
+            "redis://127.0.0.1:{}/,redis://127.0.0.1:{}/",
+            free(),
+            free()
+        );
+        let err = RedisStore::open(&seeds, "pd:", Duration::from_secs(1)).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                StoreError::Open {
+                    hint: OpenHint::Unreachable,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&seeds), "{err}");
     }
 
     /// Proves I/O trouble and passing server states are transient, misuse is not.
