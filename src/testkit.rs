@@ -10,6 +10,9 @@
 //! holds): if the test process dies or exits without dropping the server (a `static`
 //! shared by a test binary is never dropped), the pipe closes and the watchdog kills the
 //! server and removes its directory, so no `redis-server` outlives its tests.
+//!
+//! [`RedisCluster`] runs three such servers in cluster mode (same start, readiness and
+//! watchdog code) and joins them with `redis-cli --cluster create`.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -21,6 +24,18 @@ use std::time::{Duration, Instant};
 
 /// The program started, looked up on `PATH`.
 const REDIS_SERVER: &str = "redis-server";
+
+/// The program that joins cluster nodes and reports cluster state, looked up on `PATH`.
+const REDIS_CLI: &str = "redis-cli";
+
+/// Nodes of a [`RedisCluster`]: the fewest masters `redis-cli --cluster create` accepts.
+const CLUSTER_NODES: usize = 3;
+
+/// A cluster node's bus listens on its port plus this (Redis's fixed offset).
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+
+/// Pause between two polls of `cluster info`: Redis offers no event for "state is ok".
+const CLUSTER_POLL: Duration = Duration::from_millis(20);
 
 /// The log line by which redis-server says it serves (7.0: "Ready to accept connections",
 /// 7.2 adds " tcp").
@@ -64,17 +79,11 @@ impl RedisServer {
     /// A message when the temporary directory cannot be created, redis-server cannot be
     /// spawned, or it does not report readiness within 10 s (its output is included).
     pub fn start() -> Result<RedisServer, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "permitd-redis-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = fresh_dir("redis")?;
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            match spawn_ready(port, &dir) {
+            match spawn_ready(port, &dir, &[]) {
                 Ok(running) => {
                     return Ok(RedisServer {
                         port,
@@ -104,13 +113,7 @@ impl RedisServer {
     /// is a failure, not a skip), or when it is installed but fails to start.
     #[must_use]
     pub fn for_test(test_name: &str) -> Option<RedisServer> {
-        if !on_path(REDIS_SERVER) {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test_name}: redis-server is not installed; CI must install it \
-                 (apt-get install -y redis-server, see scripts/test.sh)"
-            );
-            eprintln!("SKIP {test_name}: redis-server not installed");
+        if !installed(test_name, &[REDIS_SERVER]) {
             return None;
         }
         match RedisServer::start() {
@@ -148,7 +151,7 @@ impl RedisServer {
     /// another process took the port meanwhile).
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        self.running = Some(spawn_ready(self.port, &self.dir)?);
+        self.running = Some(spawn_ready(self.port, &self.dir, &[])?);
         Ok(())
     }
 }
@@ -158,6 +161,176 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Three `redis-server` nodes on `127.0.0.1` in cluster mode, every slot assigned (no
+/// replicas), without persistence, in one temporary directory. Dropping it kills every
+/// node and removes the directory.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The nodes' client ports, in start order.
+    ports: Vec<u16>,
+    /// The nodes' working directory (`--dir` and cluster config files), removed on drop.
+    dir: PathBuf,
+    /// The running nodes and their watchdogs.
+    nodes: Vec<Running>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-mode nodes on free loopback ports, joins them with
+    /// `redis-cli --cluster create` and waits until every node reports
+    /// `cluster_state:ok`.
+    ///
+    /// # Errors
+    /// A message when a node cannot be started (as [`RedisServer::start`]), the cluster
+    /// cannot be created (redis-cli's output is included), or it is not ok within 10 s.
+    pub fn start() -> Result<RedisCluster, String> {
+        let dir = fresh_dir("redis-cluster")?;
+        // Built before any node starts, so an error below drops (kills) those started.
+        let mut cluster = RedisCluster {
+            ports: Vec::with_capacity(CLUSTER_NODES),
+            dir,
+            nodes: Vec::with_capacity(CLUSTER_NODES),
+        };
+        for _ in 0..CLUSTER_NODES {
+            let (port, node) = spawn_cluster_node(&cluster.dir)?;
+            cluster.ports.push(port);
+            cluster.nodes.push(node);
+        }
+        cluster.create()?;
+        cluster.wait_ok()?;
+        Ok(cluster)
+    }
+
+    /// A cluster for test `test_name`, or `None` (after printing a skip notice to stderr)
+    /// when `redis-server` or `redis-cli` is not installed.
+    ///
+    /// # Panics
+    /// When one is missing and env `CI` is `true` (as [`RedisServer::for_test`]), or when
+    /// both are installed but the cluster fails to start.
+    #[must_use]
+    pub fn for_test(test_name: &str) -> Option<RedisCluster> {
+        if !installed(test_name, &[REDIS_SERVER, REDIS_CLI]) {
+            return None;
+        }
+        match RedisCluster::start() {
+            Ok(cluster) => Some(cluster),
+            Err(e) => panic!("{test_name}: cannot start a redis cluster: {e}"),
+        }
+    }
+
+    /// One URL per node, `redis://127.0.0.1:<port>/`, in start order.
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// [`RedisCluster::urls`] joined with `,`: the seed list a cluster client opens with.
+    #[must_use]
+    pub fn url_list(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Assigns all slots over the nodes, masters only.
+    fn create(&self) -> Result<(), String> {
+        let nodes = self.ports.iter().map(|port| format!("127.0.0.1:{port}"));
+        let out = Command::new(REDIS_CLI)
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {REDIS_CLI}: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{REDIS_CLI} --cluster create failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
+    /// Polls `cluster info` on every node until each says `cluster_state:ok`: `create`
+    /// returns once slots are assigned, but nodes agree on it a moment later.
+    fn wait_ok(&self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut pending = self.ports.clone();
+        loop {
+            let mut last = String::new();
+            pending.retain(|&port| match cluster_info(port) {
+                Ok(info) if info.lines().any(|l| l.trim_end() == "cluster_state:ok") => false,
+                Ok(info) => {
+                    last = format!("port {port}: {info}");
+                    true
+                }
+                Err(e) => {
+                    last = e;
+                    true
+                }
+            });
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "cluster not ok within {START_TIMEOUT:?} on ports {pending:?}; last: {last}"
+                ));
+            }
+            std::thread::sleep(CLUSTER_POLL);
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.drain(..) {
+            node.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts one cluster-mode node in `dir` on a free port (retrying taken ports like
+/// [`RedisServer::start`]); its cluster config file is `nodes-<port>.conf` in `dir`.
+fn spawn_cluster_node(dir: &Path) -> Result<(u16, Running), String> {
+    let mut last_error = String::new();
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_cluster_port()?;
+        let config = dir.join(format!("nodes-{port}.conf"));
+        let extra = [
+            "--cluster-enabled".to_owned(),
+            "yes".to_owned(),
+            "--cluster-config-file".to_owned(),
+            config.display().to_string(),
+            "--cluster-node-timeout".to_owned(),
+            "2000".to_owned(),
+        ];
+        match spawn_ready(port, dir, &extra) {
+            Ok(node) => return Ok((port, node)),
+            Err(e) if e.contains("Address already in use") => last_error = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(format!(
+        "redis-server could not bind a port in {PORT_ATTEMPTS} attempts: {last_error}"
+    ))
+}
+
+/// The output of `redis-cli -p <port> cluster info`.
+fn cluster_info(port: u16) -> Result<String, String> {
+    let out = Command::new(REDIS_CLI)
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {REDIS_CLI}: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Running {
@@ -171,6 +344,35 @@ impl Running {
     }
 }
 
+/// A fresh temporary directory `permitd-<what>-<pid>-<n>`, created.
+fn fresh_dir(what: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "permitd-{what}-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Whether every program in `programs` is on `PATH`; if not, `false` after a skip notice
+/// naming test `test_name`.
+///
+/// # Panics
+/// When one is missing and env `CI` is `true`: in CI a missing prerequisite is a failure.
+fn installed(test_name: &str, programs: &[&str]) -> bool {
+    let Some(missing) = programs.iter().find(|p| !on_path(p)) else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test_name}: {missing} is not installed; CI must install it \
+         (apt-get install -y redis-server, see scripts/test.sh)"
+    );
+    eprintln!("SKIP {test_name}: {missing} not installed");
+    false
+}
+
 /// A loopback port free at the time of asking (bound to port 0, read back, released).
 fn free_port() -> Result<u16, String> {
     let listener =
@@ -182,13 +384,29 @@ fn free_port() -> Result<u16, String> {
     Ok(port)
 }
 
-/// Spawns redis-server on `port` in `dir` with its watchdog, and waits for its ready line.
-fn spawn_ready(port: u16, dir: &Path) -> Result<Running, String> {
+/// A loopback port free at the time of asking whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> Result<u16, String> {
+    for _ in 0..PORT_ATTEMPTS * 4 {
+        let port = free_port()?;
+        let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no loopback port with a free cluster bus port found".to_owned())
+}
+
+/// Spawns redis-server on `port` in `dir` (plus `extra` arguments) with its watchdog, and
+/// waits for its ready line.
+fn spawn_ready(port: u16, dir: &Path, extra: &[String]) -> Result<Running, String> {
     let mut server = Command::new(REDIS_SERVER)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -349,6 +567,34 @@ mod tests {
         running.server.wait().expect("server was killed");
         assert!(ping(port).is_err());
         assert!(!server.dir.exists(), "the watchdog removes the directory");
+    }
+
+    /// Proves a cluster answers on every node with every slot served once `start`
+    /// returns, and that drop stops every node and removes the directory.
+    #[test]
+    fn cluster_start_and_drop() {
+        let Some(cluster) = RedisCluster::for_test("testkit::cluster_start_and_drop") else {
+            return;
+        };
+        let urls = cluster.urls();
+        assert_eq!(urls.len(), CLUSTER_NODES);
+        assert_eq!(cluster.url_list(), urls.join(","));
+        let ports = cluster.ports.clone();
+        for (port, url) in ports.iter().zip(&urls) {
+            assert_eq!(url, &format!("redis://127.0.0.1:{port}/"));
+            assert_eq!(ping(*port).expect("ping"), "+PONG\r\n");
+            let info = cluster_info(*port).expect("cluster info");
+            assert!(info.contains("cluster_state:ok"), "{info}");
+            assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
+            assert!(info.contains("cluster_known_nodes:3"), "{info}");
+        }
+        let dir = cluster.dir.clone();
+        assert!(dir.join(format!("nodes-{}.conf", ports[0])).is_file());
+        drop(cluster);
+        for port in ports {
+            assert!(ping(port).is_err(), "a dropped node must not answer");
+        }
+        assert!(!dir.exists(), "drop must remove {}", dir.display());
     }
 
     /// Proves `for_test` finds programs on `PATH` and not elsewhere.

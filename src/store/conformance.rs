@@ -6,8 +6,10 @@
 //!
 //! The Redis bodies share one `redis-server` per test binary (started on first use, see
 //! [`crate::testkit::RedisServer`]), each store under a key prefix of its own. Without
-//! `redis-server` installed they print a skip notice and pass, except under `CI=true`. The [`super::RecordStore`] bodies live in [`records`]
-//! and run from the same macro.
+//! `redis-server` installed they print a skip notice and pass, except under `CI=true`. The
+//! Redis Cluster bodies likewise share one three-node cluster per test binary
+//! ([`crate::testkit::RedisCluster`]), opened through its seed list. The
+//! [`super::RecordStore`] bodies live in [`records`] and run from the same macro.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +21,7 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use super::{MemoryStore, OpenHint, RedisStore, ResourceStore, SledStore, StoreError, codec};
-use crate::testkit::RedisServer;
+use crate::testkit::{RedisCluster, RedisServer};
 
 mod records;
 use records::*;
@@ -97,6 +99,27 @@ fn redis(test: &str) -> Option<Fixture<RedisStore>> {
     };
     let store = RedisStore::open(&server.url(), &unique_prefix(test), REDIS_TIMEOUT)
         .unwrap_or_else(|e| panic!("open redis store: {e:?}"));
+    Some(Fixture { store, _dir: None })
+}
+
+/// The Redis Cluster shared by this test binary, or `None` when redis-server or redis-cli
+/// is not installed.
+fn shared_cluster() -> Option<&'static RedisCluster> {
+    static CLUSTER: OnceLock<Option<RedisCluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| RedisCluster::for_test("store conformance on a redis cluster"))
+        .as_ref()
+}
+
+/// A fresh, empty Redis store for `test` on the shared cluster (opened through its seed
+/// list), or `None` (with a skip notice) when Redis is not installed.
+fn redis_cluster(test: &str) -> Option<Fixture<RedisStore>> {
+    let Some(cluster) = shared_cluster() else {
+        eprintln!("SKIP {test}: redis-server or redis-cli not installed");
+        return None;
+    };
+    let store = RedisStore::open(&cluster.url_list(), &unique_prefix(test), REDIS_TIMEOUT)
+        .unwrap_or_else(|e| panic!("open redis cluster store: {e:?}"));
     Some(Fixture { store, _dir: None })
 }
 
@@ -404,6 +427,7 @@ macro_rules! store_conformance {
 store_conformance!(memory_backend, |_| Some(memory()));
 store_conformance!(sled_backend, |_| Some(sled()));
 store_conformance!(redis_backend, redis);
+store_conformance!(redis_cluster_backend, redis_cluster);
 
 // ---- sled only: behaviour of a directory on disk ----
 
@@ -683,4 +707,155 @@ fn redis_scan_skips_index_members_without_records() {
     );
     assert_eq!(records::all(&s, Cache, 1).len(), 3);
     assert_eq!(RecordStore::corrupt_values(&s), 0);
+}
+
+// ---- Redis Cluster only: keys spread over nodes ----
+
+/// A plain connection to one cluster node (no redirections followed).
+fn node_connection(url: &str) -> ::redis::Connection {
+    ::redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("node connection")
+}
+
+/// The cluster slot of `key`, as node `c` computes it (`CLUSTER KEYSLOT`).
+fn key_slot(c: &mut ::redis::Connection, key: &[u8]) -> u16 {
+    ::redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(c)
+        .expect("cluster keyslot")
+}
+
+/// Which of `nodes` serves `key`: the one that answers an `EXISTS` instead of `MOVED`.
+fn owner(nodes: &mut [::redis::Connection], key: &[u8]) -> usize {
+    let serving: Vec<usize> = (0..nodes.len())
+        .filter(|&i| {
+            ::redis::cmd("EXISTS")
+                .arg(key)
+                .query::<i64>(&mut nodes[i])
+                .is_ok()
+        })
+        .collect();
+    assert_eq!(serving.len(), 1, "exactly one node serves a slot");
+    serving[0]
+}
+
+/// Proves every key of a record tree (records and index) hashes to one slot, and that
+/// the two trees are on different slots, which a cluster may place on different nodes:
+/// after moving the cache tree's (empty) slot to another node than the idempotency
+/// tree's, a store opened before the move still writes, reads and scans both trees, and
+/// each tree's keys live on its own node.
+#[test]
+fn redis_cluster_tree_on_one_slot_trees_on_different_nodes() {
+    use super::{RecordStore, Write, keys, keys::RecordTree};
+    // Its own cluster: moving a slot under the shared one would strand other tests' keys.
+    let Some(cluster) =
+        RedisCluster::for_test("redis_cluster_tree_on_one_slot_trees_on_different_nodes")
+    else {
+        return;
+    };
+    let urls = cluster.urls();
+    let mut nodes: Vec<::redis::Connection> = urls.iter().map(|u| node_connection(u)).collect();
+    let prefix = "pd:";
+    let mut tree_slots = Vec::new();
+    for tree in RecordTree::ALL {
+        let index_slot = key_slot(&mut nodes[0], &keys::redis_record_index(prefix, tree));
+        for key in [&b""[..], b"a", b"{x}", b"}{", b"\x07default\xff"] {
+            let record = keys::redis_record_key(prefix, tree, key);
+            assert_eq!(key_slot(&mut nodes[0], &record), index_slot);
+        }
+        tree_slots.push(index_slot);
+    }
+    assert_ne!(
+        tree_slots[0], tree_slots[1],
+        "the trees have different slots"
+    );
+
+    let store = RedisStore::open(&cluster.url_list(), prefix, REDIS_TIMEOUT).expect("open");
+    let idem_index = keys::redis_record_index(prefix, RecordTree::Idempotency);
+    let cache_index = keys::redis_record_index(prefix, RecordTree::Cache);
+    assert!(records::set(
+        &store,
+        RecordTree::Idempotency,
+        b"i",
+        &Write::Put(b"claim".to_vec())
+    ));
+
+    // Move the cache slot (no keys yet) to a node that does not serve the idempotency
+    // tree, the way a reshard ends: IMPORTING / MIGRATING, then NODE on every node.
+    let idem_node = owner(&mut nodes, &idem_index);
+    let from = owner(&mut nodes, &cache_index);
+    let to = (0..nodes.len())
+        .find(|&i| i != idem_node && i != from)
+        .expect("a third node");
+    let ids: Vec<String> = nodes
+        .iter_mut()
+        .map(|c| ::redis::cmd("CLUSTER").arg("MYID").query(c).expect("myid"))
+        .collect();
+    let slot = tree_slots[1];
+    let setslot = |c: &mut ::redis::Connection, how: &str, id: &str| {
+        ::redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(id)
+            .exec(c)
+            .expect("setslot");
+    };
+    setslot(&mut nodes[to], "IMPORTING", &ids[from]);
+    setslot(&mut nodes[from], "MIGRATING", &ids[to]);
+    for c in &mut nodes {
+        setslot(c, "NODE", &ids[to]);
+    }
+    assert_eq!(owner(&mut nodes, &cache_index), to);
+    assert_ne!(
+        owner(&mut nodes, &cache_index),
+        owner(&mut nodes, &idem_index)
+    );
+
+    // The store's connection still has the old slot map: it must follow the redirection.
+    for k in [&b"b"[..], b"a", b"c"] {
+        assert!(records::set(
+            &store,
+            RecordTree::Cache,
+            k,
+            &Write::Put(k.to_vec())
+        ));
+    }
+    assert_eq!(
+        store.get(RecordTree::Idempotency, b"i").expect("get"),
+        Some(b"claim".to_vec())
+    );
+    let cached = records::all(&store, RecordTree::Cache, 2);
+    let cached_keys: Vec<&[u8]> = cached.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(cached_keys, [&b"a"[..], b"b", b"c"]);
+    // Each tree's record and index live on their own node.
+    for (tree, node) in [
+        (RecordTree::Idempotency, idem_node),
+        (RecordTree::Cache, to),
+    ] {
+        let key: &[u8] = if tree == RecordTree::Cache {
+            b"a"
+        } else {
+            b"i"
+        };
+        for stored in [
+            keys::redis_record_key(prefix, tree, key),
+            keys::redis_record_index(prefix, tree),
+        ] {
+            let exists: i64 = ::redis::cmd("EXISTS")
+                .arg(&stored)
+                .query(&mut nodes[node])
+                .expect("exists on its node");
+            assert_eq!(exists, 1, "{}", keys::display_key(&stored));
+        }
+    }
+    assert!(records::set(
+        &store,
+        RecordTree::Idempotency,
+        b"i",
+        &Write::Delete
+    ));
+    assert_eq!(store.get(RecordTree::Idempotency, b"i").expect("get"), None);
 }

@@ -171,7 +171,7 @@ pub fn redis_resources_key(prefix: &str) -> Vec<u8> {
 /// The shared start of every Redis key of record tree `tree`: `<prefix>{rec:<tree>}:`.
 ///
 /// The braces are a Redis Cluster hash tag: the record keys and the index of one tree hash
-/// to one slot, so a `WATCH`/`MULTI` over a record and its index stays legal on a cluster.
+/// to one slot, so a Lua script over a record and its index stays legal on a cluster.
 fn redis_record_space(prefix: &str, tree: RecordTree) -> String {
     format!("{prefix}{{rec:{}}}:", tree.name())
 }

@@ -9,8 +9,9 @@
 //! closure saw, retrying otherwise. Each backend provides it natively:
 //! - sled: `get` + `compare_and_swap` of the exact bytes read, looping on conflict;
 //! - memory: the closure runs under the map's mutex;
-//! - Redis: `WATCH key; GET; MULTI; SET+ZADD|DEL+ZREM; EXEC` (the sorted set indexes the
-//!   tree for scans), retried when `EXEC` returns nil.
+//! - Redis (one server or a cluster): `GET`, then a Lua compare-and-set that does
+//!   `SET+ZADD|DEL+ZREM` only if the record still holds the bytes read (the sorted set
+//!   indexes the tree for scans), retried when the script refuses.
 //!
 //! The closure may therefore run more than once and must be a pure function of its input
 //! (capture results by assignment: the last run is the one committed). It must not block or

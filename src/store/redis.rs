@@ -7,14 +7,22 @@
 //! one deployment, so several can share a Redis. Values are framed by [`codec`] exactly as
 //! on sled; damage reads as absent and is counted once ([`CorruptTracker`]).
 //!
-//! Atomicity, without Lua:
-//! - a resource put or delete is `MULTI; HGET; HSET|HDEL; EXEC`: the old value comes back
-//!   from the same transaction, so "replaced" / "existed" cannot race another writer;
-//! - [`RecordStore::update`] is optimistic: `WATCH record; GET record`, run the closure,
-//!   then `MULTI; SET record + ZADD index` (or `DEL + ZREM`) `; EXEC`. A nil `EXEC` means
-//!   another client wrote the key after the `GET`; the loop reads again and reruns the
-//!   closure (the trait allows several runs). Record and index share a cluster hash tag,
-//!   so the transaction stays on one slot.
+//! One server or a Redis Cluster: [`RedisStore::open`] takes one URL, or a comma-separated
+//! list of seed nodes for a cluster. Both run the same commands and the same Lua scripts
+//! (by SHA, [`Script`]); every command and script touches keys of one slot only, so the
+//! cluster client routes it whole to one node. No `WATCH`/`MULTI`: a cluster connection
+//! spans several nodes and cannot hold a `WATCH`.
+//!
+//! Atomicity, by Lua scripts (a script runs alone on its node):
+//! - a resource put or delete is one script that reads the old field and writes or
+//!   deletes it: "replaced" / "existed" cannot race another writer (the hash is one key);
+//! - [`RecordStore::update`] is optimistic: `GET record`, run the closure, then a
+//!   compare-and-set script that writes `SET record + ZADD index` (or `DEL + ZREM`) only if
+//!   the record still holds the bytes the `GET` saw. A refusal means another client wrote
+//!   the key after the `GET`; the loop reads again and reruns the closure (the trait
+//!   allows several runs). Record and index share a cluster hash tag, so the script's
+//!   keys stay on one slot. Unlike `WATCH`, a write of the very bytes already there does
+//!   not force a rerun: the closure's input is unchanged, so its decision stands.
 //! - a scan reads an index page, then the records with `MGET`; an index member whose
 //!   record vanished in between (deleted meanwhile) is skipped and the page topped up from
 //!   the index, so a short page still means the end was reached.
@@ -25,14 +33,17 @@
 //! a failover can lose writes Redis acknowledged. That loss window is an operator's choice
 //! of Redis settings, measured and documented outside this module.
 //!
-//! Calls are synchronous over a small pool of blocking connections, each with read and
-//! write timeouts of the `op_timeout` given to [`RedisStore::open`]. A connection that saw
-//! any error is dropped, never reused (it may hold a half-read reply or a pending
-//! `WATCH`), and a dropped connection also empties the pool: its siblings talk to the same
-//! server and are most likely dead too. Writes are never retried here: after an I/O error
-//! their outcome is unknown, and rerunning an update's closure against a value it may
-//! itself have written would report the wrong outcome (a claim that won would read as
-//! lost). The error says whether retrying can help; the caller decides.
+//! Calls are synchronous over a small pool of blocking connections (on a cluster, each
+//! pooled connection is a cluster connection: one socket per node, slot map included),
+//! each with connect, read and write timeouts of the `op_timeout` given to
+//! [`RedisStore::open`]. A connection that saw any error is dropped, never reused (it may
+//! hold a half-read reply), and an I/O error also empties the pool: its siblings talk to
+//! the same servers and are most likely dead too. Writes are never retried here: after an
+//! I/O error their outcome is unknown, and rerunning an update's closure against a value
+//! it may itself have written would report the wrong outcome (a claim that won would read
+//! as lost). The error says whether retrying can help; the caller decides. (The cluster
+//! client itself follows `MOVED`/`ASK` redirections and reconnects to a node after a
+//! connection error, which the single-node client does not.)
 //!
 //! No Redis type leaves this file: errors are boxed into [`StoreError`] sources.
 
@@ -42,9 +53,10 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ::redis::{
-    Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, RetryMethod, Value,
-};
+use std::sync::LazyLock;
+
+use ::redis::cluster::ClusterClient;
+use ::redis::{Client, ConnectionLike, ErrorKind, RedisError, RedisResult, RetryMethod, Script};
 
 use super::corrupt::CorruptTracker;
 use super::keys::RecordTree;
@@ -54,18 +66,80 @@ use super::{OpenHint, ResourceStore, StoreError, codec, keys};
 /// Idle connections kept for reuse; more are opened under load and closed when returned.
 const MAX_IDLE: usize = 16;
 
+/// Resource put: `KEYS[1]` the hash, `ARGV[1]` the field, `ARGV[2]` the framed value.
+/// Returns the field's old value (nil when absent), read atomically with the write.
+static RESOURCE_PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local old = redis.call('HGET', KEYS[1], ARGV[1])
+         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+         return old",
+    )
+});
+
+/// Resource delete: `KEYS[1]` the hash, `ARGV[1]` the field. Returns the deleted value
+/// (nil when there was none).
+static RESOURCE_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local old = redis.call('HGET', KEYS[1], ARGV[1])
+         if old then redis.call('HDEL', KEYS[1], ARGV[1]) end
+         return old",
+    )
+});
+
+/// Record compare-and-set: `KEYS[1]` the record, `KEYS[2]` its tree's index (same hash
+/// tag); `ARGV[1]` the expected raw value, `ARGV[2]` the new raw value, each [`tagged`]
+/// (empty = absent / delete); `ARGV[3]` the index member (the record key). Writes and
+/// returns 1 only when the record holds exactly the expected bytes, else returns 0.
+static RECORD_CAS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local cur = redis.call('GET', KEYS[1])
+         if cur then cur = '=' .. cur else cur = '' end
+         if cur ~= ARGV[1] then return 0 end
+         if ARGV[2] == '' then
+           redis.call('DEL', KEYS[1])
+           redis.call('ZREM', KEYS[2], ARGV[3])
+         else
+           redis.call('SET', KEYS[1], string.sub(ARGV[2], 2))
+           redis.call('ZADD', KEYS[2], 0, ARGV[3])
+         end
+         return 1",
+    )
+});
+
+/// A value as [`RECORD_CAS`] takes it: `None` (absent, or delete) as the empty string,
+/// bytes behind a `=`, so an empty value stays distinct from none.
+fn tagged(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        None => Vec::new(),
+        Some(bytes) => [&b"="[..], bytes].concat(),
+    }
+}
+
+/// Opens connections to one server or to a cluster.
+enum Opener {
+    /// One server (a single URL).
+    Single(Client),
+    /// A Redis Cluster, from its seed nodes (a comma-separated URL list). Boxed: the
+    /// client is large and the store holds one opener for its whole life.
+    Cluster(Box<ClusterClient>),
+}
+
+/// A pooled connection: a [`::redis::Connection`] or a cluster connection, both driven
+/// through the same trait so every operation has one code path.
+type Conn = Box<dyn ConnectionLike + Send>;
+
 /// Resources and records in Redis, namespaced by a key prefix.
 pub struct RedisStore {
     /// Opens new connections.
-    client: Client,
-    /// The URL with any password masked, for messages.
+    opener: Opener,
+    /// The URL (or seed list) with any password masked, for messages.
     shown_url: String,
     /// Prepended to every key ([`keys::redis_resources_key`] and friends).
     prefix: String,
     /// Connect, read and write timeout of every call.
     op_timeout: Duration,
     /// Connections free for the next call.
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Conn>>,
     /// Damaged entries seen since open.
     corrupt: CorruptTracker,
 }
@@ -74,6 +148,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("url", &self.shown_url)
+            .field("cluster", &matches!(self.opener, Opener::Cluster(_)))
             .field("prefix", &self.prefix)
             .field("op_timeout", &self.op_timeout)
             .field("corrupt_values", &self.corrupt.count())
@@ -85,6 +160,10 @@ impl RedisStore {
     /// Connects to the Redis at `url` (e.g. `redis://127.0.0.1:6379/`), namespacing every
     /// key under `prefix` (e.g. `"pd:"`). Every call then connects, reads and writes with
     /// a timeout of `op_timeout`.
+    ///
+    /// A `url` holding a comma is a Redis Cluster: the comma-separated URLs are its seed
+    /// nodes (e.g. `redis://a:7000/,redis://b:7000/`; a single seed needs a trailing
+    /// comma), and the store opens a cluster client that follows the slot map.
     ///
     /// Opens one connection before returning, so a wrong address fails at startup rather
     /// than on the first request.
@@ -113,10 +192,23 @@ impl RedisStore {
                 "the operation timeout is zero".into(),
             ));
         }
-        let client =
-            Client::open(url).map_err(|e| open_error(OpenHint::InvalidSettings, e.into()))?;
+        let opener = if url.contains(',') {
+            let seeds: Vec<&str> = url
+                .split(',')
+                .map(str::trim)
+                .filter(|seed| !seed.is_empty())
+                .collect();
+            ClusterClient::builder(seeds)
+                .connection_timeout(op_timeout)
+                .response_timeout(op_timeout)
+                .build()
+                .map(|client| Opener::Cluster(Box::new(client)))
+        } else {
+            Client::open(url).map(Opener::Single)
+        };
+        let opener = opener.map_err(|e| open_error(OpenHint::InvalidSettings, e.into()))?;
         let store = RedisStore {
-            client,
+            opener,
             shown_url: shown_url.clone(),
             prefix: prefix.to_owned(),
             op_timeout,
@@ -132,20 +224,31 @@ impl RedisStore {
     }
 
     /// A new connection with the store's timeouts.
-    fn connect(&self) -> RedisResult<Connection> {
-        let conn = self.client.get_connection_with_timeout(self.op_timeout)?;
-        conn.set_read_timeout(Some(self.op_timeout))?;
-        conn.set_write_timeout(Some(self.op_timeout))?;
-        Ok(conn)
+    fn connect(&self) -> RedisResult<Conn> {
+        match &self.opener {
+            Opener::Single(client) => {
+                let conn = client.get_connection_with_timeout(self.op_timeout)?;
+                conn.set_read_timeout(Some(self.op_timeout))?;
+                conn.set_write_timeout(Some(self.op_timeout))?;
+                Ok(Box::new(conn))
+            }
+            Opener::Cluster(client) => {
+                // Connect and read timeouts come from the builder; the write timeout
+                // applies to the node connections open now and those opened later.
+                let conn = client.get_connection()?;
+                conn.set_write_timeout(Some(self.op_timeout))?;
+                Ok(Box::new(conn))
+            }
+        }
     }
 
     /// The idle pool, whether or not a previous holder panicked (it only pushes and pops).
-    fn idle(&self) -> MutexGuard<'_, Vec<Connection>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Puts a healthy connection back for reuse, unless the pool is full.
-    fn release(&self, conn: Connection) {
+    fn release(&self, conn: Conn) {
         if !conn.is_open() {
             return;
         }
@@ -160,14 +263,14 @@ impl RedisStore {
     fn with_conn<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+        f: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         let pooled = self.idle().pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => self.connect().map_err(|e| backend("connect", e))?,
         };
-        match f(&mut conn) {
+        match f(&mut *conn) {
             Ok(value) => {
                 self.release(conn);
                 Ok(value)
@@ -186,25 +289,24 @@ impl RedisStore {
         keys::redis_resources_key(&self.prefix)
     }
 
-    /// `HGET` of resource key `key` and `then` (an `HSET` or `HDEL` of it) in one
-    /// transaction: the value the write replaced, read atomically with it.
+    /// Runs resource script `script` (a put or a delete of field `key`, plus `value` when
+    /// given) and returns the value the write replaced, read atomically with it.
     fn resource_swap(
         &self,
         op: &'static str,
+        script: &Script,
         key: &[u8],
-        then: &::redis::Cmd,
+        value: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let hash = self.resources_key();
-        let (old, _): (Option<Vec<u8>>, Value) = self.with_conn(op, |c| {
-            ::redis::pipe()
-                .atomic()
-                .cmd("HGET")
-                .arg(&hash)
-                .arg(key)
-                .add_command(then.clone())
-                .query(c)
-        })?;
-        Ok(old)
+        self.with_conn(op, |c| {
+            let mut call = script.key(&hash);
+            call.arg(key);
+            if let Some(value) = value {
+                call.arg(value);
+            }
+            call.invoke(c)
+        })
     }
 
     /// Test hook: stores `raw` under `key` in a record tree (and its index) without
@@ -218,19 +320,11 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let record = keys::redis_record_key(&self.prefix, tree, key);
         let index = keys::redis_record_index(&self.prefix, tree);
+        // Two commands, not a pipeline: a cluster connection takes no pipelines, and a
+        // test hook has no concurrent writer to race.
         self.with_conn("insert", |c| {
-            ::redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(&record)
-                .arg(raw)
-                .ignore()
-                .cmd("ZADD")
-                .arg(&index)
-                .arg(0)
-                .arg(key)
-                .ignore()
-                .exec(c)
+            ::redis::cmd("SET").arg(&record).arg(raw).exec(c)?;
+            ::redis::cmd("ZADD").arg(&index).arg(0).arg(key).exec(c)
         })
     }
 
@@ -248,11 +342,8 @@ impl RedisStore {
 impl ResourceStore for RedisStore {
     fn put_resource(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
         let key = keys::resource_key(name);
-        let mut set = ::redis::cmd("HSET");
-        set.arg(self.resources_key())
-            .arg(key)
-            .arg(codec::encode(value));
-        let old = self.resource_swap("put_resource", key, &set)?;
+        let framed = codec::encode(value);
+        let old = self.resource_swap("put_resource", &RESOURCE_PUT, key, Some(&framed))?;
         Ok(self
             .corrupt
             .was_live(keys::RESOURCES_TREE, key, old.as_deref()))
@@ -260,9 +351,7 @@ impl ResourceStore for RedisStore {
 
     fn delete_resource(&self, name: &str) -> Result<bool, StoreError> {
         let key = keys::resource_key(name);
-        let mut del = ::redis::cmd("HDEL");
-        del.arg(self.resources_key()).arg(key);
-        let old = self.resource_swap("delete_resource", key, &del)?;
+        let old = self.resource_swap("delete_resource", &RESOURCE_DELETE, key, None)?;
         Ok(self
             .corrupt
             .was_live(keys::RESOURCES_TREE, key, old.as_deref()))
@@ -307,40 +396,27 @@ impl RecordStore for RedisStore {
         let index = keys::redis_record_index(&self.prefix, tree);
         self.with_conn("update", |c| {
             loop {
-                ::redis::cmd("WATCH").arg(&record).exec(c)?;
                 let current: Option<Vec<u8>> = ::redis::cmd("GET").arg(&record).query(c)?;
                 let payload = current
                     .as_deref()
                     .and_then(|raw| self.corrupt.decode_value(tree.name(), key, raw));
-                let mut tx = ::redis::pipe();
-                tx.atomic();
-                match f(payload) {
+                let new = match f(payload) {
                     // Mirrors sled: deleting an absent key changes nothing; deleting a
                     // damaged one does (the bytes were there).
-                    Write::Keep => return unwatch(c),
-                    Write::Delete if current.is_none() => return unwatch(c),
-                    Write::Delete => tx
-                        .cmd("DEL")
-                        .arg(&record)
-                        .ignore()
-                        .cmd("ZREM")
-                        .arg(&index)
-                        .arg(key)
-                        .ignore(),
-                    Write::Put(payload) => tx
-                        .cmd("SET")
-                        .arg(&record)
-                        .arg(codec::encode(&payload))
-                        .ignore()
-                        .cmd("ZADD")
-                        .arg(&index)
-                        .arg(0)
-                        .arg(key)
-                        .ignore(),
+                    Write::Keep => return Ok(false),
+                    Write::Delete if current.is_none() => return Ok(false),
+                    Write::Delete => None,
+                    Write::Put(payload) => Some(codec::encode(&payload)),
                 };
-                // Nil (None) when the watched key changed since the GET: read again.
-                let committed: Option<Value> = tx.query(c)?;
-                if committed.is_some() {
+                // 0 when the record changed since the GET: read again.
+                let swapped: i64 = RECORD_CAS
+                    .key(&record)
+                    .key(&index)
+                    .arg(tagged(current.as_deref()))
+                    .arg(tagged(new.as_deref()))
+                    .arg(key)
+                    .invoke(c)?;
+                if swapped == 1 {
                     self.corrupt.forget(tree.name(), key);
                     return Ok(true);
                 }
@@ -422,12 +498,6 @@ impl RecordStore for RedisStore {
     }
 }
 
-/// Drops the `WATCH` of an update that writes nothing; the update changed nothing.
-fn unwatch(c: &mut Connection) -> RedisResult<bool> {
-    ::redis::cmd("UNWATCH").exec(c)?;
-    Ok(false)
-}
-
 /// A Redis error during an operation, with its transience decided here.
 fn backend(op: &'static str, e: RedisError) -> StoreError {
     StoreError::Backend {
@@ -462,8 +532,17 @@ fn connect_hint(e: &RedisError) -> OpenHint {
     }
 }
 
-/// `url` with the password (the whole user-info part) masked, fit for logs and errors.
+/// `url` (or each URL of a comma-separated seed list) with the password (the whole
+/// user-info part) masked, fit for logs and errors.
 fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_one).collect::<Vec<_>>().join(",");
+    }
+    redact_one(url)
+}
+
+/// One URL with the user-info part masked.
+fn redact_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -490,6 +569,47 @@ mod tests {
         assert_eq!(redact_url("redis://db:6379/"), "redis://db:6379/");
         assert_eq!(redact_url("redis://db/a@b"), "redis://db/a@b");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("redis://u:pw@a:1/,redis://b:2/,redis://:pw@c:3/"),
+            "redis://***@a:1/,redis://b:2/,redis://***@c:3/"
+        );
+    }
+
+    /// Proves the compare-and-set encoding keeps "absent" apart from an empty value.
+    #[test]
+    fn tagged_values_keep_absent_apart_from_empty() {
+        assert_eq!(tagged(None), b"");
+        assert_eq!(tagged(Some(b"")), b"=");
+        assert_eq!(tagged(Some(b"\0v")), b"=\0v");
+    }
+
+    /// Proves a seed list nobody listens on fails to open with the unreachable hint,
+    /// naming every seed.
+    #[test]
+    fn unreachable_cluster_fails_to_open_clearly() {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("probe port")
+                .port()
+        };
+        let seeds = format!(
+            "redis://127.0.0.1:{}/,redis://127.0.0.1:{}/",
+            free(),
+            free()
+        );
+        let err = RedisStore::open(&seeds, "pd:", Duration::from_secs(1)).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                StoreError::Open {
+                    hint: OpenHint::Unreachable,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&seeds), "{err}");
     }
 
     /// Proves I/O trouble and passing server states are transient, misuse is not.
