@@ -31,7 +31,7 @@ use crate::proto;
 use crate::server::grpc_stats::GrpcStats;
 use crate::server::{self, Records, Settings, convert};
 use crate::store::{GroupCommit, RecordStore, RedisStore, SledStore};
-use crate::store::{ResourceStore, StoreError};
+use crate::store::{OpenHint, ResourceStore, StoreError};
 use crate::sweeper;
 use crate::watch::Hub;
 
@@ -112,7 +112,7 @@ pub async fn run_with(
     let (store, records_store): (Arc<dyn ResourceStore>, Arc<dyn RecordStore>) = match &config.redis
     {
         Some(r) => {
-            let redis = Arc::new(RedisStore::open(&r.url, &r.prefix, r.op_timeout)?);
+            let redis = Arc::new(open_redis_store(r).await?);
             (Arc::clone(&redis) as Arc<dyn ResourceStore>, redis)
         }
         None => {
@@ -294,6 +294,27 @@ fn decode_resource(bytes: &[u8]) -> Result<ResourceDef, String> {
     proto::Resource::decode(bytes)
         .map_err(|e| e.to_string())
         .and_then(|r| convert::resource_from_proto(&r, "resource").map_err(|e| e.to_string()))
+}
+
+/// The shared store, waiting for Redis instead of failing while it does not answer: a
+/// replica started before its Redis keeps trying (no crash loop). Bad settings still fail.
+async fn open_redis_store(r: &cluster::Settings) -> Result<RedisStore, AppError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let (url, prefix, timeout) = (r.url.clone(), r.prefix.clone(), r.op_timeout);
+        match tokio::task::spawn_blocking(move || RedisStore::open(&url, &prefix, timeout)).await? {
+            Err(StoreError::Open {
+                hint: OpenHint::Unreachable,
+                source,
+                ..
+            }) => {
+                tracing::warn!(error = %source, retry_in = ?delay, "redis not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// [`build_registry`] on the shared store, waiting for Redis instead of failing: a replica

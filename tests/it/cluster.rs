@@ -149,7 +149,7 @@ fn req(name: &str) -> proto::AcquirePermitRequest {
 }
 
 /// The load test's drive, with its clients spread over the replicas.
-async fn drive(fleet: &Fleet, name: &str, length: Duration, hold: Duration) -> Run {
+async fn drive<B>(fleet: &Fleet<B>, name: &str, length: Duration, hold: Duration) -> Run {
     let clients: Vec<_> = (0..fleet.replicas.len())
         .map(|i| fleet.permits(i))
         .collect();
@@ -420,7 +420,11 @@ async fn idempotency_is_shared_across_replicas() {
     learn.learn_from_headers = Some(true);
     fleet.define(learn).await;
     let mut a = fleet.permits(0);
-    let g = a.acquire_permit(req("c:learn")).await.expect("acquire").into_inner();
+    let g = a
+        .acquire_permit(req("c:learn"))
+        .await
+        .expect("acquire")
+        .into_inner();
     assert!(g.granted);
     let out = a
         .report_outcome(proto::ReportOutcomeRequest {
@@ -440,7 +444,12 @@ async fn idempotency_is_shared_across_replicas() {
     let mut b = fleet.permits(1);
     let mut granted = 0;
     for _ in 0..5 {
-        if b.acquire_permit(req("c:learn")).await.expect("acquire").into_inner().granted {
+        if b.acquire_permit(req("c:learn"))
+            .await
+            .expect("acquire")
+            .into_inner()
+            .granted
+        {
             granted += 1;
         }
     }
@@ -478,7 +487,10 @@ async fn startup_waits_for_redis() {
     // Long enough for several reconnection attempts; Spawned::launch fails if the process
     // exits meanwhile.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!starting.is_finished(), "the replica served (or died) without Redis");
+    assert!(
+        !starting.is_finished(),
+        "the replica served (or died) without Redis"
+    );
     let down_for = Instant::now();
     redis.restart().expect("restart redis");
     let s = starting
