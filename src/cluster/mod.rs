@@ -50,14 +50,7 @@ const CLUSTER_SEQ: u64 = 1 << 63;
 
 const COMMON: &str = include_str!("lua/common.lua");
 
-/// What to do when Redis cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Answer `UNAVAILABLE` within the operation timeout.
-    FailClosed,
-    /// Grant a share of each limit locally until Redis returns.
-    LocalFallback,
-}
+pub use crate::permits::resource::FailurePolicy;
 
 /// The `[redis]` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -676,7 +669,7 @@ impl Cluster {
             return Err(never(&def, &cost));
         }
         if !self.is_up() {
-            return self.unreachable(req, ClusterError::Down).await;
+            return self.unreachable(&def, req, ClusterError::Down).await;
         }
         let start = tokio::time::Instant::now();
         let deadline = start + req.max_wait;
@@ -702,7 +695,7 @@ impl Cluster {
                 Err(e) => {
                     drop(turn);
                     self.forget_turnstile(&keys.home);
-                    return self.unreachable(req, e).await;
+                    return self.unreachable(&def, req, e).await;
                 }
             };
             let now = tokio::time::Instant::now();
@@ -814,16 +807,22 @@ impl Cluster {
     /// Redis failed: fail closed, or grant from this replica's share.
     async fn unreachable(
         &self,
+        def: &ResourceDef,
         req: AcquireRequest<'_>,
         e: ClusterError,
     ) -> Result<AcquireOutcome, PermitError> {
-        match self.settings.policy {
+        match self.policy(def) {
             FailurePolicy::FailClosed => Err(e.into()),
             FailurePolicy::LocalFallback => {
                 tracing::debug!(error = %e, "redis unreachable: local fallback");
                 self.fallback.acquire(req).await
             }
         }
+    }
+
+    /// The resource's own failure policy, else the server's.
+    fn policy(&self, def: &ResourceDef) -> FailurePolicy {
+        def.failure_policy.unwrap_or(self.settings.policy)
     }
 
     /// Reclaim the local-fallback registry's expired leases and idle buckets (what it
@@ -885,7 +884,7 @@ impl Cluster {
             .iter()
             .map(|c| i64::try_from(c.unwrap_or(0)).unwrap_or(i64::MAX))
             .collect();
-        if !self.is_up() && self.settings.policy == FailurePolicy::LocalFallback {
+        if !self.is_up() && self.policy(&def) == FailurePolicy::LocalFallback {
             return self.fallback.charge(resource, partition, actual);
         }
         self.settle(&def, partition, "charge", "", &amounts)
@@ -932,7 +931,7 @@ impl Cluster {
         f: impl FnOnce(&ResourceDef, &mut Effects, Nanos) -> R,
     ) -> Result<(R, Option<Nanos>), PermitError> {
         let def = self.registry.definition(resource)?;
-        if !self.is_up() && self.settings.policy == FailurePolicy::LocalFallback {
+        if !self.is_up() && self.policy(&def) == FailurePolicy::LocalFallback {
             let mut until = None;
             let r = self
                 .fallback
@@ -1235,6 +1234,7 @@ mod tests {
             backoff: crate::permits::resource::BackoffDef::default(),
             max_queue: 10,
             learn_from_headers: false,
+            failure_policy: None,
         };
         let def = fallback_share(&def, 3);
         assert_eq!(def.limits[0].rate.amount, 3);

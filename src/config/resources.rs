@@ -6,7 +6,7 @@
 //! in one place for the file and the API alike.
 
 use super::{ConfigError, RawFile, parse_toml};
-use crate::proto::{BackoffKind, BackoffPolicy, Limit, LimitScope, Resource};
+use crate::proto::{BackoffKind, BackoffPolicy, FailurePolicy, Limit, LimitScope, Resource};
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -32,6 +32,7 @@ pub(crate) struct RawResource {
     backoff: Option<RawBackoff>,
     max_queue: Option<u32>,
     learn_from_headers: Option<bool>,
+    failure_policy: Option<String>,
     #[serde(default)]
     dimensions: Vec<String>,
 }
@@ -93,6 +94,18 @@ impl RawResource {
             max_queue: self.max_queue.unwrap_or(0),
             learn_from_headers: self.learn_from_headers,
             dimensions: self.dimensions,
+            failure_policy: match self.failure_policy.as_deref() {
+                None => FailurePolicy::Unspecified,
+                Some("fail_closed") => FailurePolicy::FailClosed,
+                Some("local_fallback") => FailurePolicy::LocalFallback,
+                Some(v) => {
+                    return Err(ConfigError::InvalidEnum {
+                        field: join(at, "failure_policy"),
+                        value: v.to_owned(),
+                        expected: "fail_closed, local_fallback",
+                    });
+                }
+            } as i32,
         })
     }
 }
@@ -236,6 +249,13 @@ pub fn resource_to_toml(r: &Resource) -> String {
     if r.max_queue != 0 {
         line(&mut out, "max_queue", &r.max_queue.to_string());
     }
+    match FailurePolicy::try_from(r.failure_policy) {
+        Ok(FailurePolicy::FailClosed) => line(&mut out, "failure_policy", "\"fail_closed\""),
+        Ok(FailurePolicy::LocalFallback) => {
+            line(&mut out, "failure_policy", "\"local_fallback\"");
+        }
+        _ => {}
+    }
     if let Some(learn) = r.learn_from_headers {
         line(&mut out, "learn_from_headers", &learn.to_string());
     }
@@ -370,6 +390,7 @@ mod tests {
                 }),
             }),
             max_queue: 1000,
+            failure_policy: FailurePolicy::LocalFallback as i32,
             learn_from_headers: Some(false),
             dimensions: vec!["tokens".to_owned(), "weird \"dim\"".to_owned()],
         }

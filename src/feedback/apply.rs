@@ -254,6 +254,7 @@ mod tests {
             backoff: BackoffDef::default(),
             max_queue: 10,
             learn_from_headers: learn,
+            failure_policy: None,
         }
     }
 

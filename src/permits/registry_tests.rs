@@ -36,6 +36,7 @@ fn def(name: &str, per_partition: bool, amount: u64, concurrency: u32) -> Resour
         backoff: BackoffDef::default(),
         max_queue: 10,
         learn_from_headers: true,
+        failure_policy: None,
     }
 }
 

@@ -149,6 +149,15 @@ impl Default for BackoffDef {
     }
 }
 
+/// What a cluster replica does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Answer `UNAVAILABLE` within the operation timeout.
+    FailClosed,
+    /// Grant a share of each limit locally until Redis returns.
+    LocalFallback,
+}
+
 /// A validated resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceDef {
@@ -174,6 +183,8 @@ pub struct ResourceDef {
     pub max_queue: u32,
     /// Whether headers may teach limits.
     pub learn_from_headers: bool,
+    /// This resource's failure policy in a cluster; `None`: the server's.
+    pub failure_policy: Option<FailurePolicy>,
 }
 
 impl ResourceDef {

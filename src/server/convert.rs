@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 use crate::permits::PermitError;
 use crate::permits::limit::{MAX_AMOUNT, MAX_PERIOD_NS, MIN_PERIOD_NS, Rate};
 use crate::permits::resource::{
-    BackoffDef, BackoffKind, DEFAULT_LEASE, DEFAULT_MAX_QUEUE, LimitDef, MAX_DIMENSION_LEN,
-    MAX_DIMENSIONS, MAX_LEASE, MAX_LIMITS, MAX_NAME_LEN, MIN_LEASE, Origin, REQUESTS, ResourceDef,
-    Scope, check_name,
+    BackoffDef, BackoffKind, DEFAULT_LEASE, DEFAULT_MAX_QUEUE, FailurePolicy, LimitDef,
+    MAX_DIMENSION_LEN, MAX_DIMENSIONS, MAX_LEASE, MAX_LIMITS, MAX_NAME_LEN, MIN_LEASE, Origin,
+    REQUESTS, ResourceDef, Scope, check_name,
 };
 use crate::proto;
 
@@ -207,6 +207,17 @@ pub fn resource_from_proto(r: &proto::Resource, field: &str) -> Result<ResourceD
             r.max_queue
         },
         learn_from_headers: r.learn_from_headers.unwrap_or(true),
+        failure_policy: match proto::FailurePolicy::try_from(r.failure_policy) {
+            Ok(proto::FailurePolicy::Unspecified) => None,
+            Ok(proto::FailurePolicy::FailClosed) => Some(FailurePolicy::FailClosed),
+            Ok(proto::FailurePolicy::LocalFallback) => Some(FailurePolicy::LocalFallback),
+            Err(_) => {
+                return Err(PermitError::Invalid {
+                    field: format!("{field}.failure_policy"),
+                    message: format!("unknown value {}", r.failure_policy),
+                });
+            }
+        },
     })
 }
 
@@ -312,6 +323,11 @@ pub fn resource_to_proto(d: &ResourceDef) -> proto::Resource {
         max_queue: d.max_queue,
         learn_from_headers: Some(d.learn_from_headers),
         dimensions: d.declared_dimensions.clone(),
+        failure_policy: match d.failure_policy {
+            None => proto::FailurePolicy::Unspecified,
+            Some(FailurePolicy::FailClosed) => proto::FailurePolicy::FailClosed,
+            Some(FailurePolicy::LocalFallback) => proto::FailurePolicy::LocalFallback,
+        } as i32,
     }
 }
 

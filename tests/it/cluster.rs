@@ -554,6 +554,21 @@ async fn redis_outage_fail_closed_and_local_fallback() {
             0,
         ))
         .await;
+    // Per-resource policies override each replica's own.
+    let mut soft = resource(
+        "c:soft",
+        vec![limit("requests", 100, Duration::from_secs(1), 100)],
+        0,
+    );
+    soft.failure_policy = proto::FailurePolicy::LocalFallback as i32;
+    fleet.define(soft).await;
+    let mut hard = resource(
+        "c:hard",
+        vec![limit("requests", 100, Duration::from_secs(1), 100)],
+        0,
+    );
+    hard.failure_policy = proto::FailurePolicy::FailClosed as i32;
+    fleet.define(hard).await;
     let (mut closed, mut open) = (fleet.permits(0), fleet.permits(1));
     assert!(
         closed
@@ -596,6 +611,20 @@ async fn redis_outage_fail_closed_and_local_fallback() {
         }
     }
     let first_unavailable = first_unavailable.expect("fail closed answered UNAVAILABLE");
+    let soft = closed
+        .acquire_permit(req("c:soft"))
+        .await
+        .expect("local fallback resource");
+    assert!(
+        soft.into_inner().granted,
+        "c:soft falls back locally on a fail-closed replica"
+    );
+    let hard = open.acquire_permit(req("c:hard")).await;
+    assert_eq!(
+        hard.expect_err("c:hard fails closed").code(),
+        tonic::Code::Unavailable,
+        "c:hard fails closed on a local-fallback replica"
+    );
     assert!(
         slowest < Duration::from_millis(600),
         "an answer took {slowest:?}"

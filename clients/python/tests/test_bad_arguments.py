@@ -54,6 +54,7 @@ CASES: Dict[str, Any] = {
     "put_resource period zero": (lambda c: c.put_resource(OK, limits=[Limit("requests", 1, 0)]), ValueError),
     "put_resource amount zero": (lambda c: c.put_resource(OK, limits=[Limit("requests", 0, 1)]), ValueError),
     "put_resource backoff kind": (lambda c: c.put_resource(OK, backoff=Backoff(kind="linear")), ValueError),
+    "put_resource failure policy": (lambda c: c.put_resource(OK, failure_policy="maybe"), ValueError),
     "compute_backoff attempt zero": (lambda c: c.compute_backoff(OK, attempt=0, status=429), ValueError),
     "compute_backoff status": (lambda c: c.compute_backoff(OK, attempt=1, status=1000), ValueError),
 }

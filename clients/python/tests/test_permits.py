@@ -164,3 +164,13 @@ def test_server_side_invalid_argument(client: permitd.Client, make_resource) -> 
         client.acquire(res, cost={"requests": 5})
     assert isinstance(ei.value, ValueError)
     assert "cost" in str(ei.value)
+
+
+def test_put_resource_keeps_a_failure_policy(client: permitd.Client) -> None:
+    from permitd.v1 import resource_pb2
+
+    stored = client.put_resource(
+        "py:failure-policy", limits=[Limit("requests", 5, 1)], failure_policy="local_fallback"
+    )
+    assert stored.failure_policy == resource_pb2.FAILURE_POLICY_LOCAL_FALLBACK
+    client.delete_resource("py:failure-policy")

@@ -563,6 +563,7 @@ def resource_message(
     max_queue: Any,
     learn_from_headers: Any,
     dimensions: Any,
+    failure_policy: Any = None,
 ) -> resource_pb2.Resource:
     r = resource_pb2.Resource(name=check_name(name, "name"))
     if limits is None:
@@ -624,6 +625,15 @@ def resource_message(
         if not isinstance(d, str) or not _DIMENSION_RE.match(d):
             raise ValueError(f"dimensions: {d!r} is not a dimension name")
         r.dimensions.append(d)
+    if failure_policy is not None:
+        # Only meaningful on a cluster (replicas over Redis): what to do while Redis is down.
+        policies = {
+            "fail_closed": resource_pb2.FAILURE_POLICY_FAIL_CLOSED,
+            "local_fallback": resource_pb2.FAILURE_POLICY_LOCAL_FALLBACK,
+        }
+        if failure_policy not in policies:
+            raise ValueError(f"failure_policy must be 'fail_closed' or 'local_fallback', not {failure_policy!r}")
+        r.failure_policy = policies[failure_policy]
     return r
 
 

@@ -550,10 +550,20 @@ class AsyncClient:
         max_queue: int = 0,
         learn_from_headers: Optional[bool] = None,
         dimensions: Sequence[str] = (),
+        failure_policy: Optional[str] = None,
     ) -> resource_pb2.Resource:
         """See :meth:`permitd.Client.put_resource`."""
         res = core.resource_message(
-            name, limits, concurrency, lease, per_partition, backoff, max_queue, learn_from_headers, dimensions
+            name,
+            limits,
+            concurrency,
+            lease,
+            per_partition,
+            backoff,
+            max_queue,
+            learn_from_headers,
+            dimensions,
+            failure_policy,
         )
         r = await self._rpc(self._stubs()[1].PutResource, quotas_pb2.PutResourceRequest(resource=res), "Quotas.PutResource")
         stored: resource_pb2.Resource = r.resource

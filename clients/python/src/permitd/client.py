@@ -549,10 +549,20 @@ class Client:
         max_queue: int = 0,
         learn_from_headers: Optional[bool] = None,
         dimensions: Sequence[str] = (),
+        failure_policy: Optional[str] = None,
     ) -> resource_pb2.Resource:
         """Define or replace a resource (admin); returns it as stored."""
         res = core.resource_message(
-            name, limits, concurrency, lease, per_partition, backoff, max_queue, learn_from_headers, dimensions
+            name,
+            limits,
+            concurrency,
+            lease,
+            per_partition,
+            backoff,
+            max_queue,
+            learn_from_headers,
+            dimensions,
+            failure_policy,
         )
         r = self._rpc(self._quotas.PutResource, quotas_pb2.PutResourceRequest(resource=res), "Quotas.PutResource")
         stored: resource_pb2.Resource = r.resource

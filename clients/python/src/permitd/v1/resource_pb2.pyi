@@ -10,6 +10,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class FailurePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_POLICY_UNSPECIFIED: _ClassVar[FailurePolicy]
+    FAILURE_POLICY_FAIL_CLOSED: _ClassVar[FailurePolicy]
+    FAILURE_POLICY_LOCAL_FALLBACK: _ClassVar[FailurePolicy]
+
 class LimitScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LIMIT_SCOPE_UNSPECIFIED: _ClassVar[LimitScope]
@@ -23,6 +29,9 @@ class BackoffKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKOFF_KIND_FULL_JITTER: _ClassVar[BackoffKind]
     BACKOFF_KIND_EQUAL_JITTER: _ClassVar[BackoffKind]
     BACKOFF_KIND_DECORRELATED_JITTER: _ClassVar[BackoffKind]
+FAILURE_POLICY_UNSPECIFIED: FailurePolicy
+FAILURE_POLICY_FAIL_CLOSED: FailurePolicy
+FAILURE_POLICY_LOCAL_FALLBACK: FailurePolicy
 LIMIT_SCOPE_UNSPECIFIED: LimitScope
 LIMIT_SCOPE_RESOURCE: LimitScope
 LIMIT_SCOPE_PARTITION: LimitScope
@@ -33,7 +42,7 @@ BACKOFF_KIND_EQUAL_JITTER: BackoffKind
 BACKOFF_KIND_DECORRELATED_JITTER: BackoffKind
 
 class Resource(_message.Message):
-    __slots__ = ("name", "limits", "concurrency", "lease", "per_partition", "backoff", "max_queue", "learn_from_headers", "dimensions")
+    __slots__ = ("name", "limits", "concurrency", "lease", "per_partition", "backoff", "max_queue", "learn_from_headers", "dimensions", "failure_policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +52,7 @@ class Resource(_message.Message):
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     LEARN_FROM_HEADERS_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     limits: _containers.RepeatedCompositeFieldContainer[Limit]
     concurrency: int
@@ -52,7 +62,8 @@ class Resource(_message.Message):
     max_queue: int
     learn_from_headers: bool
     dimensions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., concurrency: _Optional[int] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_partition: bool = ..., backoff: _Optional[_Union[BackoffPolicy, _Mapping]] = ..., max_queue: _Optional[int] = ..., learn_from_headers: bool = ..., dimensions: _Optional[_Iterable[str]] = ...) -> None: ...
+    failure_policy: FailurePolicy
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., concurrency: _Optional[int] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_partition: bool = ..., backoff: _Optional[_Union[BackoffPolicy, _Mapping]] = ..., max_queue: _Optional[int] = ..., learn_from_headers: bool = ..., dimensions: _Optional[_Iterable[str]] = ..., failure_policy: _Optional[_Union[FailurePolicy, str]] = ...) -> None: ...
 
 class Limit(_message.Message):
     __slots__ = ("dimension", "amount", "period", "burst", "scope")
