@@ -143,6 +143,28 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, the outage
+    /// a timeout must catch. [`RedisServer::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(r) = &self.running {
+            // The shell's `kill` builtin (always there, unlike procps): std sends only
+            // SIGKILL.
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill {sig} {}", r.server.id()))
+                .status();
+        }
+    }
+
     /// Starts the server again on the same port (killing it first if it runs) and waits
     /// until it accepts connections. Nothing is persisted: it comes back empty.
     ///

@@ -126,6 +126,21 @@ pub enum ClusterError {
     Down,
 }
 
+impl ClusterError {
+    /// Whether the failure says something about the connection (as opposed to a script
+    /// answering something unexpected): the engine then checks whether Redis is down.
+    #[must_use]
+    pub fn is_connection(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Down => true,
+            Self::Redis { source, .. } => {
+                source.is_io_error() || source.is_timeout() || source.is_connection_dropped()
+            }
+            Self::Url(_) | Self::Reply { .. } => false,
+        }
+    }
+}
+
 impl From<ClusterError> for PermitError {
     fn from(e: ClusterError) -> Self {
         Self::Unavailable(e.to_string())
@@ -211,6 +226,10 @@ pub struct Cluster {
     /// Per home bucket: this replica's queue (FIFO; one retrying caller at a time).
     turnstiles: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     channel: String,
+    /// Signalled when a command timed out or failed on the connection: the listener then
+    /// checks that Redis still answers (a hung Redis keeps its sockets open, so the events
+    /// subscription alone would not notice).
+    suspect: Notify,
     /// Called with a resource name when another replica changed its definition.
     on_resource: std::sync::Mutex<Option<ResourceHook>>,
 }
@@ -380,6 +399,7 @@ impl Cluster {
             wake: DashMap::new(),
             turnstiles: DashMap::new(),
             channel,
+            suspect: Notify::new(),
             on_resource: std::sync::Mutex::new(None),
         });
         tokio::spawn(Arc::clone(&me).listen());
@@ -505,8 +525,18 @@ impl Cluster {
                 // Whatever changed while we were away: every waiter looks again.
                 self.wake_all();
                 let mut stream = ps.into_on_message();
-                while let Some(msg) = stream.next().await {
-                    self.on_event(msg.get_payload_bytes());
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => self.on_event(msg.get_payload_bytes()),
+                            None => break,
+                        },
+                        () = self.suspect.notified() => {
+                            if !self.answers().await {
+                                break;
+                            }
+                        }
+                    }
                 }
                 self.up.send_replace(false);
                 tracing::warn!("redis connection lost; reconnecting");
@@ -515,6 +545,21 @@ impl Cluster {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RECONNECT_MAX);
         }
+    }
+
+    /// Whether Redis answers a PING within the operation timeout.
+    async fn answers(&self) -> bool {
+        let Ok(mut conn) = self.conn() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(
+                self.settings.op_timeout,
+                redis::cmd("PING").query_async::<String>(&mut conn)
+            )
+            .await,
+            Ok(Ok(_))
+        )
     }
 
     fn wake_all(&self) {
@@ -596,12 +641,19 @@ impl Cluster {
             inv.arg(a);
         }
         let mut conn = self.conn()?;
-        self.with_timeout(op, async {
-            inv.invoke_async(&mut conn)
-                .await
-                .map_err(|source| ClusterError::Redis { op, source })
-        })
-        .await
+        let r = self
+            .with_timeout(op, async {
+                inv.invoke_async(&mut conn)
+                    .await
+                    .map_err(|source| ClusterError::Redis { op, source })
+            })
+            .await;
+        if let Err(e) = &r
+            && e.is_connection()
+        {
+            self.suspect.notify_one();
+        }
+        r
     }
 
     async fn try_acquire(

@@ -877,3 +877,79 @@ async fn redis_cluster_seed_nodes() {
     assert_eq!(second.state, proto::IdempotencyState::InProgress as i32);
     let _ = &fleet.redis;
 }
+
+/// Redis hangs (SIGSTOP: sockets stay open, nothing answers): the first caller gets
+/// UNAVAILABLE within the operation timeout, the replica then knows Redis is down (health
+/// NOT_SERVING, later callers answered at once), and it recovers when Redis resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hang_fails_closed_within_the_op_timeout() {
+    let Some(fleet) = Fleet::start(
+        "redis_hang_fails_closed_within_the_op_timeout",
+        1,
+        None,
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    fleet
+        .define(resource(
+            "c:hang",
+            vec![limit("requests", 1000, Duration::from_secs(1), 1000)],
+            0,
+        ))
+        .await;
+    let mut p = fleet.permits(0);
+    assert!(
+        p.acquire_permit(req("c:hang"))
+            .await
+            .expect("ok")
+            .into_inner()
+            .granted
+    );
+    fleet.redis.pause();
+    let t = Instant::now();
+    let first = p.acquire_permit(req("c:hang")).await;
+    let first_ms = t.elapsed();
+    assert_eq!(
+        first.expect_err("hung redis").code(),
+        tonic::Code::Unavailable,
+        "a hung Redis is never 'over limit'"
+    );
+    // 250 ms operation timeout, plus scheduling slack on 2 shared cores.
+    assert!(
+        first_ms < Duration::from_millis(600),
+        "first answer took {first_ms:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while health(&fleet.replicas[0]).await != Some(2) {
+        assert!(Instant::now() < deadline, "health never said NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    let later = p.acquire_permit(req("c:hang")).await;
+    let later_ms = t.elapsed();
+    assert_eq!(later.expect_err("down").code(), tonic::Code::Unavailable);
+    assert!(
+        later_ms < Duration::from_millis(100),
+        "known-down answer took {later_ms:?}"
+    );
+    fleet.redis.resume();
+    let resumed = Instant::now();
+    loop {
+        if let Ok(r) = p.acquire_permit(req("c:hang")).await
+            && r.into_inner().granted
+        {
+            break;
+        }
+        assert!(resumed.elapsed() < Duration::from_secs(10), "no recovery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "RESULT cluster_redis_hang first_unavailable_ms={} known_down_answer_ms={} recovery_ms={}",
+        first_ms.as_millis(),
+        later_ms.as_millis(),
+        resumed.elapsed().as_millis()
+    );
+}
