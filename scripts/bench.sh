@@ -63,12 +63,15 @@ echo '```' >> "$OUT"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
 # Coordination quality: 16 workers sharing a local upstream limited to 50/s, through permitd
-# (limit configured; limit learned from headers) and on their own (exponential backoff).
+# (limit configured; limit learned from headers) and on their own (exponential backoff),
+# once per header dialect the upstream can send.
 n=$((n+1)); start_server "$n"
-echo "## coordination: 16 workers, upstream token bucket 50/s, ${COORD_DURATION:-10s} per mode" >> "$OUT"
-echo '```' >> "$OUT"
-taskset -c 1 "$BIN" bench-coord --server "127.0.0.1:$PORT" --duration "${COORD_DURATION:-10s}" | tee -a "$OUT"
-echo '```' >> "$OUT"
+for dialect in ietf openai; do
+  echo "## coordination: 16 workers, upstream token bucket 50/s, $dialect headers, ${COORD_DURATION:-10s} per mode" >> "$OUT"
+  echo '```' >> "$OUT"
+  taskset -c 1 "$BIN" bench-coord --server "127.0.0.1:$PORT" --duration "${COORD_DURATION:-10s}" --dialect "$dialect" | tee -a "$OUT"
+  echo '```' >> "$OUT"
+done
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
 # Memory per live bucket: 500 000 partition buckets, each holding a lease, built in-process

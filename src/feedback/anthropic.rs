@@ -94,9 +94,10 @@ impl State {
         Ok(())
     }
 
-    /// One entry per kind that received a figure.
+    /// One entry per kind that received a figure. Anthropic documents its reset as "when the rate limit will be fully replenished":
+    /// a token bucket, whose units come back continuously.
     pub(super) fn finish(self) -> impl Iterator<Item = super::DimensionObs> {
-        self.0.finish()
+        self.0.finish(super::Refill::Continuous)
     }
 }
 

@@ -8,15 +8,18 @@
 //!   make the resource stricter: every limit must have room; its window is the upstream's,
 //!   else the configured limit's on that dimension, else the dialect's usual one), a
 //!   remaining lower than permitd's count corrects the bucket down, and a remaining of 0
-//!   with a reset grants nothing of that dimension until the reset. An exhausted dimension the resource does
-//!   not know pauses the whole bucket, since every call may use it.
+//!   with a reset grants nothing of that dimension until the reset, unless the quota refills
+//!   continuously at the limit this report taught ([`refills_at_rate`]): then only until one
+//!   unit is back, and the learned limit, corrected to 0, paces the next grants at that
+//!   rate. An exhausted dimension the resource does not know pauses the whole bucket, since
+//!   every call may use it.
 //!
 //! Pure: the bucket is passed in locked, `now` is given.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::Observation;
+use super::{Observation, Refill};
 use crate::clock::{Nanos, nanos};
 use crate::permits::bucket::BucketState;
 use crate::permits::limit::{MAX_AMOUNT, MAX_PERIOD_NS, MIN_PERIOD_NS, Rate};
@@ -27,6 +30,10 @@ use crate::permits::resource::ResourceDef;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// Window assumed for GitHub, whose primary limits are per hour.
 pub const GITHUB_WINDOW: Duration = Duration::from_secs(3600);
+
+/// How far an upstream's reset may be off by rounding: IETF `t` and classic resets are whole
+/// seconds, rounded either way.
+pub const RESET_ROUNDING: Duration = Duration::from_secs(1);
 
 /// One thing a report taught permitd, for the answer's `learned` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +154,8 @@ pub fn apply(
                 }
                 continue;
             };
+            // The limit this report teaches, if it teaches one.
+            let mut taught = None;
             if let Some(limit) = d.limit.filter(|&l| (1..=MAX_AMOUNT).contains(&l)) {
                 // The window: as the upstream says; else the configured limit's on the same
                 // dimension (the operator knows it); else the dialect's usual one.
@@ -167,14 +176,25 @@ pub fn apply(
                     period_ns,
                     burst: limit,
                 };
+                taught = Some(rate);
                 if bucket.learn(i, rate) {
                     out.limits_changed += 1;
                 }
             }
             if let Some(r) = d.remaining {
                 bucket.correct_down(i, d.window.map(nanos), r, now);
-                if let (0, Some(at)) = (r, reset_at) {
-                    bucket.block_dimension(i, at);
+                if let (0, Some(reset), Some(at)) = (r, d.reset_after, reset_at) {
+                    let period = taught.map(|t| Duration::from_nanos(t.period_ns));
+                    let until = match taught {
+                        // The correction to 0 already makes the learned limit wait one unit;
+                        // the block says so too, in case it could not be learned (too many
+                        // windows on the dimension).
+                        Some(t) if refills_at_rate(d.refill, d.window, reset, period) => {
+                            now.saturating_add(t.period_ns.div_ceil(t.amount))
+                        }
+                        _ => at,
+                    };
+                    bucket.block_dimension(i, until);
                 }
             }
             out.learned.push(Learned {
@@ -189,6 +209,37 @@ pub fn apply(
     let until = bucket.cooldown_until();
     out.cooldown_until = (until > now).then_some(until);
     out
+}
+
+/// Whether an exhausted dimension (remaining 0, `reset` away) gets its next unit at the rate
+/// of the limit this report taught (of window `taught`), rather than all at the reset: then
+/// it is blocked for one unit's time only, and the learned limit paces what follows.
+///
+/// A token bucket that is empty now is whole one window later, and its reset says the
+/// latter: blocking until it idles the dimension for a whole window, then lets a full burst
+/// through at once, and the capacity refilled during the block is lost at the end. Pacing
+/// at the learned rate uses it. A fixed window gives nothing back before its reset, so there
+/// the block is right, and with no limit taught there is no rate to pace at.
+#[must_use]
+pub fn refills_at_rate(
+    refill: Refill,
+    window: Option<Duration>,
+    reset: Duration,
+    taught: Option<Duration>,
+) -> bool {
+    let Some(period) = taught else {
+        return false;
+    };
+    match refill {
+        Refill::AtReset => false,
+        // Whole again within the learned window is what the learned rate predicts; a longer
+        // reset means the assumed window is wrong (a daily quota), so the reset is the truth.
+        Refill::Continuous => reset <= period.saturating_add(RESET_ROUNDING),
+        // An empty token bucket is whole one window later; a fixed window resets sooner
+        // (unless it was emptied within its first second: then one 429, whose Retry-After
+        // pauses the bucket until the reset, is the price).
+        Refill::Unstated => window.is_some_and(|w| reset.abs_diff(w) <= RESET_ROUNDING),
+    }
 }
 
 /// What header feedback did since start, for metrics.
@@ -280,6 +331,7 @@ mod tests {
             reset_after: reset_s.map(Duration::from_secs),
             window: None,
             source: format!("x-test-{name}"),
+            refill: Refill::AtReset,
         }
     }
 
@@ -399,5 +451,191 @@ mod tests {
         );
         assert!(a.learned.is_empty() && b.limits.is_empty());
         assert_eq!(b.check(None, &[1, 0], 0), Ok(()));
+    }
+
+    /// What a remaining of 0 does per dialect, through the real parser: a token bucket
+    /// (OpenAI, Anthropic, IETF whose reset is one window away) gets its next grant at the
+    /// rate it taught; a fixed window (GitHub, X-RateLimit-*, the older drafts, IETF resetting
+    /// before its window ends), a reset beyond the learned window, or no limit to pace at
+    /// blocks the dimension until the reset.
+    #[test]
+    fn exhausted_dimension_per_dialect() {
+        const MS: u64 = 1_000_000;
+        // A minute before 2025-10-25T12:00:00Z, for the RFC 3339 and epoch resets.
+        let epoch = 1_761_393_600 - 60;
+        let wall = std::time::UNIX_EPOCH + Duration::from_secs(epoch);
+        let in_964 = (epoch + 964).to_string();
+        // (case, headers, the wait for one request right after the report)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Nanos);
+        let table: &[Case<'_>] = &[
+            (
+                "ietf token bucket 50/1s",
+                &[
+                    ("ratelimit-policy", r#""d";q=50;w=1"#),
+                    ("ratelimit", r#""d";r=0;t=1"#),
+                ],
+                20 * MS,
+            ),
+            (
+                "ietf 100/min, reset rounded down",
+                &[
+                    ("ratelimit-policy", r#""d";q=100;w=60"#),
+                    ("ratelimit", r#""d";r=0;t=59"#),
+                ],
+                600 * MS,
+            ),
+            (
+                "ietf fixed window, mid-window",
+                &[
+                    ("ratelimit-policy", r#""d";q=100;w=60"#),
+                    ("ratelimit", r#""d";r=0;t=30"#),
+                ],
+                30 * SEC,
+            ),
+            (
+                "ietf no policy",
+                &[("ratelimit", r#""d";r=0;t=5"#)],
+                5 * SEC,
+            ),
+            (
+                "openai 3000/min",
+                &[
+                    ("x-ratelimit-limit-requests", "3000"),
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "1s"),
+                ],
+                20 * MS,
+            ),
+            (
+                "openai reset beyond the assumed minute",
+                &[
+                    ("x-ratelimit-limit-requests", "60"),
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "6h0m0s"),
+                ],
+                6 * 3600 * SEC,
+            ),
+            (
+                "openai no limit",
+                &[
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "1s"),
+                ],
+                SEC,
+            ),
+            (
+                "anthropic 50/min",
+                &[
+                    ("anthropic-ratelimit-requests-limit", "50"),
+                    ("anthropic-ratelimit-requests-remaining", "0"),
+                    ("anthropic-ratelimit-requests-reset", "2025-10-25T12:00:00Z"),
+                ],
+                1200 * MS,
+            ),
+            (
+                "github",
+                &[
+                    ("x-ratelimit-limit", "5000"),
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", &in_964),
+                    ("x-ratelimit-resource", "core"),
+                ],
+                964 * SEC,
+            ),
+            (
+                "x-ratelimit delta",
+                &[
+                    ("x-ratelimit-limit", "100"),
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "30"),
+                ],
+                30 * SEC,
+            ),
+            (
+                "older draft",
+                &[
+                    ("ratelimit-limit", "100"),
+                    ("ratelimit-remaining", "0"),
+                    ("ratelimit-reset", "30"),
+                ],
+                30 * SEC,
+            ),
+            (
+                "ietf token bucket and a fixed window",
+                &[
+                    ("ratelimit-policy", r#""d";q=50;w=1"#),
+                    ("ratelimit", r#""d";r=0;t=1"#),
+                    ("x-ratelimit-limit", "50"),
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "30"),
+                ],
+                30 * SEC,
+            ),
+        ];
+        for &(name, headers, want) in table {
+            let d = def(true, None);
+            let mut b = BucketState::new(&d, Scope::Resource, true);
+            let o = crate::feedback::parse(headers.iter().copied(), wall);
+            assert_eq!(o.dimensions.first().map(|d| d.remaining), Some(Some(0)));
+            apply(&d, &mut b, &o, 200, None, 0);
+            assert_eq!(
+                b.check(None, &[1, 0], 0),
+                Err(Block::Rate { wait: want }),
+                "{name}"
+            );
+        }
+    }
+
+    /// The rule alone: the refill kind, the reset against the windows, and no taught limit.
+    #[test]
+    fn refills_at_rate_rule() {
+        let s = Duration::from_secs;
+        let table = [
+            (Refill::Continuous, None, s(1), Some(s(60)), true),
+            (Refill::Continuous, None, s(61), Some(s(60)), true),
+            (Refill::Continuous, None, s(62), Some(s(60)), false),
+            (Refill::Continuous, None, s(1), None, false),
+            (Refill::Unstated, Some(s(60)), s(59), Some(s(60)), true),
+            (Refill::Unstated, Some(s(60)), s(61), Some(s(60)), true),
+            (Refill::Unstated, Some(s(60)), s(58), Some(s(60)), false),
+            (Refill::Unstated, None, s(60), Some(s(60)), false),
+            (Refill::AtReset, Some(s(60)), s(60), Some(s(60)), false),
+        ];
+        for (refill, window, reset, taught, want) in table {
+            assert_eq!(
+                refills_at_rate(refill, window, reset, taught),
+                want,
+                "{refill:?} window {window:?} reset {reset:?} taught {taught:?}"
+            );
+        }
+    }
+
+    /// A token bucket's exhaustion still waits one unit when its window could not be learned
+    /// (the dimension already holds as many learned windows as allowed).
+    #[test]
+    fn exhausted_unlearned_window_waits_one_unit() {
+        let d = def(true, None);
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        for w in 2..6 {
+            let rate = Rate {
+                amount: 1000,
+                period_ns: w * SEC,
+                burst: 1000,
+            };
+            assert!(b.learn(0, rate));
+        }
+        let o = crate::feedback::parse(
+            [
+                ("ratelimit-policy", r#""d";q=50;w=1"#),
+                ("ratelimit", r#""d";r=0;t=1"#),
+            ],
+            std::time::UNIX_EPOCH,
+        );
+        let a = apply(&d, &mut b, &o, 200, None, 0);
+        assert_eq!(a.limits_changed, 0, "no room for a fifth window");
+        assert_eq!(
+            b.check(None, &[1, 0], 0),
+            Err(Block::Rate { wait: 20_000_000 })
+        );
     }
 }

@@ -10,7 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::value::{self, Pick, Why};
-use super::{DimensionObs, Partial};
+use super::{DimensionObs, Partial, Refill};
 
 /// The dimension both families count.
 const REQUESTS: &str = "requests";
@@ -129,17 +129,21 @@ impl State {
     }
 
     /// The dialect's entries: a missing remaining is derived from limit and used (GitHub
-    /// sends both, other APIs only used).
+    /// sends both, other APIs only used). Their resets are fixed windows' (GitHub documents
+    /// it; envoy, limitador and Kong count in fixed windows): nothing comes back before.
     pub(super) fn finish(self) -> Finished {
         let mut x = self.x;
         if let (None, Some((limit, _)), Some(used)) = (x.remaining, x.limit, self.used) {
             x.remaining = Some((limit.saturating_sub(used), "x-ratelimit-used"));
         }
         Finished {
-            dimensions: [x.into_obs(REQUESTS), self.draft.into_obs(REQUESTS)]
-                .into_iter()
-                .flatten()
-                .collect(),
+            dimensions: [
+                x.into_obs(REQUESTS, Refill::AtReset),
+                self.draft.into_obs(REQUESTS, Refill::AtReset),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             resource: self.resource,
         }
     }

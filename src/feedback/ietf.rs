@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use super::DimensionObs;
 use super::value::{self, Why};
+use super::{DimensionObs, Refill};
 
 /// Most members kept per field across all its headers; more are counted as ignored.
 const MAX_MEMBERS: usize = 32;
@@ -120,6 +120,7 @@ impl State {
                 reset_after: s.reset_after,
                 window: policy.and_then(|p| p.window),
                 source: Field::RateLimit.name().to_owned(),
+                refill: Refill::Unstated,
             });
         }
         for (p, used) in self.policies.into_iter().zip(used) {
@@ -131,6 +132,7 @@ impl State {
                     reset_after: None,
                     window: p.window,
                     source: Field::Policy.name().to_owned(),
+                    refill: Refill::Unstated,
                 });
             }
         }

@@ -105,6 +105,27 @@ pub struct DimensionObs {
     /// The header the figures came from (lower-case name), e.g.
     /// "x-ratelimit-remaining-tokens"; with several, the one that gave `remaining`.
     pub source: String,
+    /// What the reset means, per the dialect: it decides what a remaining of 0 does.
+    pub refill: Refill,
+}
+
+/// How an upstream's quota comes back, i.e. what its reset means. A remaining of 0 means
+/// "nothing until the reset" for a fixed window but "the next unit at the limit's rate" for
+/// a token bucket, whose reset is only when it is whole again.
+///
+/// Ordered from least to most cautious: merging dialects keeps the most cautious.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refill {
+    /// Units come back continuously and the reset is when the quota is whole again:
+    /// OpenAI ("time until the rate limit resets to its initial state") and Anthropic
+    /// ("when the rate limit will be fully replenished") document token buckets.
+    Continuous,
+    /// The dialect does not say: IETF `RateLimit`'s `t` is when the quota "resets", sent by
+    /// fixed windows and token buckets alike; decided per report from the policy's window.
+    Unstated,
+    /// The quota comes back whole at the reset and nothing before it: fixed windows
+    /// (GitHub, classic `X-RateLimit-*` with an epoch reset, the older `RateLimit-*` drafts).
+    AtReset,
 }
 
 impl DimensionObs {
@@ -117,6 +138,7 @@ impl DimensionObs {
         self.limit = min_opt(self.limit, o.limit);
         self.remaining = min_opt(self.remaining, o.remaining);
         self.reset_after = self.reset_after.max(o.reset_after);
+        self.refill = self.refill.max(o.refill);
     }
 }
 
@@ -339,8 +361,8 @@ impl PerKind {
         }
     }
 
-    /// One entry per kind that received a figure.
-    fn finish(self) -> impl Iterator<Item = DimensionObs> {
+    /// One entry per kind that received a figure, all refilling as `refill` says.
+    fn finish(self, refill: Refill) -> impl Iterator<Item = DimensionObs> {
         [
             (self.requests, Kind::Requests),
             (self.tokens, Kind::Tokens),
@@ -348,7 +370,7 @@ impl PerKind {
             (self.output_tokens, Kind::OutputTokens),
         ]
         .into_iter()
-        .filter_map(|(p, k)| p.into_obs(k.dimension()))
+        .filter_map(move |(p, k)| p.into_obs(k.dimension(), refill))
     }
 }
 
@@ -380,7 +402,7 @@ impl Partial {
 
     /// The entry for `dimension`, if any figure arrived; the source is the remaining's
     /// header, else the limit's, else the reset's.
-    fn into_obs(self, dimension: &str) -> Option<DimensionObs> {
+    fn into_obs(self, dimension: &str, refill: Refill) -> Option<DimensionObs> {
         let source = self
             .remaining
             .map(|r| r.1)
@@ -393,6 +415,7 @@ impl Partial {
             reset_after: self.reset_after.map(|r| r.0),
             window: self.window,
             source: source.to_owned(),
+            refill,
         })
     }
 }

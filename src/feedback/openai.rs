@@ -78,9 +78,10 @@ impl State {
         Ok(())
     }
 
-    /// One entry per kind that received a figure.
+    /// One entry per kind that received a figure. OpenAI documents its reset as "the time until the rate limit resets to its initial state":
+    /// a token bucket, whose units come back continuously.
     pub(super) fn finish(self) -> impl Iterator<Item = super::DimensionObs> {
-        self.0.finish()
+        self.0.finish(super::Refill::Continuous)
     }
 }
 

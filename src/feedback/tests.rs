@@ -28,6 +28,21 @@ fn dim(
         reset_after,
         window,
         source: source.into(),
+        refill: refill_of(source),
+    }
+}
+
+/// The refill each dialect's headers promise, by the header that gave the figures.
+fn refill_of(source: &str) -> Refill {
+    if source.starts_with("anthropic-")
+        || source.ends_with("-requests")
+        || source.ends_with("-tokens")
+    {
+        Refill::Continuous
+    } else if matches!(source, "ratelimit" | "ratelimit-policy") {
+        Refill::Unstated
+    } else {
+        Refill::AtReset
     }
 }
 
