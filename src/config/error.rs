@@ -104,6 +104,14 @@ pub enum ConfigError {
         /// What it should hold.
         expected: &'static str,
     },
+    /// A value that does not fit with the rest of the section.
+    #[error("{field}: {reason}")]
+    Conflict {
+        /// The field's path.
+        field: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// A required field is absent.
     #[error("{field}: missing")]
     Missing {

@@ -58,10 +58,12 @@ impl RawRedis {
         }
         // A seed list is one cluster: its nodes all speak TLS or none does.
         if tls_seeds != 0 && tls_seeds != seeds.len() {
-            return Err(ConfigError::InvalidEnum {
+            return Err(ConfigError::Conflict {
                 field: "redis.url".to_owned(),
-                value: crate::cluster::redact(&url),
-                expected: "seed nodes that are all rediss:// or all redis://",
+                reason: format!(
+                    "\"{}\" mixes rediss:// (TLS) and plaintext seed nodes",
+                    crate::cluster::redact(&url)
+                ),
             });
         }
         let tls = read_tls(
@@ -77,10 +79,12 @@ impl RawRedis {
             } else {
                 "redis.tls_cert_file"
             };
-            return Err(ConfigError::InvalidEnum {
+            return Err(ConfigError::Conflict {
                 field: field.to_owned(),
-                value: crate::cluster::redact(&url),
-                expected: "set only with rediss:// URLs",
+                reason: format!(
+                    "TLS files need rediss:// URLs, not \"{}\"",
+                    crate::cluster::redact(&url)
+                ),
             });
         }
         let d = Settings::default();
@@ -361,7 +365,7 @@ mod tests {
             (
                 "url = \"rediss://a:1/,redis://b:2/\"".to_owned(),
                 "redis.url",
-                "all rediss://",
+                "mixes rediss://",
             ),
         ] {
             let text = format!("[redis]\n{text}\n");

@@ -812,7 +812,10 @@ mod tests {
             client_cert_key: None,
         };
         let store = RedisStore::open_tls(&server.tls_url(), "pd:", timeout, &tls).expect("open");
-        assert!(!store.put_resource("r", b"v").expect("put"), "nothing to replace");
+        assert!(
+            !store.put_resource("r", b"v").expect("put"),
+            "nothing to replace"
+        );
         assert_eq!(
             store.list_resources().expect("list"),
             [("r".to_owned(), b"v".to_vec())]
