@@ -301,8 +301,13 @@ fn decode_resource(bytes: &[u8]) -> Result<ResourceDef, String> {
 async fn open_redis_store(r: &cluster::Settings) -> Result<RedisStore, AppError> {
     let mut delay = Duration::from_millis(100);
     loop {
-        let (url, prefix, timeout) = (r.url.clone(), r.prefix.clone(), r.op_timeout);
-        match tokio::task::spawn_blocking(move || RedisStore::open(&url, &prefix, timeout)).await? {
+        let (url, prefix, timeout, tls) =
+            (r.url.clone(), r.prefix.clone(), r.op_timeout, r.tls.clone());
+        match tokio::task::spawn_blocking(move || {
+            RedisStore::open_tls(&url, &prefix, timeout, &tls)
+        })
+        .await?
+        {
             Err(StoreError::Open {
                 hint: OpenHint::Unreachable,
                 source,

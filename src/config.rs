@@ -112,6 +112,8 @@ pub struct Overrides {
     pub log_filter: Option<String>,
     /// `--redis-url` (or `PERMITD_REDIS_URL`).
     pub redis_url: Option<String>,
+    /// `--redis-tls-ca-file` (or `PERMITD_REDIS_TLS_CA_FILE`).
+    pub redis_tls_ca_file: Option<PathBuf>,
 }
 
 /// The file as written: everything optional, unknown keys refused.
@@ -274,7 +276,9 @@ impl Config {
 
         let idempotency = raw.idempotency.build()?;
         let cache = raw.cache.build()?;
-        let redis = raw.redis.build(overrides.redis_url)?;
+        let redis = raw
+            .redis
+            .build(overrides.redis_url, overrides.redis_tls_ca_file)?;
 
         Ok(Config {
             listen,
@@ -545,6 +549,7 @@ name = "github:rest"
             log_format: Some(LogFormat::Human),
             log_filter: Some("warn".to_owned()),
             redis_url: None,
+            redis_tls_ca_file: None,
         };
         let c = Config::from_toml_str(FULL, o).unwrap();
         assert_eq!(c.listen, "0.0.0.0:6000".parse().unwrap());

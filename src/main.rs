@@ -53,9 +53,14 @@ struct ServeArgs {
     #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
     log_filter: Option<String>,
     /// Share every limit, cooldown, record and cache entry with other replicas through this
-    /// Redis (redis://[user:pass@]host:port[/db]) [default: none, the embedded store]
+    /// Redis (redis://[user:pass@]host:port[/db], rediss:// for TLS) [default: none, the
+    /// embedded store]
     #[arg(long, env = "PERMITD_REDIS_URL", value_name = "URL")]
     redis_url: Option<String>,
+    /// PEM root certificate(s) to trust for rediss:// URLs instead of the system's
+    /// [default: the system roots]
+    #[arg(long, env = "PERMITD_REDIS_TLS_CA_FILE", value_name = "FILE")]
+    redis_tls_ca_file: Option<PathBuf>,
 }
 
 /// `--log-format` values.
@@ -118,6 +123,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         log_format: args.log_format.map(LogFormat::from),
         log_filter: args.log_filter,
         redis_url: args.redis_url,
+        redis_tls_ca_file: args.redis_tls_ca_file,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     init_tracing(&config)?;

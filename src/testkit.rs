@@ -11,6 +11,9 @@
 //! shared by a test binary is never dropped), the pipe closes and the watchdog kills the
 //! server and removes its directory, so no `redis-server` outlives its tests.
 //!
+//! [`RedisServer::start_tls`] serves TLS only, with a throwaway CA and a server certificate
+//! for `127.0.0.1` made by the `openssl` CLI in the server's directory.
+//!
 //! [`RedisCluster`] runs three such servers in cluster mode (same start, readiness and
 //! watchdog code) and joins them with `redis-cli --cluster create`.
 
@@ -24,6 +27,9 @@ use std::time::{Duration, Instant};
 
 /// The program started, looked up on `PATH`.
 const REDIS_SERVER: &str = "redis-server";
+
+/// The program that makes the throwaway CA and server certificate of a TLS server.
+const OPENSSL: &str = "openssl";
 
 /// The program that joins cluster nodes and reports cluster state, looked up on `PATH`.
 const REDIS_CLI: &str = "redis-cli";
@@ -61,6 +67,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// The running server and its watchdog; `None` after [`RedisServer::kill`].
     running: Option<Running>,
+    /// Serves TLS only (on `port`), with the certificates in `dir`.
+    tls: bool,
 }
 
 /// A live server process and the watchdog that kills it if this process goes away.
@@ -79,16 +87,37 @@ impl RedisServer {
     /// A message when the temporary directory cannot be created, redis-server cannot be
     /// spawned, or it does not report readiness within 10 s (its output is included).
     pub fn start() -> Result<RedisServer, String> {
-        let dir = fresh_dir("redis")?;
+        Self::start_in(fresh_dir("redis")?, false)
+    }
+
+    /// Starts a server that speaks TLS only (no plaintext port), with a certificate for
+    /// `127.0.0.1` signed by a throwaway CA ([`RedisServer::ca_file`]); clients need no
+    /// certificate of their own. Connect with [`RedisServer::tls_url`].
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`], and when `openssl` cannot make the certificates (its
+    /// output is included).
+    pub fn start_tls() -> Result<RedisServer, String> {
+        let dir = fresh_dir("redis-tls")?;
+        if let Err(e) = make_certificates(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Self::start_in(dir, true)
+    }
+
+    /// Starts a server in `dir` (which it then owns) on a free port.
+    fn start_in(dir: PathBuf, tls: bool) -> Result<RedisServer, String> {
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            match spawn_ready(port, &dir, &[]) {
+            match spawn_ready(port, &dir, tls, &[]) {
                 Ok(running) => {
                     return Ok(RedisServer {
                         port,
                         dir,
                         running: Some(running),
+                        tls,
                     });
                 }
                 // Someone took the port between the probe and redis' bind: pick another.
@@ -122,10 +151,39 @@ impl RedisServer {
         }
     }
 
-    /// The URL clients connect with: `redis://127.0.0.1:<port>/`.
+    /// A TLS server ([`RedisServer::start_tls`]) for test `test_name`, or `None` (after a
+    /// skip notice) when `redis-server` or `openssl` is not installed.
+    ///
+    /// # Panics
+    /// As [`RedisServer::for_test`]: a missing program under `CI=true`, or a failed start.
+    #[must_use]
+    pub fn for_test_tls(test_name: &str) -> Option<RedisServer> {
+        if !installed(test_name, &[REDIS_SERVER, OPENSSL]) {
+            return None;
+        }
+        match RedisServer::start_tls() {
+            Ok(server) => Some(server),
+            Err(e) => panic!("{test_name}: cannot start a TLS redis-server: {e}"),
+        }
+    }
+
+    /// The URL clients connect with: `redis://127.0.0.1:<port>/` (a TLS server does not
+    /// answer it: use [`RedisServer::tls_url`]).
     #[must_use]
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TLS URL of a server from [`RedisServer::start_tls`]: `rediss://127.0.0.1:<port>/`.
+    #[must_use]
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.port)
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate: what clients trust.
+    #[must_use]
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join(CA_FILE)
     }
 
     /// The server's port (the same after [`RedisServer::restart`]).
@@ -173,7 +231,7 @@ impl RedisServer {
     /// another process took the port meanwhile).
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        self.running = Some(spawn_ready(self.port, &self.dir, &[])?);
+        self.running = Some(spawn_ready(self.port, &self.dir, self.tls, &[])?);
         Ok(())
     }
 }
@@ -333,7 +391,7 @@ fn spawn_cluster_node(dir: &Path) -> Result<(u16, Running), String> {
             "--cluster-node-timeout".to_owned(),
             "2000".to_owned(),
         ];
-        match spawn_ready(port, dir, &extra) {
+        match spawn_ready(port, dir, false, &extra) {
             Ok(node) => return Ok((port, node)),
             Err(e) if e.contains("Address already in use") => last_error = e,
             Err(e) => return Err(e),
@@ -389,7 +447,7 @@ fn installed(test_name: &str, programs: &[&str]) -> bool {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "{test_name}: {missing} is not installed; CI must install it \
-         (apt-get install -y redis-server, see scripts/test.sh)"
+         (apt-get install -y redis-server openssl, see scripts/test.sh)"
     );
     eprintln!("SKIP {test_name}: {missing} not installed");
     false
@@ -420,11 +478,136 @@ fn free_cluster_port() -> Result<u16, String> {
     Err("no loopback port with a free cluster bus port found".to_owned())
 }
 
-/// Spawns redis-server on `port` in `dir` (plus `extra` arguments) with its watchdog, and
-/// waits for its ready line.
-fn spawn_ready(port: u16, dir: &Path, extra: &[String]) -> Result<Running, String> {
+/// The listening arguments: plaintext on `port`, or (`tls`) TLS only on `port` with the
+/// certificates [`make_certificates`] left in `dir`.
+fn listen_args(port: u16, dir: &Path, tls: bool) -> Vec<String> {
+    if !tls {
+        return vec!["--port".to_owned(), port.to_string()];
+    }
+    let file = |name: &str| dir.join(name).display().to_string();
+    vec![
+        "--port".to_owned(),
+        "0".to_owned(),
+        "--tls-port".to_owned(),
+        port.to_string(),
+        "--tls-cert-file".to_owned(),
+        file(SERVER_CERT),
+        "--tls-key-file".to_owned(),
+        file(SERVER_KEY),
+        "--tls-ca-cert-file".to_owned(),
+        file(CA_FILE),
+        // Clients prove nothing: the tests exercise server verification only.
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+    ]
+}
+
+/// The throwaway CA's certificate, in a TLS server's directory.
+const CA_FILE: &str = "ca.pem";
+/// The TLS server's certificate (for IP 127.0.0.1, signed by the CA) and key.
+const SERVER_CERT: &str = "server.pem";
+/// The TLS server's private key.
+const SERVER_KEY: &str = "server.key";
+
+/// Makes a CA and a server certificate for `127.0.0.1` signed by it in `dir`, with the
+/// `openssl` CLI (P-256 keys: quick to generate; valid for a week).
+fn make_certificates(dir: &Path) -> Result<(), String> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    // rustls (webpki) wants a proper v3 chain: a CA marked as one, and a leaf with the
+    // address in subjectAltName (the common name is not looked at).
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| format!("cannot write server.ext: {e}"))?;
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            ec[0],
+            ec[1],
+            ec[2],
+            ec[3],
+            ec[4],
+            "-keyout",
+            "ca.key",
+            "-out",
+            CA_FILE,
+            "-days",
+            "7",
+            "-subj",
+            "/CN=permitd test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        &[
+            "req",
+            ec[0],
+            ec[1],
+            ec[2],
+            ec[3],
+            ec[4],
+            "-keyout",
+            SERVER_KEY,
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            CA_FILE,
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "1",
+            "-days",
+            "7",
+            "-extfile",
+            "server.ext",
+            "-out",
+            SERVER_CERT,
+        ],
+    ];
+    for args in steps {
+        let out = Command::new(OPENSSL)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {OPENSSL}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{OPENSSL} {} failed ({}):\n{}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Spawns redis-server on `port` (TLS only when `tls`) in `dir` (plus `extra` arguments)
+/// with its watchdog, and waits for its ready line.
+fn spawn_ready(port: u16, dir: &Path, tls: bool, extra: &[String]) -> Result<Running, String> {
     let mut server = Command::new(REDIS_SERVER)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(listen_args(port, dir, tls))
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .arg("--dir")
         .arg(dir)

@@ -39,6 +39,7 @@ use crate::permits::{
     AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, PermitError,
     QuotaView, Registry, ResourceDef, Settlement, never, resolve_actual, resolve_cost,
 };
+use crate::store::{RedisTls, cluster_builder, redis_client};
 use crate::watch::{BucketKey, Hub};
 
 /// Longest a queued caller sleeps before it re-checks without being woken.
@@ -55,8 +56,8 @@ pub use crate::permits::resource::FailurePolicy;
 /// The `[redis]` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `redis://[user:pass@]host:port[/db]`, or several comma-separated seed nodes of a
-    /// Redis Cluster.
+    /// `redis://[user:pass@]host:port[/db]` (`rediss://` for TLS), or several
+    /// comma-separated seed nodes of a Redis Cluster.
     pub url: String,
     /// Prefix of every key and channel, so deployments can share a Redis.
     pub prefix: String,
@@ -66,6 +67,8 @@ pub struct Settings {
     pub policy: FailurePolicy,
     /// With local fallback, each replica grants `1 / fallback_share` of every limit.
     pub fallback_share: u32,
+    /// Certificates for `rediss://` URLs (a private CA, a client certificate).
+    pub tls: RedisTls,
 }
 
 impl Settings {
@@ -88,6 +91,7 @@ impl Default for Settings {
             op_timeout: Duration::from_millis(250),
             policy: FailurePolicy::FailClosed,
             fallback_share: 1,
+            tls: RedisTls::default(),
         }
     }
 }
@@ -353,12 +357,12 @@ impl Cluster {
         let seeds = settings.seeds();
         let clients = seeds
             .iter()
-            .map(|u| redis::Client::open(*u).map_err(ClusterError::Url))
+            .map(|u| redis_client(u, &settings.tls).map_err(ClusterError::Url))
             .collect::<Result<Vec<_>, _>>()?;
         let conn = std::sync::OnceLock::new();
         let cluster_client = if seeds.len() > 1 {
             Some(
-                redis::cluster::ClusterClient::builder(seeds.iter().copied())
+                cluster_builder(&seeds, &settings.tls)
                     .connection_timeout(settings.op_timeout)
                     .response_timeout(settings.op_timeout)
                     .retries(1)
@@ -1197,7 +1201,7 @@ pub async fn redis_clock(settings: &Settings) -> Result<crate::clock::SystemCloc
     let clients = settings
         .seeds()
         .iter()
-        .map(|u| redis::Client::open(*u).map_err(ClusterError::Url))
+        .map(|u| redis_client(u, &settings.tls).map_err(ClusterError::Url))
         .collect::<Result<Vec<_>, _>>()?;
     let mut delay = Duration::from_millis(100);
     for attempt in 0usize.. {

@@ -83,6 +83,35 @@ pub enum ConfigError {
         #[source]
         source: tracing_subscriber::filter::ParseError,
     },
+    /// A file named by a field (a certificate, a key) could not be read.
+    #[error("{field}: cannot read {}", path.display())]
+    ReadFile {
+        /// The field's path.
+        field: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file named by a field does not hold the PEM it should.
+    #[error("{field}: {} does not hold {expected}", path.display())]
+    InvalidPem {
+        /// The field's path.
+        field: String,
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// A value that does not fit with the rest of the section.
+    #[error("{field}: {reason}")]
+    Conflict {
+        /// The field's path.
+        field: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// A required field is absent.
     #[error("{field}: missing")]
     Missing {

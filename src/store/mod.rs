@@ -27,6 +27,7 @@ pub mod keys;
 mod memory;
 mod records;
 mod redis;
+pub(crate) use self::redis::{cluster_builder, redis_client};
 mod sled;
 
 #[cfg(test)]
@@ -37,7 +38,7 @@ use std::path::PathBuf;
 pub use self::commit::GroupCommit;
 pub use self::memory::MemoryStore;
 pub use self::records::{RecordStore, Scanned, Write};
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, RedisTls};
 pub use self::sled::SledStore;
 
 /// A backend's own error, kept as a source without naming its type.

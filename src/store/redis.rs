@@ -115,12 +115,94 @@ fn tagged(value: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
+/// TLS material for `rediss://` URLs, as PEM bytes read at start-up (the config reads the
+/// files, so a bad path fails there, naming its field). The default trusts the system's
+/// root certificates and presents no client certificate. Plain `redis://` URLs ignore it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// Root certificates to trust instead of the system's (a private CA).
+    pub root_cert: Option<Vec<u8>>,
+    /// Client certificate chain and private key, for servers that require mutual TLS.
+    pub client_cert_key: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Whether each part is set, never its bytes: the key is a secret.
+        f.debug_struct("RedisTls")
+            .field("root_cert", &self.root_cert.is_some())
+            .field("client_cert_key", &self.client_cert_key.is_some())
+            .finish()
+    }
+}
+
+impl RedisTls {
+    /// The certificates as the redis crate takes them; `None` when nothing is set (the
+    /// crate then uses the system roots by itself).
+    fn certificates(&self) -> Option<::redis::TlsCertificates> {
+        if self.root_cert.is_none() && self.client_cert_key.is_none() {
+            return None;
+        }
+        Some(::redis::TlsCertificates {
+            client_tls: self
+                .client_cert_key
+                .as_ref()
+                .map(|(cert, key)| ::redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.root_cert.clone(),
+        })
+    }
+}
+
+/// Installs ring as rustls' process-wide crypto provider, once, before the first TLS
+/// client is built (rustls panics when it has to guess between several). A provider
+/// already installed by someone else is kept.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A client for one URL: a `rediss://` URL gets `tls` (custom roots, client certificate),
+/// any other URL is opened as it is. Shared with the cluster engine, so every connection
+/// permitd makes trusts the same certificates.
+pub(crate) fn redis_client(url: &str, tls: &RedisTls) -> RedisResult<Client> {
+    if !url.trim_start().starts_with("rediss://") {
+        return Client::open(url);
+    }
+    install_crypto_provider();
+    match tls.certificates() {
+        Some(certs) => Client::build_with_tls(url, certs),
+        None => Client::open(url),
+    }
+}
+
+/// A Redis Cluster client builder for `seeds`, with `tls` when they are `rediss://` URLs
+/// (as [`redis_client`]).
+pub(crate) fn cluster_builder(
+    seeds: &[&str],
+    tls: &RedisTls,
+) -> ::redis::cluster::ClusterClientBuilder {
+    let builder = ClusterClient::builder(seeds.iter().copied());
+    if !seeds.iter().any(|u| u.starts_with("rediss://")) {
+        return builder;
+    }
+    install_crypto_provider();
+    match tls.certificates() {
+        Some(certs) => builder.certs(certs),
+        None => builder,
+    }
+}
+
 /// Opens connections to one server or to a cluster.
 enum Opener {
-    /// One server (a single URL).
-    Single(Client),
-    /// A Redis Cluster, from its seed nodes (a comma-separated URL list). Boxed: the
-    /// client is large and the store holds one opener for its whole life.
+    /// One server (a single URL). Boxed, as is the cluster client: with its TLS
+    /// parameters it is large, and the store holds one opener for its whole life.
+    Single(Box<Client>),
+    /// A Redis Cluster, from its seed nodes (a comma-separated URL list).
     Cluster(Box<ClusterClient>),
 }
 
@@ -174,6 +256,21 @@ impl RedisStore {
     /// cluster hash tag, see [`keys::valid_redis_prefix`]) or refused credentials;
     /// [`OpenHint::Unreachable`] when the server does not answer.
     pub fn open(url: &str, prefix: &str, op_timeout: Duration) -> Result<Self, StoreError> {
+        Self::open_tls(url, prefix, op_timeout, &RedisTls::default())
+    }
+
+    /// [`RedisStore::open`] with TLS material for `rediss://` URLs (a private CA, a client
+    /// certificate); plain `redis://` URLs ignore it.
+    ///
+    /// # Errors
+    /// As [`RedisStore::open`]; a certificate the server's does not chain to (or a PEM
+    /// that does not parse) fails the first connection.
+    pub fn open_tls(
+        url: &str,
+        prefix: &str,
+        op_timeout: Duration,
+        tls: &RedisTls,
+    ) -> Result<Self, StoreError> {
         let shown_url = redact_url(url);
         let open_error = |hint, source| StoreError::Open {
             path: PathBuf::from(&shown_url),
@@ -198,13 +295,13 @@ impl RedisStore {
                 .map(str::trim)
                 .filter(|seed| !seed.is_empty())
                 .collect();
-            ClusterClient::builder(seeds)
+            cluster_builder(&seeds, tls)
                 .connection_timeout(op_timeout)
                 .response_timeout(op_timeout)
                 .build()
                 .map(|client| Opener::Cluster(Box::new(client)))
         } else {
-            Client::open(url).map(Opener::Single)
+            redis_client(url, tls).map(|client| Opener::Single(Box::new(client)))
         };
         let opener = opener.map_err(|e| open_error(OpenHint::InvalidSettings, e.into()))?;
         let store = RedisStore {
@@ -686,5 +783,46 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains(&url), "{err}");
+    }
+
+    /// The message of `e` and of every source under it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut next = e.source();
+        while let Some(s) = next {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            next = s.source();
+        }
+        text
+    }
+
+    /// Proves a `rediss://` store works with the server's CA, and that without it (system
+    /// roots only) or over plaintext it fails to open instead of talking in the clear.
+    #[test]
+    fn tls_server_needs_its_ca() {
+        let Some(server) =
+            crate::testkit::RedisServer::for_test_tls("store::redis::tls_server_needs_its_ca")
+        else {
+            return;
+        };
+        let timeout = Duration::from_secs(2);
+        let tls = RedisTls {
+            root_cert: Some(std::fs::read(server.ca_file()).expect("ca file")),
+            client_cert_key: None,
+        };
+        let store = RedisStore::open_tls(&server.tls_url(), "pd:", timeout, &tls).expect("open");
+        assert!(
+            !store.put_resource("r", b"v").expect("put"),
+            "nothing to replace"
+        );
+        assert_eq!(
+            store.list_resources().expect("list"),
+            [("r".to_owned(), b"v".to_vec())]
+        );
+        let err = RedisStore::open_tls(&server.tls_url(), "pd:", timeout, &RedisTls::default())
+            .expect_err("the throwaway CA is not a system root");
+        assert!(chain(&err).contains("certificate"), "{}", chain(&err));
+        RedisStore::open(&server.url(), "pd:", timeout).expect_err("plaintext to a TLS port");
     }
 }

@@ -9,6 +9,8 @@
 //! - Redis killed mid-load and restarted: fail closed answers UNAVAILABLE fast and health
 //!   says NOT_SERVING; local fallback keeps granting its share; both recover by themselves.
 //! - Two replicas with wall clocks an hour apart (`faketime`) still hold the limit.
+//! - `rediss://` with a private CA: replicas share limits and idempotency over TLS; one
+//!   that does not trust the CA never serves and logs the certificate error.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,17 @@ async fn replicas(
     config: Option<&str>,
     wrap: &[Vec<String>],
 ) -> (Vec<Spawned>, tempfile::TempDir) {
+    replicas_with(url, n, config, wrap, &[]).await
+}
+
+/// [`replicas`] with `extra` command-line arguments for each replica.
+async fn replicas_with(
+    url: &str,
+    n: usize,
+    config: Option<&str>,
+    wrap: &[Vec<String>],
+    extra: &[String],
+) -> (Vec<Spawned>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = config.map(|c| {
         let p = dir.path().join("permitd.toml");
@@ -53,7 +66,7 @@ async fn replicas(
     let mut replicas = Vec::new();
     for i in 0..n {
         let launch = Launch {
-            args: vec!["--redis-url".into(), url.to_owned()],
+            args: [vec!["--redis-url".into(), url.to_owned()], extra.to_vec()].concat(),
             env: vec![("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into())],
             wrap: wrap.get(i).cloned().unwrap_or_default(),
         };
@@ -951,5 +964,114 @@ async fn redis_hang_fails_closed_within_the_op_timeout() {
         first_ms.as_millis(),
         later_ms.as_millis(),
         resumed.elapsed().as_millis()
+    );
+}
+
+/// `rediss://` to a TLS-only redis-server whose certificate a throwaway CA signed: two
+/// replicas given the CA (`--redis-tls-ca-file`) share a limit and an idempotency lock;
+/// a third, trusting only the system roots, never serves and says why in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca() {
+    let Some(redis) = RedisServer::for_test_tls("rediss_with_a_private_ca") else {
+        return;
+    };
+    let url = redis.tls_url();
+    let ca = [
+        "--redis-tls-ca-file".to_owned(),
+        redis.ca_file().display().to_string(),
+    ];
+    let (replicas, dir) = replicas_with(&url, 2, None, &[], &ca).await;
+    let fleet = Fleet {
+        redis,
+        replicas,
+        dir,
+    };
+    // Defined on 0, one permit a minute: granted on 1, so 0 has none left.
+    fleet
+        .define(resource(
+            "tls:one",
+            vec![limit("requests", 1, Duration::from_secs(60), 1)],
+            0,
+        ))
+        .await;
+    let g = fleet
+        .permits(1)
+        .acquire_permit(req("tls:one"))
+        .await
+        .expect("acquire on 1")
+        .into_inner();
+    assert!(g.granted, "{g:?}");
+    let d = fleet
+        .permits(0)
+        .acquire_permit(req("tls:one"))
+        .await
+        .expect("acquire on 0")
+        .into_inner();
+    assert!(!d.granted, "the permit taken on 1 is gone on 0 too: {d:?}");
+    // An idempotency Begin on 0 is IN_PROGRESS on 1.
+    let begin = proto::BeginRequest {
+        key: "tls-order".into(),
+        fingerprint: "fp".into(),
+        ..Default::default()
+    };
+    let mut i0 = IdempotencyClient::new(fleet.replicas[0].channel());
+    let mut i1 = IdempotencyClient::new(fleet.replicas[1].channel());
+    let first = i0.begin(begin.clone()).await.expect("begin").into_inner();
+    assert_eq!(first.state, proto::IdempotencyState::Acquired as i32);
+    let second = i1.begin(begin).await.expect("begin").into_inner();
+    assert_eq!(second.state, proto::IdempotencyState::InProgress as i32);
+
+    // No CA file: the system roots do not know the throwaway CA. Started by hand (not
+    // Spawned, which waits up to its whole start-up budget for SERVING) and checked for a
+    // bounded few seconds.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("probe port")
+        .port();
+    let log = fleet.dir.path().join("untrusting.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_permitd"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(fleet.dir.path().join("data-untrusting"))
+        .args(["--redis-url", &url])
+        .env_remove("RUST_LOG")
+        .env_remove("PERMITD_CONFIG")
+        .env_remove("PERMITD_REDIS_TLS_CA_FILE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn permitd");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("certificate") || Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("url")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_millis(500))
+        .connect_lazy();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status);
+    let exited = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("certificate"),
+        "no certificate error logged within 5 s:\n{text}"
+    );
+    assert_ne!(status, Some(1), "served without trusting redis:\n{text}");
+    assert!(
+        exited.is_none(),
+        "it waits for redis, no crash loop:\n{text}"
     );
 }
