@@ -154,6 +154,7 @@ async fn memory_per_bucket() {
     let clock = ManualClock::new();
     let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
     reg.put(def("mem", true, 10, 0));
+    reg.put(def("idle", true, 10, 0));
     let none = HashMap::new();
     let names: Vec<String> = (0..N).map(|i| format!("user:{i}")).collect();
     let before = rss_bytes();
@@ -162,10 +163,21 @@ async fn memory_per_bucket() {
         assert!(o.result.is_ok());
     }
     let after = rss_bytes();
-    assert_eq!(reg.bucket_count(), N + 1);
+    assert_eq!(reg.bucket_count(), N + 2);
+    // Live without a lease: the permit is released at once (its cost stays taken, so the
+    // bucket is not idle and is kept).
+    for p in &names {
+        let g = ask(&reg, req("idle", p, &none)).await.unwrap();
+        reg.release(&g.permit_id, Settlement::Keep).unwrap();
+    }
+    let after_idle = rss_bytes();
+    assert_eq!(reg.bucket_count(), 2 * N + 2);
+    assert_eq!(reg.sweep(), (0, 0));
     println!(
-        "RESULT memory_per_bucket buckets={N} bytes_per_bucket_with_lease={} size_of_bucket_state={}",
+        "RESULT memory_per_bucket buckets={N} bytes_per_bucket_with_lease={} \
+         bytes_per_bucket_without_lease={} size_of_bucket_state={}",
         (after - before) / N as u64,
+        (after_idle - after) / N as u64,
         std::mem::size_of::<BucketState>()
     );
 }
