@@ -917,3 +917,80 @@ fn sub(acc: &mut [u64], cost: &[u64]) {
         *a = a.saturating_sub(*c);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64),
+        Remove(usize, bool),
+        Reclaim(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u64..1000).prop_map(Op::Insert),
+            2 => (0usize..64, any::<bool>()).prop_map(|(i, ok)| Op::Remove(i, ok)),
+            1 => (0u64..300).prop_map(Op::Reclaim),
+        ]
+    }
+
+    proptest! {
+        /// The compact lease set (inline, vector, indexed) behaves like a plain list of
+        /// leases through every representation change: same removals, reclaims, next expiry.
+        #[test]
+        fn leases_match_a_plain_list(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut leases = Leases::default();
+            let mut model: Vec<(u64, u64, Nanos)> = Vec::new();
+            let (mut now, mut seq) = (0u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Insert(d) => {
+                        seq += 1;
+                        let tag = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        leases.insert(Lease {
+                            seq,
+                            tag,
+                            expires: now + d,
+                            cost: LeaseCost::new(vec![seq].into_boxed_slice()),
+                        });
+                        model.push((seq, tag, now + d));
+                    }
+                    Op::Remove(i, ok) => {
+                        let Some(&(s, t, _)) = model.get(i % model.len().max(1)) else {
+                            prop_assert!(leases.remove(1, 1).is_none());
+                            continue;
+                        };
+                        let tag = if ok { t } else { t ^ 1 };
+                        let got = leases.remove(s, tag);
+                        prop_assert_eq!(got.is_some(), ok);
+                        if let Some(l) = got {
+                            prop_assert_eq!(l.cost.as_slice(), &[s][..]);
+                            model.retain(|m| m.0 != s);
+                        }
+                    }
+                    Op::Reclaim(d) => {
+                        now += d;
+                        let before = model.len();
+                        model.retain(|m| m.2 > now);
+                        prop_assert_eq!(leases.reclaim(now), before - model.len());
+                    }
+                }
+                prop_assert_eq!(leases.len(), model.len());
+                prop_assert_eq!(leases.next_expiry(), model.iter().map(|m| m.2).min());
+            }
+        }
+    }
+
+    /// Sizes that the memory target depends on (see `memory_per_bucket`).
+    #[test]
+    fn compact_sizes() {
+        assert_eq!(std::mem::size_of::<LimitSlot>(), 48);
+        assert_eq!(std::mem::size_of::<Limits>(), 48);
+        assert_eq!(std::mem::size_of::<Lease>(), 40);
+        assert_eq!(std::mem::size_of::<BucketState>(), 128);
+    }
+}

@@ -33,25 +33,79 @@ use crate::watch::{BucketKey, Hub};
 #[derive(Debug)]
 struct Bucket {
     state: Mutex<BucketState>,
-    /// Announced to the watch hub on every change. Inline (its strings are shared with the
-    /// resource and allocated once per bucket): an `Arc` of its own would cost every bucket
-    /// an allocation, while a change is wrapped in one only when someone watches.
-    key: BucketKey,
+    /// The resource's name, shared by its buckets (a thin pointer: 8 bytes, not 16).
+    resource: Arc<Arc<str>>,
+    /// The partition's name, inline when short: no allocation of its own.
+    partition: PartitionName,
 }
 
 impl Bucket {
-    fn new(def: &ResourceDef, scope: Scope, resource: &Arc<str>, partition: Arc<str>) -> Arc<Self> {
+    fn new(
+        def: &ResourceDef,
+        scope: Scope,
+        resource: &Arc<Arc<str>>,
+        partition: &str,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(BucketState::new(def, scope, def.home_scope() == scope)),
-            key: BucketKey {
-                resource: Arc::clone(resource),
-                partition,
-            },
+            resource: Arc::clone(resource),
+            partition: PartitionName::new(partition),
         })
     }
     fn lock(&self) -> MutexGuard<'_, BucketState> {
         // A panic while holding the lock leaves consistent integer state: keep serving.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// The key announced to the watch hub. Built per announcement, and only when someone
+    /// watches: a key kept in every bucket would cost each one an allocation.
+    fn key(&self) -> Arc<BucketKey> {
+        Arc::new(BucketKey {
+            resource: Arc::clone(&self.resource),
+            partition: self.partition.to_shared(),
+        })
+    }
+}
+
+/// Longest partition name held inline.
+const INLINE_NAME: usize = 22;
+
+/// A partition name: inline up to [`INLINE_NAME`] bytes (user ids, tenant ids, key
+/// hashes), shared beyond. Same size as an `Arc<str>` plus 8 bytes, and saves the 32-byte
+/// allocation most names would take.
+#[derive(Debug, Clone)]
+enum PartitionName {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Shared(Arc<str>),
+}
+
+impl PartitionName {
+    fn new(name: &str) -> Self {
+        let mut bytes = [0; INLINE_NAME];
+        match (bytes.get_mut(..name.len()), u8::try_from(name.len())) {
+            (Some(b), Ok(len)) => {
+                b.copy_from_slice(name.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(name.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Always a whole `str`'s bytes, so always valid UTF-8.
+            Self::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            Self::Shared(s) => s,
+        }
+    }
+
+    fn to_shared(&self) -> Arc<str> {
+        match self {
+            Self::Inline { .. } => self.as_str().into(),
+            Self::Shared(s) => Arc::clone(s),
+        }
     }
 }
 
@@ -62,20 +116,20 @@ struct PartitionKey(Arc<Bucket>);
 
 impl std::borrow::Borrow<str> for PartitionKey {
     fn borrow(&self) -> &str {
-        &self.0.key.partition
+        self.0.partition.as_str()
     }
 }
 
 impl std::hash::Hash for PartitionKey {
     // Hashes exactly like the `str` it borrows as, as `Borrow` requires.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        str::hash(&self.0.key.partition, state);
+        str::hash(self.0.partition.as_str(), state);
     }
 }
 
 impl PartialEq for PartitionKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key.partition == other.0.key.partition
+        self.0.partition.as_str() == other.0.partition.as_str()
     }
 }
 
@@ -88,13 +142,13 @@ struct Entry {
     shared: Arc<Bucket>,
     partitions: DashMap<PartitionKey, ()>,
     shared_has_limits: bool,
-    name: Arc<str>,
+    name: Arc<Arc<str>>,
 }
 
 impl Entry {
     fn new(def: ResourceDef) -> Self {
-        let name: Arc<str> = def.name.as_str().into();
-        let shared = Bucket::new(&def, Scope::Resource, &name, "".into());
+        let name: Arc<Arc<str>> = Arc::new(def.name.as_str().into());
+        let shared = Bucket::new(&def, Scope::Resource, &name, "");
         let shared_has_limits = def.limits.iter().any(|l| l.scope == Scope::Resource);
         Self {
             def: Arc::new(def),
@@ -114,7 +168,7 @@ impl Entry {
             return None;
         }
         // Built before the entry is taken (it is the key); a racing creator's stays.
-        let fresh = Bucket::new(&self.def, Scope::Partition, &self.name, partition.into());
+        let fresh = Bucket::new(&self.def, Scope::Partition, &self.name, partition);
         let b = self.partitions.entry(PartitionKey(fresh)).or_insert(());
         Some(Arc::clone(&b.key().0))
     }
@@ -493,9 +547,9 @@ impl Registry {
 
     /// Tell watchers a bucket (and its secondary) changed.
     fn announce(&self, home: &Bucket, sec: Option<&Arc<Bucket>>) {
-        self.inner.hub.changed_with(|| Arc::new(home.key.clone()));
+        self.inner.hub.changed_with(|| home.key());
         if let Some(s) = sec {
-            self.inner.hub.changed_with(|| Arc::new(s.key.clone()));
+            self.inner.hub.changed_with(|| s.key());
         }
     }
 

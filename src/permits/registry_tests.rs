@@ -181,3 +181,23 @@ async fn memory_per_bucket() {
         std::mem::size_of::<BucketState>()
     );
 }
+
+/// Partition names are held inline when short and shared when long: both (and non-ASCII
+/// ones) find their bucket again, for a release and for a quota.
+#[tokio::test]
+async fn short_and_long_partition_names() {
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock), None, Hub::new());
+    reg.put(def("r", true, 2, 0));
+    let none = HashMap::new();
+    let long = "tenant-0123456789abcdef-0123456789abcdef";
+    for p in ["", "a", "exactly-22-bytes-name!", "été", long] {
+        let g = ask(&reg, req("r", p, &none)).await.unwrap();
+        assert!(ask(&reg, req("r", p, &none)).await.is_ok());
+        assert!(ask(&reg, req("r", p, &none)).await.is_err(), "{p}");
+        assert_eq!(reg.quota("r", p).unwrap().in_flight, 2, "{p}");
+        reg.release(&g.permit_id, Settlement::Refund).unwrap();
+        assert_eq!(reg.quota("r", p).unwrap().in_flight, 1, "{p}");
+    }
+    assert_eq!(reg.bucket_count(), 6);
+}

@@ -61,9 +61,9 @@ impl Registry {
         for e in entries {
             let mut keys = Vec::new();
             if !e.def.per_partition || e.shared_has_limits {
-                keys.push(Arc::new(e.shared.key.clone()));
+                keys.push(e.shared.key());
             }
-            keys.extend(e.partitions.iter().map(|b| Arc::new(b.key().0.key.clone())));
+            keys.extend(e.partitions.iter().map(|b| b.key().0.key()));
             for k in keys {
                 if let Ok(v) = self.quota(&k.resource, &k.partition) {
                     out.push((k, v));
@@ -95,7 +95,7 @@ impl Registry {
             }
             None => {
                 // No bucket yet: show what a fresh one would hold, without creating it.
-                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition.into());
+                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition);
                 let sec = entry.secondary();
                 Ok(view(&lock_pair(&home, sec.as_ref())))
             }
