@@ -71,7 +71,7 @@ taskset -c 1 "$BIN" bench-coord --server "127.0.0.1:$PORT" --duration "${COORD_D
 echo '```' >> "$OUT"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
-# Memory per live bucket: 500 000 partition buckets, each holding a lease, built in-process
+# Memory per live bucket: 500 000 partition buckets holding a lease, then 500 000 without, built in-process
 # so the count is exact (RSS growth / buckets).
 echo "## memory per live bucket" >> "$OUT"
 echo '```' >> "$OUT"

@@ -987,6 +987,7 @@ mod tests {
 
     /// Sizes that the memory target depends on (see `memory_per_bucket`).
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn compact_sizes() {
         assert_eq!(std::mem::size_of::<LimitSlot>(), 48);
         assert_eq!(std::mem::size_of::<Limits>(), 48);

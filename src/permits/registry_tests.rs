@@ -132,6 +132,24 @@ async fn replace_and_delete() {
     ));
 }
 
+/// A concurrency denial points at the earliest lease still held, never at one already
+/// released.
+#[tokio::test]
+async fn concurrency_wait_ignores_released_leases() {
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
+    reg.put(def("conc", false, 1000, 1));
+    let none = HashMap::new();
+    let a = ask(&reg, req("conc", "", &none)).await.unwrap();
+    clock.advance(Duration::from_secs(10));
+    reg.release(&a.permit_id, Settlement::Keep).unwrap();
+    let _b = ask(&reg, req("conc", "", &none)).await.unwrap();
+    let d = ask(&reg, req("conc", "", &none)).await.unwrap_err();
+    assert_eq!(d.reason, DenialReason::ConcurrencyLimited);
+    // b's lease ends at 70 s; a's (released) would have ended at 60 s.
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
