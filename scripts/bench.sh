@@ -74,7 +74,7 @@ for dialect in ietf openai; do
 done
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
-# Memory per live bucket: 500 000 partition buckets, each holding a lease, built in-process
+# Memory per live bucket: 500 000 partition buckets holding a lease, then 500 000 without, built in-process
 # so the count is exact (RSS growth / buckets).
 echo "## memory per live bucket" >> "$OUT"
 echo '```' >> "$OUT"

@@ -68,6 +68,15 @@ impl Hub {
         }
     }
 
+    /// [`Self::changed`] for a key built only when someone watches (buckets keep their key
+    /// inline: per-bucket memory matters more than an allocation per watched change).
+    pub fn changed_with(&self, key: impl FnOnce() -> Arc<BucketKey>) {
+        if self.tx.receiver_count() > 0 {
+            // An error only means every subscriber left meanwhile.
+            let _ = self.tx.send(key());
+        }
+    }
+
     /// Subscribe (take the snapshot *after* this, so no change falls in between).
     #[must_use]
     pub fn subscribe(&self) -> Subscription {

@@ -995,7 +995,7 @@ impl Cluster {
                     let mut fx = Effects::new(now);
                     let r = f(d, &mut fx, now);
                     fx.apply_local(b, now);
-                    until = (b.cooldown_until > now).then_some(b.cooldown_until);
+                    until = (b.cooldown_until() > now).then_some(b.cooldown_until());
                     r
                 })?;
             return Ok((r, until));

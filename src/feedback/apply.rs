@@ -96,7 +96,7 @@ pub trait Target {
 
 impl Target for BucketState {
     fn count_429(&mut self) {
-        self.upstream_429_total = self.upstream_429_total.saturating_add(1);
+        BucketState::count_429(self);
     }
     fn cool_down(&mut self, until: Nanos) {
         BucketState::cool_down(self, until);
@@ -117,7 +117,7 @@ impl Target for BucketState {
         BucketState::block_dimension(self, dimension, until);
     }
     fn cooldown_until(&self) -> Nanos {
-        self.cooldown_until
+        BucketState::cooldown_until(self)
     }
 }
 
@@ -349,7 +349,7 @@ mod tests {
             5 * SEC,
         );
         assert_eq!(a.cooldown_until, Some(7 * SEC));
-        assert_eq!(b.upstream_429_total, 1);
+        assert_eq!(b.upstream_429_total(), 1);
         assert_eq!(
             b.check(None, &[1, 0], 6 * SEC),
             Err(Block::Cooldown { wait: SEC })

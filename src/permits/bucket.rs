@@ -14,6 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::ops::{Deref, DerefMut};
 
 use tokio::sync::oneshot;
 
@@ -27,12 +28,90 @@ pub type Cost = Box<[u64]>;
 /// A limit in a bucket.
 #[derive(Debug, Clone)]
 pub struct LimitSlot {
-    /// Index into the resource's dimensions.
-    pub dimension: usize,
+    /// Index into the resource's dimensions (at most `MAX_DIMENSIONS`, so a byte: a slot
+    /// is 48 bytes, not 56).
+    dim: u8,
     /// Where it came from.
     pub origin: Origin,
     /// The live state.
     pub state: LimitState,
+}
+
+impl LimitSlot {
+    /// A full limit of `rate` on `dimension`.
+    #[must_use]
+    pub fn new(dimension: usize, origin: Origin, rate: Rate) -> Self {
+        Self {
+            // Definitions are validated to at most MAX_DIMENSIONS (16) dimensions.
+            dim: u8::try_from(dimension).unwrap_or(u8::MAX),
+            origin,
+            state: LimitState::new(rate),
+        }
+    }
+
+    /// Index into the resource's dimensions.
+    #[must_use]
+    pub fn dimension(&self) -> usize {
+        usize::from(self.dim)
+    }
+}
+
+/// A bucket's limits. Nearly every bucket has zero or one, so one is held inline: no
+/// allocation, and no vector header.
+#[derive(Debug, Clone, Default)]
+pub struct Limits(LimitsRepr);
+
+#[derive(Debug, Clone, Default)]
+enum LimitsRepr {
+    #[default]
+    None,
+    One(LimitSlot),
+    Many(Vec<LimitSlot>),
+}
+
+impl Limits {
+    /// Add a limit.
+    pub fn push(&mut self, slot: LimitSlot) {
+        self.0 = match std::mem::take(&mut self.0) {
+            LimitsRepr::None => LimitsRepr::One(slot),
+            LimitsRepr::One(first) => LimitsRepr::Many(vec![first, slot]),
+            LimitsRepr::Many(mut v) => {
+                v.push(slot);
+                LimitsRepr::Many(v)
+            }
+        };
+    }
+}
+
+impl Deref for Limits {
+    type Target = [LimitSlot];
+    fn deref(&self) -> &[LimitSlot] {
+        match &self.0 {
+            LimitsRepr::None => &[],
+            LimitsRepr::One(s) => std::slice::from_ref(s),
+            LimitsRepr::Many(v) => v,
+        }
+    }
+}
+
+impl DerefMut for Limits {
+    fn deref_mut(&mut self) -> &mut [LimitSlot] {
+        match &mut self.0 {
+            LimitsRepr::None => &mut [],
+            LimitsRepr::One(s) => std::slice::from_mut(s),
+            LimitsRepr::Many(v) => v,
+        }
+    }
+}
+
+impl FromIterator<LimitSlot> for Limits {
+    fn from_iter<I: IntoIterator<Item = LimitSlot>>(iter: I) -> Self {
+        let mut l = Self::default();
+        for s in iter {
+            l.push(s);
+        }
+        l
+    }
 }
 
 /// Why a request cannot be granted now.
@@ -57,15 +136,217 @@ pub enum Block {
     Never,
 }
 
+/// What a lease took: inline for a one-dimension resource (the common case), so holding a
+/// lease allocates nothing.
+#[derive(Debug, Clone)]
+enum LeaseCost {
+    One(u64),
+    Many(Cost),
+}
+
+impl LeaseCost {
+    fn new(cost: Cost) -> Self {
+        match *cost {
+            [c] => Self::One(c),
+            _ => Self::Many(cost),
+        }
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Self::One(c) => std::slice::from_ref(c),
+            Self::Many(c) => c,
+        }
+    }
+}
+
 /// A concurrency slot held by a granted permit.
 #[derive(Debug, Clone)]
-pub struct Lease {
+struct Lease {
+    /// Sequence number (the permit id's).
+    seq: u64,
     /// Random part of the permit id (an id cannot be guessed from the sequence).
-    pub tag: u64,
-    /// What the permit took, for refunds and reconciliation.
-    pub cost: Cost,
+    tag: u64,
     /// When the slot is reclaimed.
-    pub expires: Nanos,
+    expires: Nanos,
+    /// What the permit took, for refunds and reconciliation.
+    cost: LeaseCost,
+}
+
+/// Above this many leases a bucket indexes them (map by sequence, heap by expiry, O(log n));
+/// at or below, a vector scanned linearly is both smaller and faster.
+const FEW_LEASES: usize = 8;
+
+/// The leases a bucket holds. Most buckets hold none or one (inline, no allocation); a few
+/// (a short vector); busy concurrency limits hold many (indexed).
+#[derive(Debug, Default)]
+enum Leases {
+    #[default]
+    None,
+    One(Lease),
+    Few(Vec<Lease>),
+    Many(Box<ManyLeases>),
+}
+
+#[derive(Debug, Default)]
+struct ManyLeases {
+    by_seq: HashMap<u64, Lease>,
+    /// Expiry order. Released leases leave entries behind; the top is always live (stale
+    /// tops are popped at once), so it is the exact next expiry.
+    expiries: BinaryHeap<Reverse<(Nanos, u64)>>,
+}
+
+impl ManyLeases {
+    fn is_live(&self, at: Nanos, seq: u64) -> bool {
+        self.by_seq.get(&seq).is_some_and(|l| l.expires == at)
+    }
+
+    fn pop_stale(&mut self) {
+        while let Some(&Reverse((at, seq))) = self.expiries.peek() {
+            if self.is_live(at, seq) {
+                break;
+            }
+            self.expiries.pop();
+        }
+    }
+
+    fn insert(&mut self, lease: Lease) {
+        self.expiries.push(Reverse((lease.expires, lease.seq)));
+        self.by_seq.insert(lease.seq, lease);
+    }
+}
+
+impl Leases {
+    fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::One(_) => 1,
+            Self::Few(v) => v.len(),
+            Self::Many(m) => m.by_seq.len(),
+        }
+    }
+
+    fn insert(&mut self, lease: Lease) {
+        *self = match std::mem::take(self) {
+            Self::None => Self::One(lease),
+            Self::One(first) => Self::Few(vec![first, lease]),
+            Self::Few(mut v) if v.len() < FEW_LEASES => {
+                v.push(lease);
+                Self::Few(v)
+            }
+            Self::Few(v) => {
+                let mut m = ManyLeases::default();
+                v.into_iter().for_each(|l| m.insert(l));
+                m.insert(lease);
+                Self::Many(Box::new(m))
+            }
+            Self::Many(mut m) => {
+                m.insert(lease);
+                Self::Many(m)
+            }
+        };
+    }
+
+    /// Remove the lease `seq` if its tag is `tag`.
+    fn remove(&mut self, seq: u64, tag: u64) -> Option<Lease> {
+        let found = match self {
+            Self::None => None,
+            Self::One(l) if l.seq == seq && l.tag == tag => match std::mem::take(self) {
+                Self::One(l) => Some(l),
+                _ => None,
+            },
+            Self::One(_) => None,
+            Self::Few(v) => v
+                .iter()
+                .position(|l| l.seq == seq && l.tag == tag)
+                .map(|i| v.swap_remove(i)),
+            Self::Many(m) => {
+                if m.by_seq.get(&seq).is_some_and(|l| l.tag == tag) {
+                    let l = m.by_seq.remove(&seq);
+                    m.pop_stale();
+                    l
+                } else {
+                    None
+                }
+            }
+        };
+        self.compact();
+        found
+    }
+
+    /// Drop leases that ended at or before `now`; returns how many.
+    fn reclaim(&mut self, now: Nanos) -> usize {
+        let n = match self {
+            Self::None => 0,
+            Self::One(l) => {
+                if l.expires > now {
+                    return 0;
+                }
+                *self = Self::None;
+                1
+            }
+            Self::Few(v) => {
+                let before = v.len();
+                v.retain(|l| l.expires > now);
+                before - v.len()
+            }
+            Self::Many(m) => {
+                let mut n = 0;
+                while let Some(&Reverse((at, seq))) = m.expiries.peek() {
+                    if at > now {
+                        break;
+                    }
+                    m.expiries.pop();
+                    if m.is_live(at, seq) {
+                        m.by_seq.remove(&seq);
+                        n += 1;
+                    }
+                }
+                m.pop_stale();
+                n
+            }
+        };
+        if n > 0 {
+            self.compact();
+        }
+        n
+    }
+
+    fn next_expiry(&self) -> Option<Nanos> {
+        match self {
+            Self::None => None,
+            Self::One(l) => Some(l.expires),
+            Self::Few(v) => v.iter().map(|l| l.expires).min(),
+            Self::Many(m) => m.expiries.peek().map(|Reverse((at, _))| *at),
+        }
+    }
+
+    /// Move to the smallest representation that fits: the indexed one is kept until it
+    /// holds half of [`FEW_LEASES`], so a bucket hovering at the threshold does not convert
+    /// back and forth.
+    fn compact(&mut self) {
+        let shrink = match self {
+            Self::Few(v) => v.len() <= 1,
+            Self::Many(m) => m.by_seq.len() <= FEW_LEASES / 2,
+            Self::None | Self::One(_) => false,
+        };
+        if !shrink {
+            return;
+        }
+        let mut v: Vec<Lease> = match std::mem::take(self) {
+            Self::Few(v) => v,
+            Self::Many(m) => m.by_seq.into_values().collect(),
+            other => {
+                *self = other;
+                return;
+            }
+        };
+        *self = match v.len() {
+            0 => Self::None,
+            1 => v.pop().map_or(Self::None, Self::One),
+            _ => Self::Few(v),
+        };
+    }
 }
 
 /// A granted permit.
@@ -110,33 +391,52 @@ pub struct Waiter {
 /// Queue position: priority (higher first), then arrival.
 pub type QueueKey = (Reverse<i32>, u64);
 
-/// The state of one bucket.
+/// What few buckets need at any moment: a wait queue, a wake-up timer, a cooldown, blocked
+/// dimensions, upstream 429s. Kept out of line and allocated on first use, so an ordinary
+/// bucket pays one pointer for all of it; dropped again once back to the defaults.
+#[derive(Debug, Default)]
+struct Rare {
+    queue: BTreeMap<QueueKey, Waiter>,
+    /// Per dimension, the cost of everyone queued (empty until the first waiter).
+    queued_cost: Vec<u64>,
+    /// Per dimension: the upstream said 0 remaining until this instant (empty until the
+    /// first block).
+    blocked_until: Vec<Nanos>,
+    timer_at: Option<Nanos>,
+    cooldown_until: Nanos,
+    upstream_429_total: u64,
+}
+
+impl Rare {
+    /// Whether it holds nothing that matters at `now` (an ended cooldown or block is the
+    /// same as none: every reader compares it with the clock).
+    fn is_default(&self, now: Nanos) -> bool {
+        self.queue.is_empty()
+            && self.timer_at.is_none()
+            && self.cooldown_until <= now
+            && self.blocked_until.iter().all(|&b| b <= now)
+            && self.upstream_429_total == 0
+    }
+}
+
+/// The state of one bucket. Small on purpose (a partition bucket exists per live user):
+/// one limit and one lease inline, everything rare behind one pointer.
 #[derive(Debug)]
 pub struct BucketState {
     /// Limits living in this bucket.
-    pub limits: Vec<LimitSlot>,
-    /// Concurrency limit (home buckets only; 0 = unlimited).
-    pub concurrency: u32,
-    /// Permits holding a lease.
-    pub in_flight: u32,
-    leases: HashMap<u64, Lease>,
-    expiries: BinaryHeap<Reverse<(Nanos, u64)>>,
-    queue: BTreeMap<QueueKey, Waiter>,
-    queued_cost: Vec<u64>,
-    /// When a wake-up timer is armed for the queue head.
-    pub timer_at: Option<Nanos>,
+    pub limits: Limits,
+    leases: Leases,
+    rare: Option<Box<Rare>>,
     /// Permits granted.
     pub granted_total: u64,
     /// Permits denied.
     pub denied_total: u64,
+    /// Concurrency limit (home buckets only; 0 = unlimited).
+    pub concurrency: u32,
     /// Set when the bucket was dropped from its map: holders must look it up again.
     pub retired: bool,
-    /// Paused until this instant (an upstream 429/503): nothing is granted before it.
-    pub cooldown_until: Nanos,
-    /// Per dimension: the upstream said 0 remaining until this instant.
-    pub blocked_until: Vec<Nanos>,
-    /// Upstream 429 answers reported.
-    pub upstream_429_total: u64,
+    /// The resource's dimension count (at most `MAX_DIMENSIONS`).
+    dims: u8,
 }
 
 impl BucketState {
@@ -148,40 +448,82 @@ impl BucketState {
             .limits
             .iter()
             .filter(|l| l.scope == scope)
-            .map(|l| LimitSlot {
-                dimension: l.dimension,
-                origin: l.origin,
-                state: LimitState::new(l.rate),
-            })
+            .map(|l| LimitSlot::new(l.dimension, l.origin, l.rate))
             .collect();
         Self {
             limits,
-            concurrency: if home { def.concurrency } else { 0 },
-            in_flight: 0,
-            leases: HashMap::new(),
-            expiries: BinaryHeap::new(),
-            queue: BTreeMap::new(),
-            queued_cost: vec![0; def.dimensions.len()],
-            timer_at: None,
+            leases: Leases::None,
+            rare: None,
             granted_total: 0,
             denied_total: 0,
+            concurrency: if home { def.concurrency } else { 0 },
             retired: false,
-            cooldown_until: 0,
-            blocked_until: vec![0; def.dimensions.len()],
-            upstream_429_total: 0,
+            dims: u8::try_from(def.dimensions.len()).unwrap_or(u8::MAX),
         }
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Free the rare part once it is back to the defaults.
+    fn tidy(&mut self, now: Nanos) {
+        if self.rare.as_ref().is_some_and(|r| r.is_default(now)) {
+            self.rare = None;
+        }
+    }
+
+    /// Permits holding a lease.
+    #[must_use]
+    pub fn in_flight(&self) -> u32 {
+        u32::try_from(self.leases.len()).unwrap_or(u32::MAX)
+    }
+
+    /// When a wake-up timer is armed for the queue head.
+    #[must_use]
+    pub fn timer_at(&self) -> Option<Nanos> {
+        self.rare.as_ref().and_then(|r| r.timer_at)
+    }
+
+    /// Record the armed wake-up timer (`None`: none is armed).
+    pub fn set_timer_at(&mut self, at: Option<Nanos>) {
+        match (at, self.rare.as_mut()) {
+            (None, None) => {}
+            (None, Some(r)) => r.timer_at = None,
+            (Some(_), _) => self.rare_mut().timer_at = at,
+        }
+    }
+
+    /// Paused until this instant (an upstream 429/503): nothing is granted before it. An
+    /// ended cooldown may read as 0.
+    #[must_use]
+    pub fn cooldown_until(&self) -> Nanos {
+        self.rare.as_ref().map_or(0, |r| r.cooldown_until)
+    }
+
+    /// Upstream 429 answers reported.
+    #[must_use]
+    pub fn upstream_429_total(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.upstream_429_total)
+    }
+
+    /// Count an upstream 429.
+    pub fn count_429(&mut self) {
+        let r = self.rare_mut();
+        r.upstream_429_total = r.upstream_429_total.saturating_add(1);
     }
 
     /// Nanoseconds until `cost` fits every limit here (`None`: never, a cost above a burst).
     fn rate_wait(&self, cost: &[u64], now: Nanos) -> Option<Nanos> {
         let mut wait = 0;
-        for (d, &until) in self.blocked_until.iter().enumerate() {
+        let blocked = self.rare.as_ref().map_or(&[][..], |r| &r.blocked_until);
+        for (d, &until) in blocked.iter().enumerate() {
             if until > now && cost.get(d).is_some_and(|&c| c > 0) {
                 wait = wait.max(until - now);
             }
         }
-        for l in &self.limits {
-            let c = cost.get(l.dimension).copied().unwrap_or(0);
+        for l in self.limits.iter() {
+            let c = cost.get(l.dimension()).copied().unwrap_or(0);
             wait = wait.max(l.state.wait_for(c, now)?);
         }
         Some(wait)
@@ -194,7 +536,7 @@ impl BucketState {
             .iter()
             .map(|l| {
                 l.state
-                    .ready_in(cost.get(l.dimension).copied().unwrap_or(0), now)
+                    .ready_in(cost.get(l.dimension()).copied().unwrap_or(0), now)
             })
             .max()
             .unwrap_or(0)
@@ -202,24 +544,8 @@ impl BucketState {
 
     /// Return slots whose lease ended.
     pub fn reclaim(&mut self, now: Nanos) -> usize {
-        let mut n = 0;
-        while let Some(&Reverse((at, seq))) = self.expiries.peek() {
-            if at > now {
-                break;
-            }
-            self.expiries.pop();
-            // The heap may hold entries of leases already released: only live ones count.
-            if self.leases.get(&seq).is_some_and(|l| l.expires == at) {
-                self.leases.remove(&seq);
-                self.in_flight = self.in_flight.saturating_sub(1);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    fn next_expiry(&self) -> Option<Nanos> {
-        self.expiries.peek().map(|Reverse((at, _))| *at)
+        self.tidy(now);
+        self.leases.reclaim(now)
     }
 
     /// Whether `cost` could be granted now (after reclaiming expired leases).
@@ -230,9 +556,10 @@ impl BucketState {
         now: Nanos,
     ) -> Result<(), Block> {
         self.reclaim(now);
-        if self.cooldown_until > now {
+        let cooldown_until = self.cooldown_until();
+        if cooldown_until > now {
             return Err(Block::Cooldown {
-                wait: self.cooldown_until - now,
+                wait: cooldown_until - now,
             });
         }
         let rate = match (
@@ -242,8 +569,11 @@ impl BucketState {
             (Some(a), Some(b)) => a.max(b),
             _ => return Err(Block::Never),
         };
-        if self.concurrency > 0 && self.in_flight >= self.concurrency {
-            let wait = self.next_expiry().map(|e| e.saturating_sub(now).max(rate));
+        if self.concurrency > 0 && self.in_flight() >= self.concurrency {
+            let wait = self
+                .leases
+                .next_expiry()
+                .map(|e| e.saturating_sub(now).max(rate));
             return Err(Block::Concurrency { wait });
         }
         if rate > 0 {
@@ -268,9 +598,12 @@ impl BucketState {
             s.granted_total = s.granted_total.saturating_add(1);
         }
         let expires = now.saturating_add(lease_ns);
-        self.in_flight = self.in_flight.saturating_add(1);
-        self.leases.insert(seq, Lease { tag, cost, expires });
-        self.expiries.push(Reverse((expires, seq)));
+        self.leases.insert(Lease {
+            seq,
+            tag,
+            expires,
+            cost: LeaseCost::new(cost),
+        });
         self.granted_total = self.granted_total.saturating_add(1);
         Granted {
             seq,
@@ -284,34 +617,44 @@ impl BucketState {
     /// or higher priority is ahead of it).
     #[must_use]
     pub fn may_bypass_queue(&self, priority: i32) -> bool {
-        self.queue
-            .first_key_value()
-            .is_none_or(|((Reverse(p), _), _)| *p < priority)
+        self.rare.as_ref().is_none_or(|r| {
+            r.queue
+                .first_key_value()
+                .is_none_or(|((Reverse(p), _), _)| *p < priority)
+        })
     }
 
     /// Waiters queued.
     #[must_use]
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.rare.as_ref().map_or(0, |r| r.queue.len())
     }
 
     /// Queue a caller.
     pub fn enqueue(&mut self, key: QueueKey, waiter: Waiter) {
-        add(&mut self.queued_cost, &waiter.cost);
-        self.queue.insert(key, waiter);
+        let r = self.rare_mut();
+        if r.queued_cost.is_empty() {
+            r.queued_cost = vec![0; waiter.cost.len()];
+        }
+        add(&mut r.queued_cost, &waiter.cost);
+        r.queue.insert(key, waiter);
     }
 
     /// Remove a waiter (timed out or gone); `None` when it was already answered.
     pub fn dequeue(&mut self, key: &QueueKey) -> Option<Waiter> {
-        let w = self.queue.remove(key)?;
-        sub(&mut self.queued_cost, &w.cost);
+        let r = self.rare.as_mut()?;
+        let w = r.queue.remove(key)?;
+        sub(&mut r.queued_cost, &w.cost);
         Some(w)
     }
 
     /// Whether `key` is at the head of the queue.
     #[must_use]
     pub fn is_head(&self, key: &QueueKey) -> bool {
-        self.queue.first_key_value().is_some_and(|(k, _)| k == key)
+        self.rare
+            .as_ref()
+            .and_then(|r| r.queue.first_key_value())
+            .is_some_and(|(k, _)| k == key)
     }
 
     /// Estimated nanoseconds until `cost` could be granted behind everyone queued now
@@ -324,8 +667,10 @@ impl BucketState {
         block: Option<Block>,
         now: Nanos,
     ) -> Nanos {
-        let mut total = self.queued_cost.clone();
-        add(&mut total, cost);
+        let mut total = cost.to_vec();
+        if let Some(r) = &self.rare {
+            add(&mut total, &r.queued_cost);
+        }
         let mut wait = self
             .accumulate_wait(&total, now)
             .max(secondary.map_or(0, |s| s.accumulate_wait(&total, now)));
@@ -341,13 +686,24 @@ impl BucketState {
     /// wake the queue (the head's rate wait or the next lease expiry), if any.
     pub fn drain(
         &mut self,
+        secondary: Option<&mut BucketState>,
+        now: Nanos,
+        next_id: impl FnMut() -> (u64, u64),
+    ) -> Option<Nanos> {
+        let wake = self.drain_queue(secondary, now, next_id);
+        self.tidy(now);
+        wake
+    }
+
+    fn drain_queue(
+        &mut self,
         mut secondary: Option<&mut BucketState>,
         now: Nanos,
         mut next_id: impl FnMut() -> (u64, u64),
     ) -> Option<Nanos> {
         loop {
             let (key, cost) = {
-                let (k, w) = self.queue.first_key_value()?;
+                let (k, w) = self.rare.as_ref()?.queue.first_key_value()?;
                 (*k, w.cost.clone())
             };
             match self.check(secondary.as_deref(), &cost, now) {
@@ -376,7 +732,7 @@ impl BucketState {
         }
     }
 
-    /// Release a permit's lease; `None` when the permit is unknown or already released.
+    /// Release a permit's lease; false when the permit is unknown or already released.
     pub fn release(
         &mut self,
         secondary: Option<&mut BucketState>,
@@ -384,37 +740,36 @@ impl BucketState {
         tag: u64,
         settle: Settle<'_>,
         now: Nanos,
-    ) -> Option<Lease> {
-        if self.leases.get(&seq).is_none_or(|l| l.tag != tag) {
-            return None;
-        }
-        let lease = self.leases.remove(&seq)?;
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let mut refund = vec![0; lease.cost.len()];
-        let mut charge = vec![0; lease.cost.len()];
-        match settle {
-            Settle::Keep => {}
-            Settle::Refund => refund.copy_from_slice(&lease.cost),
-            Settle::Actual(actual) => {
-                for (i, a) in actual.iter().enumerate() {
-                    if let (Some(a), Some(&c)) = (a, lease.cost.get(i)) {
-                        refund[i] = c.saturating_sub(*a);
-                        charge[i] = a.saturating_sub(c);
-                    }
-                }
+    ) -> bool {
+        let Some(lease) = self.leases.remove(seq, tag) else {
+            return false;
+        };
+        let cost = lease.cost.as_slice();
+        // (refund, charge) of one dimension.
+        let amounts = |d: usize| -> (u64, u64) {
+            let Some(&c) = cost.get(d) else {
+                return (0, 0);
+            };
+            match settle {
+                Settle::Keep => (0, 0),
+                Settle::Refund => (c, 0),
+                Settle::Actual(actual) => match actual.get(d) {
+                    Some(Some(a)) => (c.saturating_sub(*a), a.saturating_sub(c)),
+                    _ => (0, 0),
+                },
             }
-        }
-        settle_limits(&mut self.limits, &refund, &charge, now);
+        };
+        settle_limits(&mut self.limits, amounts, now);
         if let Some(s) = secondary {
-            settle_limits(&mut s.limits, &refund, &charge, now);
+            settle_limits(&mut s.limits, amounts, now);
         }
-        Some(lease)
+        true
     }
 
     /// Charge a cost incurred without a permit (a report of an un-permitted call).
     pub fn charge(&mut self, cost: &[u64], now: Nanos) {
-        for l in &mut self.limits {
-            let c = cost.get(l.dimension).copied().unwrap_or(0);
+        for l in self.limits.iter_mut() {
+            let c = cost.get(l.dimension()).copied().unwrap_or(0);
             if c > 0 {
                 l.state.charge(c, now);
             }
@@ -425,31 +780,47 @@ impl BucketState {
     /// limit full.
     #[must_use]
     pub fn is_idle(&self, now: Nanos) -> bool {
-        self.leases.is_empty()
-            && self.queue.is_empty()
-            && self.cooldown_until <= now
-            && self.blocked_until.iter().all(|&b| b <= now)
+        self.leases.len() == 0
+            && self.rare.as_ref().is_none_or(|r| {
+                r.queue.is_empty()
+                    && r.cooldown_until <= now
+                    && r.blocked_until.iter().all(|&b| b <= now)
+            })
             && self.limits.iter().all(|l| l.state.is_full(now))
     }
 
     /// Answer every waiter with `outcome` (resource replaced, deleted, shutdown).
     pub fn close_queue(&mut self, outcome: impl Fn() -> WaitOutcome) {
-        for (_, w) in std::mem::take(&mut self.queue) {
+        let Some(r) = self.rare.as_mut() else {
+            return;
+        };
+        for (_, w) in std::mem::take(&mut r.queue) {
             let _ = w.tx.send(outcome());
         }
-        self.queued_cost.iter_mut().for_each(|c| *c = 0);
+        r.queued_cost = Vec::new();
+        // No clock here: 0 frees it only when no cooldown or block was ever set.
+        self.tidy(0);
     }
 }
 
 impl BucketState {
     /// Pause the bucket until `until` (never shortens a cooldown already in force).
     pub fn cool_down(&mut self, until: Nanos) {
-        self.cooldown_until = self.cooldown_until.max(until);
+        let r = self.rare_mut();
+        r.cooldown_until = r.cooldown_until.max(until);
     }
 
     /// Grant nothing of `dimension` until `until` (the upstream said 0 remaining).
     pub fn block_dimension(&mut self, dimension: usize, until: Nanos) {
-        if let Some(b) = self.blocked_until.get_mut(dimension) {
+        if dimension >= usize::from(self.dims) {
+            return;
+        }
+        let dims = usize::from(self.dims);
+        let r = self.rare_mut();
+        if r.blocked_until.is_empty() {
+            r.blocked_until = vec![0; dims];
+        }
+        if let Some(b) = r.blocked_until.get_mut(dimension) {
             *b = (*b).max(until);
         }
     }
@@ -464,7 +835,7 @@ impl BucketState {
         now: Nanos,
     ) {
         for l in self.limits.iter_mut().filter(|l| {
-            l.dimension == dimension && window_ns.is_none_or(|w| l.state.rate().period_ns == w)
+            l.dimension() == dimension && window_ns.is_none_or(|w| l.state.rate().period_ns == w)
         }) {
             l.state.correct_down(remaining, now);
         }
@@ -476,7 +847,7 @@ impl BucketState {
     /// can only make the resource stricter, never raise a configured one.
     pub fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
         if let Some(slot) = self.limits.iter_mut().find(|l| {
-            l.dimension == dimension
+            l.dimension() == dimension
                 && l.origin == Origin::Learned
                 && l.state.rate().period_ns == rate.period_ns
         }) {
@@ -489,16 +860,13 @@ impl BucketState {
         let learned = self
             .limits
             .iter()
-            .filter(|l| l.dimension == dimension && l.origin == Origin::Learned)
+            .filter(|l| l.dimension() == dimension && l.origin == Origin::Learned)
             .count();
         if learned >= MAX_LEARNED_PER_DIMENSION {
             return false;
         }
-        self.limits.push(LimitSlot {
-            dimension,
-            origin: Origin::Learned,
-            state: LimitState::new(rate),
-        });
+        self.limits
+            .push(LimitSlot::new(dimension, Origin::Learned, rate));
         true
     }
 }
@@ -519,17 +887,16 @@ pub enum Settle<'a> {
 
 fn take(limits: &mut [LimitSlot], cost: &[u64], now: Nanos) {
     for l in limits {
-        let c = cost.get(l.dimension).copied().unwrap_or(0);
+        let c = cost.get(l.dimension()).copied().unwrap_or(0);
         if c > 0 {
             l.state.charge(c, now);
         }
     }
 }
 
-fn settle_limits(limits: &mut [LimitSlot], refund: &[u64], charge: &[u64], now: Nanos) {
+fn settle_limits(limits: &mut [LimitSlot], amounts: impl Fn(usize) -> (u64, u64), now: Nanos) {
     for l in limits {
-        let r = refund.get(l.dimension).copied().unwrap_or(0);
-        let c = charge.get(l.dimension).copied().unwrap_or(0);
+        let (r, c) = amounts(l.dimension());
         if r > 0 {
             l.state.refund(r);
         }
@@ -548,5 +915,83 @@ fn add(acc: &mut [u64], cost: &[u64]) {
 fn sub(acc: &mut [u64], cost: &[u64]) {
     for (a, c) in acc.iter_mut().zip(cost) {
         *a = a.saturating_sub(*c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64),
+        Remove(usize, bool),
+        Reclaim(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u64..1000).prop_map(Op::Insert),
+            2 => (0usize..64, any::<bool>()).prop_map(|(i, ok)| Op::Remove(i, ok)),
+            1 => (0u64..300).prop_map(Op::Reclaim),
+        ]
+    }
+
+    proptest! {
+        /// The compact lease set (inline, vector, indexed) behaves like a plain list of
+        /// leases through every representation change: same removals, reclaims, next expiry.
+        #[test]
+        fn leases_match_a_plain_list(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut leases = Leases::default();
+            let mut model: Vec<(u64, u64, Nanos)> = Vec::new();
+            let (mut now, mut seq) = (0u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Insert(d) => {
+                        seq += 1;
+                        let tag = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        leases.insert(Lease {
+                            seq,
+                            tag,
+                            expires: now + d,
+                            cost: LeaseCost::new(vec![seq].into_boxed_slice()),
+                        });
+                        model.push((seq, tag, now + d));
+                    }
+                    Op::Remove(i, ok) => {
+                        let Some(&(s, t, _)) = model.get(i % model.len().max(1)) else {
+                            prop_assert!(leases.remove(1, 1).is_none());
+                            continue;
+                        };
+                        let tag = if ok { t } else { t ^ 1 };
+                        let got = leases.remove(s, tag);
+                        prop_assert_eq!(got.is_some(), ok);
+                        if let Some(l) = got {
+                            prop_assert_eq!(l.cost.as_slice(), &[s][..]);
+                            model.retain(|m| m.0 != s);
+                        }
+                    }
+                    Op::Reclaim(d) => {
+                        now += d;
+                        let before = model.len();
+                        model.retain(|m| m.2 > now);
+                        prop_assert_eq!(leases.reclaim(now), before - model.len());
+                    }
+                }
+                prop_assert_eq!(leases.len(), model.len());
+                prop_assert_eq!(leases.next_expiry(), model.iter().map(|m| m.2).min());
+            }
+        }
+    }
+
+    /// Sizes that the memory target depends on (see `memory_per_bucket`).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn compact_sizes() {
+        assert_eq!(std::mem::size_of::<LimitSlot>(), 48);
+        assert_eq!(std::mem::size_of::<Limits>(), 48);
+        assert_eq!(std::mem::size_of::<Lease>(), 40);
+        assert_eq!(std::mem::size_of::<BucketState>(), 128);
     }
 }

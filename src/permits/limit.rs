@@ -35,14 +35,24 @@ pub struct Rate {
 pub struct LimitState {
     rate: Rate,
     /// Theoretical arrival time in scaled units; `<= s(now)` means the bucket is full.
-    tat: u128,
+    /// A `u128` (scaled time needs more than 64 bits to stay exact) kept as bytes: a `u128`
+    /// field would align the state to 16 and pad it from 40 to 48 bytes, in every bucket.
+    tat: [u8; 16],
 }
 
 impl LimitState {
     /// A full bucket.
     #[must_use]
     pub fn new(rate: Rate) -> Self {
-        Self { rate, tat: 0 }
+        Self { rate, tat: [0; 16] }
+    }
+
+    fn tat(&self) -> u128 {
+        u128::from_ne_bytes(self.tat)
+    }
+
+    fn set_tat(&mut self, tat: u128) {
+        self.tat = tat.to_ne_bytes();
     }
 
     /// The limit's shape.
@@ -67,7 +77,7 @@ impl LimitState {
     #[must_use]
     pub fn available(&self, now: Nanos) -> u64 {
         let s = self.scaled(now);
-        let used = self.tat.saturating_sub(s);
+        let used = self.tat().saturating_sub(s);
         let free = self.capacity().saturating_sub(used) / self.unit();
         u64::try_from(free).unwrap_or(u64::MAX)
     }
@@ -88,7 +98,7 @@ impl LimitState {
     pub fn ready_in(&self, cost: u64, now: Nanos) -> Nanos {
         let s = self.scaled(now);
         // Fits when max(tat, s) + cost*unit - s <= capacity, i.e. s >= tat + cost*unit - cap.
-        let need = (self.tat.saturating_add(u128::from(cost) * self.unit()))
+        let need = (self.tat().saturating_add(u128::from(cost) * self.unit()))
             .saturating_sub(self.capacity());
         if need <= s {
             return 0;
@@ -99,8 +109,8 @@ impl LimitState {
 
     /// Take `cost` units (the caller checked [`Self::wait_for`]).
     pub fn take(&mut self, cost: u64, now: Nanos) {
-        let base = self.tat.max(self.scaled(now));
-        self.tat = base.saturating_add(u128::from(cost) * self.unit());
+        let base = self.tat().max(self.scaled(now));
+        self.set_tat(base.saturating_add(u128::from(cost) * self.unit()));
     }
 
     /// Charge units already used upstream (a reconciled cost, or a call made without a
@@ -109,12 +119,12 @@ impl LimitState {
     pub fn charge(&mut self, cost: u64, now: Nanos) {
         self.take(cost, now);
         let ceiling = self.scaled(now).saturating_add(2 * self.capacity());
-        self.tat = self.tat.min(ceiling);
+        self.set_tat(self.tat().min(ceiling));
     }
 
     /// Give `cost` units back (a refund); never fuller than full.
     pub fn refund(&mut self, cost: u64) {
-        self.tat = self.tat.saturating_sub(u128::from(cost) * self.unit());
+        self.set_tat(self.tat().saturating_sub(u128::from(cost) * self.unit()));
     }
 
     /// Lower the level to `remaining` units if it is higher (an upstream said so); never
@@ -122,20 +132,20 @@ impl LimitState {
     pub fn correct_down(&mut self, remaining: u64, now: Nanos) {
         let s = self.scaled(now);
         let used = u128::from(self.rate.burst.saturating_sub(remaining)) * self.unit();
-        self.tat = self.tat.max(s + used);
+        self.set_tat(self.tat().max(s + used));
     }
 
     /// The instant the bucket is full again.
     #[must_use]
     pub fn full_at(&self) -> Nanos {
-        let at = self.tat.div_ceil(u128::from(self.rate.amount));
+        let at = self.tat().div_ceil(u128::from(self.rate.amount));
         u64::try_from(at).unwrap_or(u64::MAX)
     }
 
     /// Whether the bucket is full at `now` (an idle bucket can be dropped and recreated).
     #[must_use]
     pub fn is_full(&self, now: Nanos) -> bool {
-        self.tat <= self.scaled(now)
+        self.tat() <= self.scaled(now)
     }
 }
 

@@ -33,42 +33,122 @@ use crate::watch::{BucketKey, Hub};
 #[derive(Debug)]
 struct Bucket {
     state: Mutex<BucketState>,
-    /// Announced to the watch hub on every change (an `Arc`, so announcing allocates
-    /// nothing). Its strings are shared with the resource and the partition map's key, so
-    /// a bucket costs no string copies.
-    key: Arc<BucketKey>,
+    /// The resource's name, shared by its buckets (a thin pointer: 8 bytes, not 16).
+    resource: Arc<Arc<str>>,
+    /// The partition's name, inline when short: no allocation of its own.
+    partition: PartitionName,
 }
 
 impl Bucket {
-    fn new(def: &ResourceDef, scope: Scope, resource: &Arc<str>, partition: Arc<str>) -> Arc<Self> {
+    fn new(
+        def: &ResourceDef,
+        scope: Scope,
+        resource: &Arc<Arc<str>>,
+        partition: &str,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(BucketState::new(def, scope, def.home_scope() == scope)),
-            key: Arc::new(BucketKey {
-                resource: Arc::clone(resource),
-                partition,
-            }),
+            resource: Arc::clone(resource),
+            partition: PartitionName::new(partition),
         })
     }
     fn lock(&self) -> MutexGuard<'_, BucketState> {
         // A panic while holding the lock leaves consistent integer state: keep serving.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+    /// The key announced to the watch hub. Built per announcement, and only when someone
+    /// watches: a key kept in every bucket would cost each one an allocation.
+    fn key(&self) -> Arc<BucketKey> {
+        Arc::new(BucketKey {
+            resource: Arc::clone(&self.resource),
+            partition: self.partition.to_shared(),
+        })
+    }
 }
+
+/// Longest partition name held inline.
+const INLINE_NAME: usize = 22;
+
+/// A partition name: inline up to [`INLINE_NAME`] bytes (user ids, tenant ids, key
+/// hashes), shared beyond. Same size as an `Arc<str>` plus 8 bytes, and saves the 32-byte
+/// allocation most names would take.
+#[derive(Debug, Clone)]
+enum PartitionName {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Shared(Arc<str>),
+}
+
+impl PartitionName {
+    fn new(name: &str) -> Self {
+        let mut bytes = [0; INLINE_NAME];
+        match (bytes.get_mut(..name.len()), u8::try_from(name.len())) {
+            (Some(b), Ok(len)) => {
+                b.copy_from_slice(name.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(name.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Always a whole `str`'s bytes, so always valid UTF-8.
+            Self::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            Self::Shared(s) => s,
+        }
+    }
+
+    fn to_shared(&self) -> Arc<str> {
+        match self {
+            Self::Inline { .. } => self.as_str().into(),
+            Self::Shared(s) => Arc::clone(s),
+        }
+    }
+}
+
+/// A partition bucket as the key of its own map, looked up by its partition name: the map
+/// stores one pointer per bucket instead of a (name, bucket) pair.
+#[derive(Debug)]
+struct PartitionKey(Arc<Bucket>);
+
+impl std::borrow::Borrow<str> for PartitionKey {
+    fn borrow(&self) -> &str {
+        self.0.partition.as_str()
+    }
+}
+
+impl std::hash::Hash for PartitionKey {
+    // Hashes exactly like the `str` it borrows as, as `Borrow` requires.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        str::hash(self.0.partition.as_str(), state);
+    }
+}
+
+impl PartialEq for PartitionKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.partition.as_str() == other.0.partition.as_str()
+    }
+}
+
+impl Eq for PartitionKey {}
 
 #[derive(Debug)]
 struct Entry {
     def: Arc<ResourceDef>,
     stats: Arc<ResourceStats>,
     shared: Arc<Bucket>,
-    partitions: DashMap<Arc<str>, Arc<Bucket>>,
+    partitions: DashMap<PartitionKey, ()>,
     shared_has_limits: bool,
-    name: Arc<str>,
+    name: Arc<Arc<str>>,
 }
 
 impl Entry {
     fn new(def: ResourceDef) -> Self {
-        let name: Arc<str> = def.name.as_str().into();
-        let shared = Bucket::new(&def, Scope::Resource, &name, "".into());
+        let name: Arc<Arc<str>> = Arc::new(def.name.as_str().into());
+        let shared = Bucket::new(&def, Scope::Resource, &name, "");
         let shared_has_limits = def.limits.iter().any(|l| l.scope == Scope::Resource);
         Self {
             def: Arc::new(def),
@@ -82,18 +162,15 @@ impl Entry {
 
     fn partition(&self, partition: &str, create: bool) -> Option<Arc<Bucket>> {
         if let Some(b) = self.partitions.get(partition) {
-            return Some(Arc::clone(&b));
+            return Some(Arc::clone(&b.key().0));
         }
         if !create {
             return None;
         }
-        let key: Arc<str> = partition.into();
-        Some(Arc::clone(
-            &self
-                .partitions
-                .entry(Arc::clone(&key))
-                .or_insert_with(|| Bucket::new(&self.def, Scope::Partition, &self.name, key)),
-        ))
+        // Built before the entry is taken (it is the key); a racing creator's stays.
+        let fresh = Bucket::new(&self.def, Scope::Partition, &self.name, partition);
+        let b = self.partitions.entry(PartitionKey(fresh)).or_insert(());
+        Some(Arc::clone(&b.key().0))
     }
 
     /// (home, secondary) buckets of a partition; `None` when `create` is false and the
@@ -113,7 +190,7 @@ impl Entry {
 
     fn all_buckets(&self) -> Vec<Arc<Bucket>> {
         let mut v = vec![Arc::clone(&self.shared)];
-        v.extend(self.partitions.iter().map(|b| Arc::clone(&b)));
+        v.extend(self.partitions.iter().map(|b| Arc::clone(&b.key().0)));
         v
     }
 }
@@ -431,9 +508,9 @@ impl Registry {
         let wake = l.home.drain(l.sec.as_deref_mut(), now, || self.next_id());
         self.announce(home, sec);
         if let Some(at) = wake
-            && l.home.timer_at.is_none_or(|t| at < t)
+            && l.home.timer_at().is_none_or(|t| at < t)
         {
-            l.home.timer_at = Some(at);
+            l.home.set_timer_at(Some(at));
             let registry = self.clone();
             let home = Arc::clone(home);
             let sec = sec.cloned();
@@ -441,8 +518,8 @@ impl Registry {
             tokio::spawn(async move {
                 tokio::time::sleep_until(when.into()).await;
                 let mut l = lock_pair(&home, sec.as_ref());
-                if l.home.timer_at == Some(at) {
-                    l.home.timer_at = None;
+                if l.home.timer_at() == Some(at) {
+                    l.home.set_timer_at(None);
                 }
                 let now = registry.inner.clock.now();
                 registry.drain_locked(&mut l, &home, sec.as_ref(), now);
@@ -470,9 +547,9 @@ impl Registry {
 
     /// Tell watchers a bucket (and its secondary) changed.
     fn announce(&self, home: &Bucket, sec: Option<&Arc<Bucket>>) {
-        self.inner.hub.changed(&home.key);
+        self.inner.hub.changed_with(|| home.key());
         if let Some(s) = sec {
-            self.inner.hub.changed(&s.key);
+            self.inner.hub.changed_with(|| s.key());
         }
     }
 
@@ -515,7 +592,11 @@ impl Registry {
             .home
             .release(l.sec.as_deref_mut(), id.seq, id.tag, settle, now);
         self.drain_locked(&mut l, &home, sec.as_ref(), now);
-        released.map(|_| ()).ok_or(PermitError::UnknownPermit)
+        if released {
+            Ok(())
+        } else {
+            Err(PermitError::UnknownPermit)
+        }
     }
 
     /// Charge the cost of a call made without a permit (ReportOutcome without `permit_id`).
@@ -588,9 +669,9 @@ impl Registry {
                 reclaimed += n;
             }
             let now = self.inner.clock.now();
-            entry.partitions.retain(|_, b| {
-                let mut st = b.lock();
-                if st.is_idle(now) && st.timer_at.is_none() {
+            entry.partitions.retain(|b, ()| {
+                let mut st = b.0.lock();
+                if st.is_idle(now) && st.timer_at().is_none() {
                     st.retired = true;
                     dropped += 1;
                     false
@@ -658,9 +739,9 @@ fn remaining(l: &Locked<'_>, now: Nanos) -> Vec<(usize, u64)> {
         .chain(l.sec.iter().flat_map(|s| s.limits.iter()));
     for s in slots {
         let a = s.state.available(now);
-        match out.iter_mut().find(|(d, _)| *d == s.dimension) {
+        match out.iter_mut().find(|(d, _)| *d == s.dimension()) {
             Some((_, r)) => *r = (*r).min(a),
-            None => out.push((s.dimension, a)),
+            None => out.push((s.dimension(), a)),
         }
     }
     out

@@ -133,6 +133,33 @@ async fn replace_and_delete() {
     ));
 }
 
+/// A concurrency denial points at the earliest lease still held, never at one already
+/// released.
+#[tokio::test]
+async fn concurrency_wait_ignores_released_leases() {
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
+    reg.put(def("conc", false, 1000, 1));
+    let none = HashMap::new();
+    let a = ask(&reg, req("conc", "", &none)).await.unwrap();
+    clock.advance(Duration::from_secs(10));
+    reg.release(&a.permit_id, Settlement::Keep).unwrap();
+    let _b = ask(&reg, req("conc", "", &none)).await.unwrap();
+    let d = ask(&reg, req("conc", "", &none)).await.unwrap_err();
+    assert_eq!(d.reason, DenialReason::ConcurrencyLimited);
+    // b's lease ends at 70 s; a's (released) would have ended at 60 s.
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+}
+
+/// A partition bucket is one allocation of 184 bytes (192 with malloc's header): the lock,
+/// the state, the resource pointer and an inline partition name (see `memory_per_bucket`).
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn bucket_is_one_small_allocation() {
+    assert_eq!(std::mem::size_of::<Bucket>(), 168);
+    assert_eq!(std::mem::size_of::<PartitionKey>(), 8);
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -155,6 +182,7 @@ async fn memory_per_bucket() {
     let clock = ManualClock::new();
     let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
     reg.put(def("mem", true, 10, 0));
+    reg.put(def("idle", true, 10, 0));
     let none = HashMap::new();
     let names: Vec<String> = (0..N).map(|i| format!("user:{i}")).collect();
     let before = rss_bytes();
@@ -163,10 +191,41 @@ async fn memory_per_bucket() {
         assert!(o.result.is_ok());
     }
     let after = rss_bytes();
-    assert_eq!(reg.bucket_count(), N + 1);
+    assert_eq!(reg.bucket_count(), N + 2);
+    // Live without a lease: the permit is released at once (its cost stays taken, so the
+    // bucket is not idle and is kept).
+    for p in &names {
+        let g = ask(&reg, req("idle", p, &none)).await.unwrap();
+        reg.release(&g.permit_id, Settlement::Keep).unwrap();
+    }
+    let after_idle = rss_bytes();
+    assert_eq!(reg.bucket_count(), 2 * N + 2);
+    assert_eq!(reg.sweep(), (0, 0));
     println!(
-        "RESULT memory_per_bucket buckets={N} bytes_per_bucket_with_lease={} size_of_bucket_state={}",
+        "RESULT memory_per_bucket buckets={N} bytes_per_bucket_with_lease={} \
+         bytes_per_bucket_without_lease={} size_of_bucket_state={}",
         (after - before) / N as u64,
+        (after_idle - after) / N as u64,
         std::mem::size_of::<BucketState>()
     );
+}
+
+/// Partition names are held inline when short and shared when long: both (and non-ASCII
+/// ones) find their bucket again, for a release and for a quota.
+#[tokio::test]
+async fn short_and_long_partition_names() {
+    let clock = ManualClock::new();
+    let reg = Registry::new(Arc::new(clock), None, Hub::new());
+    reg.put(def("r", true, 2, 0));
+    let none = HashMap::new();
+    let long = "tenant-0123456789abcdef-0123456789abcdef";
+    for p in ["", "a", "exactly-22-bytes-name!", "été", long] {
+        let g = ask(&reg, req("r", p, &none)).await.unwrap();
+        assert!(ask(&reg, req("r", p, &none)).await.is_ok());
+        assert!(ask(&reg, req("r", p, &none)).await.is_err(), "{p}");
+        assert_eq!(reg.quota("r", p).unwrap().in_flight, 2, "{p}");
+        reg.release(&g.permit_id, Settlement::Refund).unwrap();
+        assert_eq!(reg.quota("r", p).unwrap().in_flight, 1, "{p}");
+    }
+    assert_eq!(reg.bucket_count(), 6);
 }

@@ -34,11 +34,11 @@ impl Registry {
                 for b in e.all_buckets() {
                     let st = b.lock();
                     m.buckets += 1;
-                    m.in_flight += u64::from(st.in_flight);
+                    m.in_flight += u64::from(st.in_flight());
                     m.queue_depth += u64::try_from(st.queue_len()).unwrap_or(u64::MAX);
-                    m.cooldown_remaining = m
-                        .cooldown_remaining
-                        .max(Duration::from_nanos(st.cooldown_until.saturating_sub(now)));
+                    m.cooldown_remaining = m.cooldown_remaining.max(Duration::from_nanos(
+                        st.cooldown_until().saturating_sub(now),
+                    ));
                 }
                 // Limit and remaining of the resource-wide bucket; per-partition limits are
                 // shown by GetQuota and Watch.
@@ -61,9 +61,9 @@ impl Registry {
         for e in entries {
             let mut keys = Vec::new();
             if !e.def.per_partition || e.shared_has_limits {
-                keys.push(Arc::clone(&e.shared.key));
+                keys.push(e.shared.key());
             }
-            keys.extend(e.partitions.iter().map(|b| Arc::clone(&b.key)));
+            keys.extend(e.partitions.iter().map(|b| b.key().0.key()));
             for k in keys {
                 if let Ok(v) = self.quota(&k.resource, &k.partition) {
                     out.push((k, v));
@@ -95,7 +95,7 @@ impl Registry {
             }
             None => {
                 // No bucket yet: show what a fresh one would hold, without creating it.
-                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition.into());
+                let home = Bucket::new(&entry.def, Scope::Partition, &entry.name, partition);
                 let sec = entry.secondary();
                 Ok(view(&lock_pair(&home, sec.as_ref())))
             }
@@ -113,7 +113,7 @@ impl Registry {
         for slot in slots {
             let rate = slot.state.rate();
             let v = DimensionView {
-                dimension: slot.dimension,
+                dimension: slot.dimension(),
                 limit: rate.amount,
                 period: Duration::from_nanos(rate.period_ns),
                 remaining: slot.state.available(now),
@@ -136,14 +136,14 @@ impl Registry {
         QuotaView {
             def: Arc::clone(def),
             dimensions: dims,
-            in_flight: l.home.in_flight,
+            in_flight: l.home.in_flight(),
             concurrency: l.home.concurrency,
             queue_depth: u32::try_from(l.home.queue_len()).unwrap_or(u32::MAX),
             granted_total: l.home.granted_total,
             denied_total: l.home.denied_total,
-            cooldown_until: (l.home.cooldown_until > now)
-                .then(|| clock.wall(l.home.cooldown_until)),
-            upstream_429_total: l.home.upstream_429_total,
+            cooldown_until: (l.home.cooldown_until() > now)
+                .then(|| clock.wall(l.home.cooldown_until())),
+            upstream_429_total: l.home.upstream_429_total(),
             at: clock.wall(now),
         }
     }
