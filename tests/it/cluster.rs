@@ -519,6 +519,30 @@ async fn startup_waits_for_redis() {
     assert_eq!(r.expect_err("unknown").code(), tonic::Code::NotFound);
 }
 
+/// Wait (on the Health/Watch stream, at most 5 s) until a replica reports `want`
+/// (1 SERVING, 2 NOT_SERVING).
+async fn wait_health(s: &Spawned, want: i32) {
+    let mut h = tonic_health::pb::health_client::HealthClient::new(s.channel());
+    let seen = async {
+        let mut statuses = h
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        while let Some(st) = statuses.message().await.expect("health stream") {
+            if st.status == want {
+                return;
+            }
+        }
+        panic!("health stream ended before status {want}");
+    };
+    tokio::time::timeout(Duration::from_secs(5), seen)
+        .await
+        .unwrap_or_else(|_| panic!("health never reported status {want}"));
+}
+
 /// Health of one replica, via Check (None: no answer).
 async fn health(s: &Spawned) -> Option<i32> {
     let mut h = tonic_health::pb::health_client::HealthClient::new(s.channel());
@@ -642,12 +666,8 @@ async fn redis_outage_fail_closed_and_local_fallback() {
         slowest < Duration::from_millis(600),
         "an answer took {slowest:?}"
     );
-    // Health says NOT_SERVING on the fail-closed replica (the watch stream reports it).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while health(&fleet.replicas[0]).await != Some(2) {
-        assert!(Instant::now() < deadline, "health never said NOT_SERVING");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Health says NOT_SERVING on the fail-closed replica.
+    wait_health(&fleet.replicas[0], 2).await;
     // Local fallback: keeps granting, at most its share (50 burst + 50/s).
     let outage = Instant::now();
     let mut fallback_grants = 0u64;
@@ -935,11 +955,7 @@ async fn redis_hang_fails_closed_within_the_op_timeout() {
         first_ms < Duration::from_millis(600),
         "first answer took {first_ms:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while health(&fleet.replicas[0]).await != Some(2) {
-        assert!(Instant::now() < deadline, "health never said NOT_SERVING");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_health(&fleet.replicas[0], 2).await;
     let t = Instant::now();
     let later = p.acquire_permit(req("c:hang")).await;
     let later_ms = t.elapsed();
