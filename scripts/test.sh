@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests drive, from Debian: headless Chromium (the dashboard test), redis-server
-# (the Redis store's conformance tests start their own servers; none is started here),
-# openssl (the throwaway CA of the rediss:// tests) and faketime. Install whatever is missing when we can (root, with apt-get); without them those
+# and redis-cli (the Redis and Redis Cluster tests start their own servers; none is started
+# here), openssl (the throwaway CA of the rediss:// tests) and faketime (the clock-skew
+# test). Install whatever is missing when we can (root, with apt-get); without them those
 # tests print a skip notice, or fail under CI=true.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
