@@ -31,6 +31,8 @@
 //! - [`idempotency`], [`cache`]: idempotency records and the result cache over the store's
 //!   record trait (state machine, TTLs, caps, eviction); [`sweeper`] removes what expired.
 //! - [`watch`]: the quota-update hub behind `Quotas.Watch`.
+//! - [`cluster`]: the permit engine of several replicas over Redis: one Lua script per
+//!   decision on Redis time, pub/sub wake-ups and fan-out, the failure policy.
 //! - [`store`]: persistence behind traits (sled on disk, Redis shared by replicas, memory
 //!   for tests), group commit. [`testkit`] (hidden) holds helpers the tests share.
 //! - [`clock`]: monotonic time the domain is given, never reads itself.
