@@ -76,8 +76,10 @@ end
 
 -- Idle keys expire by themselves: a bucket untouched for longer than it takes to refill
 -- (and its leases to end) is the same as a fresh one.
+-- (PEXPIRE on a missing key does nothing, so no EXISTS first.)
 local function keep(ttl_ms)
+  local ttl = int(ttl_ms)
   for k = 1, #KEYS do
-    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('PEXPIRE', KEYS[k], int(ttl_ms)) end
+    redis.call('PEXPIRE', KEYS[k], ttl)
   end
 end
