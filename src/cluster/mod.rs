@@ -984,7 +984,7 @@ impl Cluster {
         &self,
         resource: &str,
         partition: &str,
-        f: impl FnOnce(&ResourceDef, &mut Effects, Nanos) -> R,
+        f: impl FnOnce(&ResourceDef, &mut dyn Target, Nanos) -> R,
     ) -> Result<(R, Option<Nanos>), PermitError> {
         let def = self.registry.definition(resource)?;
         if !self.is_up() && self.policy(&def) == FailurePolicy::LocalFallback {
@@ -992,9 +992,8 @@ impl Cluster {
             let r = self
                 .fallback
                 .update_bucket(resource, partition, |d, b, now| {
-                    let mut fx = Effects::new(now);
-                    let r = f(d, &mut fx, now);
-                    fx.apply_local(b, now);
+                    // The same decision, applied straight to the local bucket.
+                    let r = f(d, b, now);
                     until = (b.cooldown_until() > now).then_some(b.cooldown_until());
                     r
                 })?;
@@ -1126,25 +1125,6 @@ impl Effects {
             learned: Vec::new(),
             blocks: Vec::new(),
             corrections: Vec::new(),
-        }
-    }
-
-    /// Replay onto a local bucket (the fallback registry while Redis is down).
-    fn apply_local(&self, b: &mut crate::permits::bucket::BucketState, now: Nanos) {
-        if self.is_429 {
-            Target::count_429(b);
-        }
-        if let Some(c) = self.cooldown {
-            b.cool_down(c);
-        }
-        for (d, r) in &self.learned {
-            b.learn(*d, *r);
-        }
-        for (d, w, r) in &self.corrections {
-            b.correct_down(*d, *w, *r, now);
-        }
-        for (d, u) in &self.blocks {
-            b.block_dimension(*d, *u);
         }
     }
 }
