@@ -299,7 +299,7 @@ fn decode_resource(bytes: &[u8]) -> Result<ResourceDef, String> {
 /// The shared store, waiting for Redis instead of failing while it does not answer: a
 /// replica started before its Redis keeps trying (no crash loop). Bad settings still fail.
 async fn open_redis_store(r: &cluster::Settings) -> Result<RedisStore, AppError> {
-    let mut delay = Duration::from_millis(100);
+    let mut retry = cluster::startup_retry();
     loop {
         let (url, prefix, timeout, tls) =
             (r.url.clone(), r.prefix.clone(), r.op_timeout, r.tls.clone());
@@ -313,9 +313,8 @@ async fn open_redis_store(r: &cluster::Settings) -> Result<RedisStore, AppError>
                 source,
                 ..
             }) => {
-                tracing::warn!(error = %source, retry_in = ?delay, "redis not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                tracing::warn!(error = %source, retry_in = ?retry.next(), "redis not reachable yet");
+                retry.wait().await;
             }
             other => return Ok(other?),
         }
@@ -329,16 +328,15 @@ async fn load_with_retry(
     store: &Arc<dyn ResourceStore>,
     hub: &Hub,
 ) -> Result<Registry, AppError> {
-    let mut delay = Duration::from_millis(100);
+    let mut retry = cluster::startup_retry();
     loop {
         let c = config.clone();
         let s = Arc::clone(store);
         let h = hub.clone();
         match tokio::task::spawn_blocking(move || build_registry(&c, s.as_ref(), h)).await? {
             Err(AppError::Store(e)) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in = ?delay, "redis not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                tracing::warn!(error = %e, retry_in = ?retry.next(), "redis not reachable yet");
+                retry.wait().await;
             }
             other => return other,
         }

@@ -46,6 +46,50 @@ use crate::watch::{BucketKey, Hub};
 pub const RECHECK: Duration = Duration::from_secs(1);
 /// Longest pause between reconnection attempts (a replica is back within this of Redis).
 const RECONNECT_MAX: Duration = Duration::from_millis(250);
+/// Doubling pauses between attempts to reach Redis, from `first` up to `max`: start-up
+/// waits and reconnections share it.
+#[derive(Debug)]
+pub struct Retry {
+    first: Duration,
+    delay: Duration,
+    max: Duration,
+}
+
+impl Retry {
+    /// Pauses of `first`, doubling up to `max`.
+    #[must_use]
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            delay: first,
+            max,
+        }
+    }
+
+    /// The pause before the next attempt (what `wait` will sleep).
+    #[must_use]
+    pub fn next(&self) -> Duration {
+        self.delay
+    }
+
+    /// Sleep the current pause, then double it.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(self.max);
+    }
+
+    /// Back to the first pause (after a success).
+    pub fn reset(&mut self) {
+        self.delay = self.first;
+    }
+}
+
+/// Start-up waits for Redis: 100 ms doubling to 2 s.
+#[must_use]
+pub fn startup_retry() -> Retry {
+    Retry::new(Duration::from_millis(100), Duration::from_secs(2))
+}
+
 /// Cluster permit ids have this bit set in their sequence; local-fallback ones don't.
 const CLUSTER_SEQ: u64 = 1 << 63;
 
@@ -508,7 +552,7 @@ impl Cluster {
     /// The events subscription: wake-ups, Watch fan-out, definition changes. Its state is
     /// the engine's view of whether Redis is up.
     async fn listen(self: Arc<Self>) {
-        let mut delay = Duration::from_millis(50);
+        let mut retry = Retry::new(Duration::from_millis(50), RECONNECT_MAX);
         let mut attempt = 0usize;
         loop {
             // Another seed on each attempt, so a dead node does not keep us off the rest.
@@ -523,7 +567,7 @@ impl Cluster {
             })
             .await;
             if let Ok(Ok(ps)) = connected {
-                delay = Duration::from_millis(50);
+                retry.reset();
                 self.up.send_replace(true);
                 tracing::info!("redis connected");
                 // Whatever changed while we were away: every waiter looks again.
@@ -546,8 +590,7 @@ impl Cluster {
                 tracing::warn!("redis connection lost; reconnecting");
                 self.wake_all();
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RECONNECT_MAX);
+            retry.wait().await;
         }
     }
 
@@ -1183,7 +1226,7 @@ pub async fn redis_clock(settings: &Settings) -> Result<crate::clock::SystemCloc
         .iter()
         .map(|u| redis_client(u, &settings.tls).map_err(ClusterError::Url))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut delay = Duration::from_millis(100);
+    let mut retry = startup_retry();
     for attempt in 0usize.. {
         let Some(client) = clients.get(attempt % clients.len().max(1)) else {
             return Err(ClusterError::Reply { op: "no redis url" });
@@ -1208,8 +1251,7 @@ pub async fn redis_clock(settings: &Settings) -> Result<crate::clock::SystemCloc
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the redis clock yet"),
             Err(_) => tracing::warn!(waited = ?sent.elapsed(), "cannot read the redis clock yet"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        retry.wait().await;
     }
     Err(ClusterError::Down)
 }
