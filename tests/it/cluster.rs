@@ -6,8 +6,11 @@
 //!   two limits, and a concurrency cap.
 //! - A 429 reported at A puts B and C in cooldown before their next grant.
 //! - Idempotency: Begin on A, Begin on B -> IN_PROGRESS; Complete on B; Get on C replays.
+//!   A limit learned from headers at A holds at B and shows at C.
 //! - Redis killed mid-load and restarted: fail closed answers UNAVAILABLE fast and health
 //!   says NOT_SERVING; local fallback keeps granting its share; both recover by themselves.
+//! - Redis hung (SIGSTOP): UNAVAILABLE within the operation timeout, then at once.
+//! - A replica started before its Redis waits for it; a 3-node Redis Cluster as seeds.
 //! - Two replicas with wall clocks an hour apart (`faketime`) still hold the limit.
 //! - `rediss://` with a private CA: replicas share limits and idempotency over TLS; one
 //!   that does not trust the CA never serves and logs the certificate error.
@@ -370,10 +373,17 @@ async fn a_429_at_one_replica_pauses_every_replica() {
     );
 }
 
-/// Begin on A, Begin on B -> IN_PROGRESS; Complete on B; Get on C replays it.
+/// Begin on A, Begin on B -> IN_PROGRESS; Complete on B; Get on C replays it. Then a limit
+/// learned from headers reported at A holds at B and shows at C.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_is_shared_across_replicas() {
-    let Some(fleet) = Fleet::start("idempotency_is_shared_across_replicas", 3, None, &[]).await
+async fn idempotency_and_learned_limits_are_shared_across_replicas() {
+    let Some(fleet) = Fleet::start(
+        "idempotency_and_learned_limits_are_shared_across_replicas",
+        3,
+        None,
+        &[],
+    )
+    .await
     else {
         return;
     };
@@ -543,17 +553,6 @@ async fn wait_health(s: &Spawned, want: i32) {
         .unwrap_or_else(|_| panic!("health never reported status {want}"));
 }
 
-/// Health of one replica, via Check (None: no answer).
-async fn health(s: &Spawned) -> Option<i32> {
-    let mut h = tonic_health::pb::health_client::HealthClient::new(s.channel());
-    h.check(tonic_health::pb::HealthCheckRequest {
-        service: String::new(),
-    })
-    .await
-    .ok()
-    .map(|r| r.into_inner().status)
-}
-
 /// Redis dies mid-load and comes back: replica 0 fails closed, replica 1 falls back to its
 /// local share. Figures: time to the first fast UNAVAILABLE, grants during the outage,
 /// recovery time; no stuck request, no crash.
@@ -695,21 +694,37 @@ async fn redis_outage_fail_closed_and_local_fallback() {
 
     fleet.redis.restart().expect("restart redis");
     let restarted = Instant::now();
-    let mut recovered = [None, None];
+    // The fail-closed replica says when it is back: SERVING on its Health/Watch stream.
+    wait_health(&fleet.replicas[0], 1).await;
+    let recovered_closed = restarted.elapsed();
+    assert!(
+        closed
+            .acquire_permit(req("c:out"))
+            .await
+            .expect("ok")
+            .into_inner()
+            .granted,
+        "grants again once SERVING"
+    );
+    // The fallback replica stayed SERVING; it is back on Redis once GetQuota, which reads
+    // Redis, answers again (no event says so: polled, bounded).
     let deadline = restarted + Duration::from_secs(10);
-    while recovered.iter().any(Option::is_none) {
-        assert!(Instant::now() < deadline, "no recovery: {recovered:?}");
-        for (i, c) in [&mut closed, &mut open].into_iter().enumerate() {
-            if recovered[i].is_none()
-                && let Ok(r) = c.acquire_permit(req("c:out")).await
-                && r.into_inner().granted
-            {
-                recovered[i] = Some(restarted.elapsed());
-            }
-        }
+    let mut q1 = fleet.quotas(1);
+    while q1
+        .get_quota(proto::GetQuotaRequest {
+            resource: "c:out".into(),
+            partition: String::new(),
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the fallback replica never got back to redis"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(health(&fleet.replicas[0]).await, Some(1), "SERVING again");
+    let recovered_fallback = restarted.elapsed();
     // The restarted Redis (no persistence) forgot the empty bucket: it grants afresh.
     let mut regranted = 0u64;
     while closed
@@ -727,8 +742,8 @@ async fn redis_outage_fail_closed_and_local_fallback() {
         first_unavailable.as_millis(),
         slowest.as_millis(),
         50.0 + 50.0 * outage_len,
-        recovered[0].unwrap_or_default().as_millis(),
-        recovered[1].unwrap_or_default().as_millis(),
+        recovered_closed.as_millis(),
+        recovered_fallback.as_millis(),
     );
     for i in 0..2 {
         let log = std::fs::read_to_string(fleet.log(i)).unwrap_or_default();
@@ -966,20 +981,21 @@ async fn redis_hang_fails_closed_within_the_op_timeout() {
     );
     fleet.redis.resume();
     let resumed = Instant::now();
-    loop {
-        if let Ok(r) = p.acquire_permit(req("c:hang")).await
-            && r.into_inner().granted
-        {
-            break;
-        }
-        assert!(resumed.elapsed() < Duration::from_secs(10), "no recovery");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_health(&fleet.replicas[0], 1).await;
+    let recovered = resumed.elapsed();
+    assert!(
+        p.acquire_permit(req("c:hang"))
+            .await
+            .expect("ok")
+            .into_inner()
+            .granted,
+        "grants again once SERVING"
+    );
     println!(
         "RESULT cluster_redis_hang first_unavailable_ms={} known_down_answer_ms={} recovery_ms={}",
         first_ms.as_millis(),
         later_ms.as_millis(),
-        resumed.elapsed().as_millis()
+        recovered.as_millis()
     );
 }
 
@@ -1037,35 +1053,49 @@ async fn rediss_with_a_private_ca() {
     let second = i1.begin(begin).await.expect("begin").into_inner();
     assert_eq!(second.state, proto::IdempotencyState::InProgress as i32);
 
-    // No CA file: the system roots do not know the throwaway CA. Started by hand (not
-    // Spawned, which waits up to its whole start-up budget for SERVING) and checked for a
-    // bounded few seconds.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("probe port")
-        .port();
-    let log = fleet.dir.path().join("untrusting.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_permitd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(fleet.dir.path().join("data-untrusting"))
-        .args(["--redis-url", &url])
-        .env_remove("RUST_LOG")
-        .env_remove("PERMITD_CONFIG")
-        .env_remove("PERMITD_REDIS_TLS_CA_FILE")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn permitd");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("certificate") || Instant::now() >= deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // No CA file: the system roots do not know the throwaway CA. Started without waiting
+    // for SERVING (which never comes); its stderr is read until the certificate error.
+    let port = crate::spawned::free_port();
+    let launch = Launch {
+        args: vec!["--redis-url".into(), url.clone()],
+        ..Launch::default()
     };
+    let mut child = crate::spawned::command(
+        &fleet.dir.path().join("data-untrusting"),
+        None,
+        &launch,
+        ([127, 0, 0, 1], port).into(),
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn permitd");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let (mut text, mut tx) = (String::new(), Some(tx));
+        // Reads to the end (the child keeps logging its retries), answering at the first
+        // certificate error.
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("certificate")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(text.clone());
+            }
+        }
+        if let Some(tx) = tx {
+            let _ = tx.send(text);
+        }
+    });
+    let text = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .map(Result::unwrap_or_default)
+        .unwrap_or_default();
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("url")
         .connect_timeout(Duration::from_millis(500))

@@ -42,9 +42,44 @@ pub struct StartError {
 }
 
 /// A port that was free a moment ago: bind 127.0.0.1:0, read it, drop the socket.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// The `permitd serve` command the harness runs on `addr`: its own arguments and
+/// environment only (stdin and stdout closed; stderr is the caller's to set).
+pub fn command(
+    data_dir: &Path,
+    config: Option<&Path>,
+    launch: &Launch,
+    addr: SocketAddr,
+) -> Command {
+    let mut cmd = match launch.wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_permitd"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_permitd")),
+    };
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RUST_LOG")
+        .env_remove("PERMITD_CONFIG")
+        .env_remove("PERMITD_REDIS_URL")
+        .env_remove("PERMITD_REDIS_TLS_CA_FILE")
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(&launch.args);
+    cmd
 }
 
 impl Spawned {
@@ -70,29 +105,8 @@ impl Spawned {
         for _ in 0..PORT_ATTEMPTS {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let log_file = std::fs::File::create(log).expect("log file");
-            let mut cmd = match launch.wrap.split_first() {
-                Some((program, args)) => {
-                    let mut c = Command::new(program);
-                    c.args(args).arg(env!("CARGO_BIN_EXE_permitd"));
-                    c
-                }
-                None => Command::new(env!("CARGO_BIN_EXE_permitd")),
-            };
-            cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
-            cmd.arg("serve")
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--data-dir")
-                .arg(data_dir)
-                .env_remove("RUST_LOG")
-                .env_remove("PERMITD_CONFIG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log_file));
-            if let Some(c) = config {
-                cmd.arg("--config").arg(c);
-            }
-            cmd.args(&launch.args);
+            let mut cmd = command(data_dir, config, launch, addr);
+            cmd.stderr(Stdio::from(log_file));
             let started = Instant::now();
             let child = cmd.spawn().expect("spawn permitd");
             let mut s = Spawned {
