@@ -59,22 +59,10 @@ pub fn events_channel(prefix: &str) -> String {
     format!("{prefix}events")
 }
 
-/// The hash tag Redis Cluster hashes for `key` (the text between the first `{` and the
-/// next `}`), as Redis computes it.
-#[must_use]
-pub fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{')
-        && let Some(len) = key[open + 1..].find('}')
-        && len > 0
-    {
-        return &key[open + 1..open + 1 + len];
-    }
-    key
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::keys::hash_tag;
 
     #[test]
     fn layout_is_pinned() {
@@ -94,8 +82,15 @@ mod tests {
     fn every_key_of_a_decision_hashes_to_one_slot() {
         for (res, part) in [("a", ""), ("x:y/z@w.v-1", "p:q"), ("r", "{}")] {
             let k = BucketKeys::new("pd:", res, part, true);
-            let tags: Vec<&str> = k.as_array().iter().map(|key| hash_tag(key)).collect();
-            assert!(tags.iter().all(|t| *t == format!("r:{res}")), "{tags:?}");
+            let tags: Vec<&[u8]> = k
+                .as_array()
+                .iter()
+                .map(|key| hash_tag(key.as_bytes()))
+                .collect();
+            assert!(
+                tags.iter().all(|t| *t == format!("r:{res}").as_bytes()),
+                "{tags:?}"
+            );
         }
     }
 

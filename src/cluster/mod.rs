@@ -466,24 +466,6 @@ impl Cluster {
         self.up.subscribe()
     }
 
-    /// Wait until Redis answers (start-up), retrying with backoff; never gives up.
-    pub async fn wait_ready(&self) {
-        let mut rx = self.up();
-        let mut logged = false;
-        loop {
-            if *rx.borrow_and_update() {
-                return;
-            }
-            if !logged {
-                tracing::warn!(url = %redact(&self.settings.url), "waiting for redis");
-                logged = true;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
     /// Register what to do when any replica changes a resource definition.
     pub fn on_resource_change(&self, f: impl Fn(&str) + Send + Sync + 'static) {
         if let Ok(mut g) = self.on_resource.lock() {

@@ -216,6 +216,21 @@ pub fn display_key(key: &[u8]) -> String {
     }
 }
 
+/// The hash tag Redis Cluster hashes for `key` (cluster spec: the bytes between the first
+/// `{` and the first `}` after it, if not empty; otherwise the whole key). The store's and
+/// the cluster engine's layout tests check their keys with it.
+#[cfg(test)]
+pub(crate) fn hash_tag(key: &[u8]) -> &[u8] {
+    let Some(open) = key.iter().position(|&b| b == b'{') else {
+        return key;
+    };
+    let rest = &key[open + 1..];
+    match rest.iter().position(|&b| b == b'}') {
+        Some(close) if close > 0 => &rest[..close],
+        _ => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,19 +381,6 @@ mod tests {
             redis_record_index("pd:", RecordTree::Cache),
             b"pd:{rec:cache}:index"
         );
-    }
-
-    /// The hash tag Redis Cluster hashes for `key` (cluster spec: the bytes between the
-    /// first `{` and the first `}` after it, if not empty; otherwise the whole key).
-    fn hash_tag(key: &[u8]) -> &[u8] {
-        let Some(open) = key.iter().position(|&b| b == b'{') else {
-            return key;
-        };
-        let rest = &key[open + 1..];
-        match rest.iter().position(|&b| b == b'}') {
-            Some(close) if close > 0 => &rest[..close],
-            _ => key,
-        }
     }
 
     /// Proves a record and its tree's index share one cluster slot, and the two trees do
