@@ -312,6 +312,21 @@ impl Leases {
         n
     }
 
+    /// The `k`-th earliest expiry (1 = the next); `None` when fewer leases are held.
+    fn kth_expiry(&self, k: usize) -> Option<Nanos> {
+        if k == 1 {
+            return self.next_expiry();
+        }
+        let mut all: Vec<Nanos> = match self {
+            Self::None => return None,
+            Self::One(l) => vec![l.expires],
+            Self::Few(v) => v.iter().map(|l| l.expires).collect(),
+            Self::Many(m) => m.by_seq.values().map(|l| l.expires).collect(),
+        };
+        let i = k.checked_sub(1).filter(|&i| i < all.len())?;
+        Some(*all.select_nth_unstable(i).1)
+    }
+
     fn next_expiry(&self) -> Option<Nanos> {
         match self {
             Self::None => None,
@@ -556,12 +571,7 @@ impl BucketState {
         now: Nanos,
     ) -> Result<(), Block> {
         self.reclaim(now);
-        let cooldown_until = self.cooldown_until();
-        if cooldown_until > now {
-            return Err(Block::Cooldown {
-                wait: cooldown_until - now,
-            });
-        }
+        // A cost no limit could ever grant is told so at once, even during a cooldown.
         let rate = match (
             self.rate_wait(cost, now),
             secondary.map_or(Some(0), |s| s.rate_wait(cost, now)),
@@ -569,6 +579,12 @@ impl BucketState {
             (Some(a), Some(b)) => a.max(b),
             _ => return Err(Block::Never),
         };
+        let cooldown_until = self.cooldown_until();
+        if cooldown_until > now {
+            return Err(Block::Cooldown {
+                wait: cooldown_until - now,
+            });
+        }
         if self.concurrency > 0 && self.in_flight() >= self.concurrency {
             let wait = self
                 .leases
@@ -657,8 +673,11 @@ impl BucketState {
             .is_some_and(|(k, _)| k == key)
     }
 
-    /// Estimated nanoseconds until `cost` could be granted behind everyone queued now
-    /// (never zero: a denial always says when to come back).
+    /// Nanoseconds until `cost` could be granted behind everyone queued now, with nothing
+    /// else changing: the latest of every limit's refill (for the cost plus the queue ahead),
+    /// every dimension block and the cooldown, and the lease expiry that frees a slot (never
+    /// zero: a denial always says when to come back). Exact when nobody is queued; with a
+    /// queue, the rates are exact and the slots the queue will hold are not counted.
     #[must_use]
     pub fn estimate_wait(
         &self,
@@ -673,13 +692,42 @@ impl BucketState {
         }
         let mut wait = self
             .accumulate_wait(&total, now)
-            .max(secondary.map_or(0, |s| s.accumulate_wait(&total, now)));
-        match block {
-            Some(Block::Concurrency { wait: w }) => wait = wait.max(w.unwrap_or(0)),
-            Some(Block::Cooldown { wait: w }) => wait = wait.max(w),
-            _ => {}
+            .max(self.held_back(&total, now))
+            .max(secondary.map_or(0, |s| {
+                s.accumulate_wait(&total, now).max(s.held_back(&total, now))
+            }));
+        if self.concurrency > 0 {
+            // The slot this caller would take is freed by the k-th earliest expiry, where k
+            // counts the callers (held leases, then queued) that are ahead of it.
+            let ahead = self.leases.len() + self.queue_len();
+            let limit = usize::try_from(self.concurrency).unwrap_or(usize::MAX);
+            if ahead >= limit {
+                let k = ahead + 1 - limit;
+                wait = wait.max(
+                    self.leases
+                        .kth_expiry(k)
+                        .map_or(0, |e| e.saturating_sub(now)),
+                );
+            }
+        }
+        if let Some(Block::Concurrency { wait: Some(w) } | Block::Cooldown { wait: w }) = block {
+            wait = wait.max(w);
         }
         wait.max(1_000_000)
+    }
+
+    /// Nanoseconds until the cooldown and every block on a dimension `cost` uses have ended.
+    fn held_back(&self, cost: &[u64], now: Nanos) -> Nanos {
+        let Some(r) = &self.rare else {
+            return 0;
+        };
+        let mut wait = r.cooldown_until.saturating_sub(now);
+        for (d, &until) in r.blocked_until.iter().enumerate() {
+            if cost.get(d).is_some_and(|&c| c > 0) {
+                wait = wait.max(until.saturating_sub(now));
+            }
+        }
+        wait
     }
 
     /// Grant queued callers from the head while they fit. Returns the instant a timer must
@@ -982,6 +1030,122 @@ mod tests {
                 prop_assert_eq!(leases.len(), model.len());
                 prop_assert_eq!(leases.next_expiry(), model.iter().map(|m| m.2).min());
             }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Ask for `cost` and take it when it fits (holding a lease of `lease` ms).
+        Take(u64, u64, u64),
+        /// An upstream pause of this many ms.
+        Cool(u64),
+        /// A dimension exhausted for this many ms.
+        Block(usize, u64),
+        /// Release the oldest lease (refunding or not).
+        Release(bool),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0u64..4, 0u64..30, 1u64..3000).prop_map(|(r, t, l)| Step::Take(r, t, l)),
+            1 => (1u64..3000).prop_map(Step::Cool),
+            1 => (0usize..2, 1u64..3000).prop_map(|(d, ms)| Step::Block(d, ms)),
+            1 => any::<bool>().prop_map(Step::Release),
+        ]
+    }
+
+    type Shape = (Vec<(usize, u64, u64, u64)>, u32);
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        (
+            proptest::collection::vec((0usize..2, 1u64..20, 1u64..3000, 1u64..25), 0..3),
+            0u32..4,
+        )
+    }
+
+    fn model_def((limits, concurrency): &Shape) -> ResourceDef {
+        use crate::permits::resource::{BackoffDef, LimitDef};
+        ResourceDef {
+            name: "r".into(),
+            dimensions: vec!["requests".into(), "tokens".into()],
+            declared_dimensions: vec!["tokens".into()],
+            limits: limits
+                .iter()
+                .map(|&(dimension, amount, period_ms, burst)| LimitDef {
+                    dimension,
+                    rate: Rate {
+                        amount,
+                        period_ns: period_ms * 1_000_000,
+                        burst,
+                    },
+                    scope: Scope::Resource,
+                    scope_explicit: false,
+                    origin: Origin::Config,
+                })
+                .collect(),
+            concurrency: *concurrency,
+            lease: std::time::Duration::from_secs(60),
+            per_partition: false,
+            backoff: BackoffDef::default(),
+            max_queue: 10,
+            learn_from_headers: false,
+            failure_policy: None,
+        }
+    }
+
+    /// The bucket after `steps`, one millisecond apart, and the instant after the last.
+    fn replay(def: &ResourceDef, steps: &[Step]) -> (BucketState, Nanos) {
+        const MS: u64 = 1_000_000;
+        let mut b = BucketState::new(def, Scope::Resource, true);
+        let mut now: Nanos = 1_000 * MS;
+        let mut seq = 0u64;
+        let mut held: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+        for s in steps {
+            now += MS;
+            match *s {
+                Step::Take(r, t, lease) => {
+                    if b.check(None, &[r, t], now).is_ok() {
+                        seq += 1;
+                        b.commit(None, vec![r, t].into_boxed_slice(), now, lease * MS, seq, 7);
+                        held.push_back(seq);
+                    }
+                }
+                Step::Cool(ms) => b.cool_down(now + ms * MS),
+                Step::Block(d, ms) => b.block_dimension(d, now + ms * MS),
+                Step::Release(refund) => {
+                    if let Some(s) = held.pop_front() {
+                        let settle = if refund { Settle::Refund } else { Settle::Keep };
+                        b.release(None, s, 7, settle, now);
+                    }
+                }
+            }
+        }
+        (b, now + MS)
+    }
+
+    proptest! {
+        /// A denial's wait is exact: with nothing else changing, the same request asked again
+        /// after exactly that wait is granted, and a millisecond earlier it is not, whatever
+        /// holds it back (limits on either dimension, blocks, a cooldown, held slots).
+        #[test]
+        fn denial_wait_is_exact(
+            shape in shape(),
+            steps in proptest::collection::vec(step(), 0..60),
+            ask in (0u64..4, 0u64..30),
+        ) {
+            let def = model_def(&shape);
+            let cost = [ask.0, ask.1];
+            let (mut b, now) = replay(&def, &steps);
+            let block = match b.check(None, &cost, now) {
+                Ok(()) | Err(Block::Never) => return Ok(()),
+                Err(e) => e,
+            };
+            let wait = b.estimate_wait(None, &cost, Some(block), now);
+            let (mut at, _) = replay(&def, &steps);
+            prop_assert_eq!(at.check(None, &cost, now + wait), Ok(()), "wait {}", wait);
+            let (mut early, _) = replay(&def, &steps);
+            let before = (now + wait).saturating_sub(1_000_000).max(now);
+            prop_assert!(early.check(None, &cost, before).is_err(), "wait {}", wait);
         }
     }
 
