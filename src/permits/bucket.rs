@@ -18,6 +18,7 @@ use std::ops::{Deref, DerefMut};
 
 use tokio::sync::oneshot;
 
+use super::adaptive::{self, Adaptive};
 use super::limit::{LimitState, Rate};
 use super::resource::{Origin, ResourceDef, Scope};
 use crate::clock::Nanos;
@@ -33,18 +34,50 @@ pub struct LimitSlot {
     dim: u8,
     /// Where it came from.
     pub origin: Origin,
+    /// Why it has its rate.
+    pub basis: Basis,
     /// The live state.
     pub state: LimitState,
+}
+
+/// Why a limit has the rate it has: the reason GetQuota and Watch show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The resource definition.
+    Configured,
+    /// Learned; the upstream stated the window (IETF `w`, a `;w=` in a limit header).
+    StatedWindow,
+    /// Learned; the window fitted from the reset: `limit - remaining` units come back in
+    /// `reset` (a token bucket), or the longest reset seen (a fixed window).
+    FittedWindow,
+    /// Learned; the window of the configured limit on the dimension (nothing better known).
+    ConfiguredWindow,
+    /// Learned; the dialect's usual window (nothing else known).
+    DialectWindow,
+    /// The adaptive rate (its own reason is in the bucket's adaptive state).
+    Adaptive,
 }
 
 impl LimitSlot {
     /// A full limit of `rate` on `dimension`.
     #[must_use]
     pub fn new(dimension: usize, origin: Origin, rate: Rate) -> Self {
+        let basis = match origin {
+            Origin::Config => Basis::Configured,
+            Origin::Learned => Basis::DialectWindow,
+            Origin::Adaptive => Basis::Adaptive,
+        };
+        Self::with_basis(dimension, origin, basis, rate)
+    }
+
+    /// A full limit of `rate` on `dimension`, saying why it has that rate.
+    #[must_use]
+    pub fn with_basis(dimension: usize, origin: Origin, basis: Basis, rate: Rate) -> Self {
         Self {
             // Definitions are validated to at most MAX_DIMENSIONS (16) dimensions.
             dim: u8::try_from(dimension).unwrap_or(u8::MAX),
             origin,
+            basis,
             state: LimitState::new(rate),
         }
     }
@@ -80,6 +113,18 @@ impl Limits {
                 LimitsRepr::Many(v)
             }
         };
+    }
+}
+
+impl Limits {
+    /// Keep only the limits `keep` says yes to.
+    pub fn retain(&mut self, keep: impl Fn(&LimitSlot) -> bool) {
+        let all: Vec<LimitSlot> = match std::mem::take(&mut self.0) {
+            LimitsRepr::None => return,
+            LimitsRepr::One(s) => vec![s],
+            LimitsRepr::Many(v) => v,
+        };
+        *self = all.into_iter().filter(|s| keep(s)).collect();
     }
 }
 
@@ -420,6 +465,8 @@ struct Rare {
     timer_at: Option<Nanos>,
     cooldown_until: Nanos,
     upstream_429_total: u64,
+    /// Slow start and the adaptive rate, while the upstream's limits are unconfirmed.
+    adaptive: Option<Adaptive>,
 }
 
 impl Rare {
@@ -431,6 +478,7 @@ impl Rare {
             && self.cooldown_until <= now
             && self.blocked_until.iter().all(|&b| b <= now)
             && self.upstream_429_total == 0
+            && self.adaptive.is_none()
     }
 }
 
@@ -465,10 +513,17 @@ impl BucketState {
             .filter(|l| l.scope == scope)
             .map(|l| LimitSlot::new(l.dimension, l.origin, l.rate))
             .collect();
+        // Slow start: only a home bucket holds permits in flight.
+        let rare = (home && def.probe_concurrency > 0).then(|| {
+            Box::new(Rare {
+                adaptive: Some(Adaptive::probing(def.probe_concurrency)),
+                ..Rare::default()
+            })
+        });
         Self {
             limits,
             leases: Leases::None,
-            rare: None,
+            rare,
             granted_total: 0,
             denied_total: 0,
             concurrency: if home { def.concurrency } else { 0 },
@@ -585,7 +640,7 @@ impl BucketState {
                 wait: cooldown_until - now,
             });
         }
-        if self.concurrency > 0 && self.in_flight() >= self.concurrency {
+        if self.slots().is_some_and(|n| self.in_flight() >= n) {
             let wait = self
                 .leases
                 .next_expiry()
@@ -621,6 +676,9 @@ impl BucketState {
             cost: LeaseCost::new(cost),
         });
         self.granted_total = self.granted_total.saturating_add(1);
+        if let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) {
+            a.granted(seq, now);
+        }
         Granted {
             seq,
             tag,
@@ -696,11 +754,11 @@ impl BucketState {
             .max(secondary.map_or(0, |s| {
                 s.accumulate_wait(&total, now).max(s.held_back(&total, now))
             }));
-        if self.concurrency > 0 {
+        if let Some(slots) = self.slots() {
             // The slot this caller would take is freed by the k-th earliest expiry, where k
             // counts the callers (held leases, then queued) that are ahead of it.
             let ahead = self.leases.len() + self.queue_len();
-            let limit = usize::try_from(self.concurrency).unwrap_or(usize::MAX);
+            let limit = usize::try_from(slots).unwrap_or(usize::MAX);
             if ahead >= limit {
                 let k = ahead + 1 - limit;
                 wait = wait.max(
@@ -714,6 +772,29 @@ impl BucketState {
             wait = wait.max(w);
         }
         wait.max(1_000_000)
+    }
+
+    /// Permits allowed in flight now: the concurrency limit, or slow start's probe if
+    /// tighter (`None`: unlimited).
+    fn slots(&self) -> Option<u32> {
+        let probe = self.adaptive().map(|a| a.probe).filter(|&p| p > 0);
+        match (self.concurrency, probe) {
+            (0, p) => p,
+            (c, None) => Some(c),
+            (c, Some(p)) => Some(c.min(p)),
+        }
+    }
+
+    /// Slow start and the adaptive rate, while the upstream's limits are unconfirmed.
+    #[must_use]
+    pub fn adaptive(&self) -> Option<&Adaptive> {
+        self.rare.as_ref().and_then(|r| r.adaptive.as_ref())
+    }
+
+    /// Whether slow start still limits permits in flight.
+    #[must_use]
+    pub fn is_probing(&self) -> bool {
+        self.adaptive().is_some_and(Adaptive::is_probing)
     }
 
     /// Nanoseconds until the cooldown and every block on a dimension `cost` uses have ended.
@@ -889,20 +970,33 @@ impl BucketState {
         }
     }
 
-    /// Set the learned limit of `dimension` for `rate`'s window (an upstream may publish
-    /// several windows for one dimension: 100/min and 1 000/day). A changed amount starts a
-    /// fresh bucket. Configured limits stay: every limit must have room, so a learned limit
-    /// can only make the resource stricter, never raise a configured one.
-    pub fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
+    /// Set the learned limit of `dimension` for `rate`'s window. An upstream may publish
+    /// several windows for one dimension (100/min and 1 000/day), each stated: one limit per
+    /// stated window. A window permitd inferred (fitted, configured, the dialect's) is one
+    /// limit per dimension, re-rated as the evidence moves, keeping its level. A changed
+    /// stated amount starts a fresh bucket (the correction that follows sets its level).
+    /// Returns true when the bucket changed.
+    pub fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool {
+        let stated = basis == Basis::StatedWindow;
         if let Some(slot) = self.limits.iter_mut().find(|l| {
             l.dimension() == dimension
                 && l.origin == Origin::Learned
-                && l.state.rate().period_ns == rate.period_ns
+                && if stated {
+                    l.basis == Basis::StatedWindow && l.state.rate().period_ns == rate.period_ns
+                } else {
+                    l.basis != Basis::StatedWindow
+                }
         }) {
-            if slot.state.rate() == rate {
+            let old = slot.state.rate();
+            if old == rate || (!stated && old.amount == rate.amount && close(old, rate)) {
                 return false;
             }
-            slot.state = LimitState::new(rate);
+            slot.basis = basis;
+            if stated {
+                slot.state = LimitState::new(rate);
+            } else {
+                slot.state.rerate(rate, now);
+            }
             return true;
         }
         let learned = self
@@ -913,10 +1007,98 @@ impl BucketState {
         if learned >= MAX_LEARNED_PER_DIMENSION {
             return false;
         }
-        self.limits
-            .push(LimitSlot::new(dimension, Origin::Learned, rate));
+        self.limits.push(LimitSlot::with_basis(
+            dimension,
+            Origin::Learned,
+            basis,
+            rate,
+        ));
         true
     }
+
+    /// The window of the inferred learned limit of `dimension`, if there is one.
+    #[must_use]
+    pub fn learned_period(&self, dimension: usize) -> Option<Nanos> {
+        self.limits
+            .iter()
+            .find(|l| {
+                l.dimension() == dimension
+                    && l.origin == Origin::Learned
+                    && l.basis != Basis::StatedWindow
+            })
+            .map(|l| l.state.rate().period_ns)
+    }
+
+    /// Drop the configured limits of `dimension`: they were a guess, and the upstream has
+    /// now said what its limit is.
+    pub fn drop_guess(&mut self, dimension: usize) -> bool {
+        let before = self.limits.len();
+        self.limits
+            .retain(|l| !(l.dimension() == dimension && l.origin == Origin::Config));
+        before != self.limits.len()
+    }
+
+    /// The upstream confirmed its limits (a response taught one): slow start and the
+    /// adaptive rate end.
+    pub fn confirm(&mut self) {
+        if let Some(r) = self.rare.as_mut()
+            && r.adaptive.take().is_some()
+        {
+            self.limits.retain(|l| l.origin != Origin::Adaptive);
+        }
+    }
+
+    /// A call succeeded without its headers teaching a limit: slow start counts it, the
+    /// adaptive rate grows. `cap`: the configured rate of `requests`, units per second.
+    pub fn succeeded_blind(&mut self, cap: Option<f64>, now: Nanos) {
+        let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) else {
+            return;
+        };
+        if a.succeeded(cap.map(adaptive::milli_of)) {
+            self.set_adaptive_limit(now);
+        }
+    }
+
+    /// A 429 without rate-limit headers answered permit `seq` (`None`: a call made without
+    /// one): cut the adaptive rate (creating it if the resource had none), unless the permit
+    /// was in flight at the last cut. Calls resume at `resume_at`. True when cut.
+    pub fn limited_blind(
+        &mut self,
+        seq: Option<u64>,
+        cap: Option<f64>,
+        now: Nanos,
+        resume_at: Nanos,
+    ) -> bool {
+        let a = self
+            .rare_mut()
+            .adaptive
+            .get_or_insert_with(|| Adaptive::probing(0));
+        if !a.limited(seq, cap.map(adaptive::milli_of), now, resume_at) {
+            return false;
+        }
+        self.set_adaptive_limit(now);
+        true
+    }
+
+    /// Make the adaptive limit on `requests` follow the adaptive rate (keeping its level).
+    fn set_adaptive_limit(&mut self, now: Nanos) {
+        let Some(rate) = self.adaptive().and_then(Adaptive::rate) else {
+            return;
+        };
+        match self
+            .limits
+            .iter_mut()
+            .find(|l| l.origin == Origin::Adaptive)
+        {
+            Some(slot) => slot.state.rerate(rate, now),
+            None => self.limits.push(LimitSlot::new(0, Origin::Adaptive, rate)),
+        }
+    }
+}
+
+/// Whether two inferred windows are within 1 % of each other: not worth a re-rate.
+fn close(a: Rate, b: Rate) -> bool {
+    a.burst == b.burst && a.period_ns.abs_diff(b.period_ns) <= a.period_ns / 100
 }
 
 /// Windows learned per dimension at most (headers are untrusted input: bounded state).
@@ -1090,6 +1272,8 @@ mod tests {
             max_queue: 10,
             learn_from_headers: false,
             failure_policy: None,
+            limits_known: true,
+            probe_concurrency: 0,
         }
     }
 
