@@ -716,6 +716,113 @@ mod tests {
         }
     }
 
+    /// A guess (limits not known) gives way to what the upstream says, up or down, with the
+    /// window fitted from the reset; slow start ends at that first lesson.
+    #[test]
+    fn guess_replaced_by_fitted_limit() {
+        let mut d = def(true, Some(1000));
+        d.limits_known = false;
+        d.probe_concurrency = 1;
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        assert!(b.is_probing());
+        b.commit(None, vec![1, 0].into_boxed_slice(), 0, SEC, 1, 1);
+        assert!(
+            matches!(b.check(None, &[1, 0], 0), Err(Block::Concurrency { .. })),
+            "one probe in flight"
+        );
+        let o = crate::feedback::parse(
+            [
+                ("x-ratelimit-limit-requests", "10"),
+                ("x-ratelimit-remaining-requests", "9"),
+                ("x-ratelimit-reset-requests", "100ms"),
+            ],
+            std::time::UNIX_EPOCH,
+        );
+        let a = apply(&d, &mut b, &o, 200, None, 0);
+        assert_eq!(a.limits_changed, 2, "guess dropped, limit learned");
+        assert!(!b.is_probing());
+        let only: Vec<_> = b
+            .limits
+            .iter()
+            .map(|l| (l.origin, l.basis, l.state.rate()))
+            .collect();
+        assert_eq!(
+            only,
+            vec![(
+                Origin::Learned,
+                Basis::FittedWindow,
+                Rate {
+                    amount: 10,
+                    period_ns: SEC,
+                    burst: 10
+                }
+            )]
+        );
+        assert_eq!(b.check(None, &[1, 0], 0), Ok(()), "probe slot lifted");
+    }
+
+    /// A header-less upstream: slow start ends after three successes, the adaptive rate
+    /// ramps, a 429 without headers cuts it to 4/5 of what succeeded and pauses for the
+    /// Retry-After; after the pause grants are paced one at a time.
+    #[test]
+    fn header_less_upstream_adapts() {
+        let mut d = def(true, Some(1000));
+        d.limits_known = false;
+        d.probe_concurrency = 1;
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        let none = obs(vec![]);
+        let mut seq = 0;
+        let mut t = SEC;
+        for _ in 0..8 {
+            seq += 1;
+            assert_eq!(b.check(None, &[1, 0], t), Ok(()));
+            b.commit(None, vec![1, 0].into_boxed_slice(), t, SEC, seq, 1);
+            b.release(None, seq, 1, crate::permits::bucket::Settle::Keep, t);
+            apply(&d, &mut b, &none, 200, None, t);
+            t += SEC / 4;
+        }
+        // 3 probes, then 5 ramp steps from 3/s.
+        assert_eq!(b.adaptive().map(|a| a.milli), Some(8_000));
+        assert!(!b.is_probing());
+        let a = super::apply(
+            &d,
+            &mut b,
+            &none,
+            429,
+            Some(Duration::from_secs(1)),
+            Some(seq),
+            t,
+        );
+        assert!(a.adapted && a.imposed);
+        // 8 successes over the 2 s since the first grant: 4/s; 4/5 of it.
+        assert_eq!(b.adaptive().map(|a| a.milli), Some(3_200));
+        assert!(matches!(
+            b.check(None, &[1, 0], t),
+            Err(Block::Cooldown { .. })
+        ));
+        // A second 429 of a permit granted before the cut is the same loss.
+        let a = super::apply(&d, &mut b, &none, 429, None, Some(seq - 1), t);
+        assert!(!a.adapted);
+        let resume = t + SEC;
+        assert_eq!(b.check(None, &[1, 0], resume), Ok(()));
+        b.commit(None, vec![1, 0].into_boxed_slice(), resume, SEC, seq + 1, 1);
+        // The next one a unit later at 3.2/s: 312.5 ms.
+        assert_eq!(
+            b.check(None, &[1, 0], resume),
+            Err(Block::Rate { wait: 312_500_000 })
+        );
+    }
+
+    /// With limits known there is no slow start and no adaptive rate.
+    #[test]
+    fn known_limits_do_not_adapt() {
+        let d = def(true, Some(10));
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        assert!(!b.is_probing());
+        let a = apply(&d, &mut b, &obs(vec![]), 429, None, 0);
+        assert!(!a.adapted && b.adaptive().is_none());
+    }
+
     /// The rule alone: the refill kind, the reset against the windows, and no taught limit.
     #[test]
     fn refills_at_rate_rule() {

@@ -125,6 +125,22 @@ impl Adaptive {
         true
     }
 
+    /// A permit was released as used with no outcome reported (ReleasePermit): the call
+    /// was made, but nothing says how it went. Counts towards ending slow start, so a fleet
+    /// that never reports is not held to the probe; starts no ramp. Returns true when
+    /// probing ended.
+    pub fn completed(&mut self) -> bool {
+        if self.probe == 0 {
+            return false;
+        }
+        self.ok = self.ok.saturating_add(1);
+        if self.ok < PROBE_SUCCESSES {
+            return false;
+        }
+        self.probe = 0;
+        true
+    }
+
     /// A 429 without rate-limit headers answered the permit `seq` (`None`: a call made
     /// without one) at `now`; calls resume at `resume_at` (the cooldown's end). Returns true
     /// when the rate was cut; false when the permit was in flight at the last cut already.

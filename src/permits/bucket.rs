@@ -1059,6 +1059,17 @@ impl BucketState {
         }
     }
 
+    /// A permit was released as used without a reported outcome: slow start counts it;
+    /// once it ends this way no adaptive rate is kept (nothing reports how calls go).
+    pub fn completed_unreported(&mut self) {
+        let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) else {
+            return;
+        };
+        if a.completed() && a.milli == 0 {
+            self.confirm();
+        }
+    }
+
     /// A 429 without rate-limit headers answered permit `seq` (`None`: a call made without
     /// one): cut the adaptive rate (creating it if the resource had none), unless the permit
     /// was in flight at the last cut. Calls resume at `resume_at`. True when cut.

@@ -413,7 +413,12 @@ impl Permits for PermitsService {
             permits::id::parse(permit_id(&r.permit_id)?).ok_or(PermitError::MalformedPermit)?;
         match &self.cluster {
             Some(c) => c.release(&id, settlement).await?,
-            None => self.registry.release_id(&id, settlement)?,
+            None => {
+                self.registry.release_id(&id, settlement)?;
+                if !r.refund {
+                    self.registry.completed_unreported(&id);
+                }
+            }
         }
         Ok(Response::new(proto::ReleasePermitResponse {}))
     }
