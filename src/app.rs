@@ -24,6 +24,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::idempotency::Idempotency;
+use crate::learned;
 use crate::metrics;
 use crate::permits::ResourceDef;
 use crate::permits::{PermitError, Registry};
@@ -140,6 +141,24 @@ pub async fn run_with(
         ),
         None => Arc::new(SystemClock::new()),
     };
+    // What buckets learned before a restart (embedded: a cluster keeps it in Redis), then
+    // kept as it changes.
+    let learned = match &config.redis {
+        Some(_) => None,
+        None => {
+            let (r, s) = (registry.clone(), Arc::clone(&records_store));
+            let restored =
+                tokio::task::spawn_blocking(move || learned::restore(&r, s.as_ref())).await??;
+            if restored > 0 {
+                tracing::info!(buckets = restored, "learned limits restored");
+            }
+            Some((
+                learned::spawn(registry.clone(), Arc::clone(&records_store)),
+                registry.clone(),
+                Arc::clone(&records_store),
+            ))
+        }
+    };
     let (records, commit) = open_records(&config, records_store, records_clock).await?;
     let record_sweepers = [
         sweeper::spawn(
@@ -227,6 +246,15 @@ pub async fn run_with(
         s.abort();
         // Joined, not just aborted: a sweeper holds the store until its task is dropped.
         let _ = s.await;
+    }
+    if let Some((task, registry, store)) = learned {
+        task.abort();
+        let _ = task.await;
+        let kept = tokio::task::spawn_blocking(move || learned::persist(&registry, store.as_ref()))
+            .await?;
+        if let Err(error) = kept {
+            tracing::warn!(%error, "keeping learned limits at shutdown failed");
+        }
     }
     // Flushes any last batch and drops the flusher's handle on the store.
     tokio::task::spawn_blocking(move || commit.close()).await?;

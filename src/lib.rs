@@ -31,6 +31,8 @@
 //! - [`idempotency`], [`cache`]: idempotency records and the result cache over the store's
 //!   record trait (state machine, TTLs, caps, eviction); [`sweeper`] removes what expired.
 //! - [`watch`]: the quota-update hub behind `Quotas.Watch`.
+//! - [`learned`]: what buckets learned (limits, adaptive rates, cooldowns) kept in the store
+//!   across restarts.
 //! - [`cluster`]: the permit engine of several replicas over Redis: one Lua script per
 //!   decision on Redis time, pub/sub wake-ups and fan-out, the failure policy.
 //! - [`store`]: persistence behind traits (sled on disk, Redis shared by replicas, memory
@@ -55,6 +57,7 @@ pub mod cluster;
 pub mod config;
 pub mod feedback;
 pub mod idempotency;
+pub mod learned;
 pub mod metrics;
 pub mod permits;
 pub mod server;

@@ -85,6 +85,27 @@ impl Adaptive {
         }
     }
 
+    /// What survives a restart: (rate, growth, last step, estimate), all milli-units/s.
+    #[must_use]
+    pub fn parts(&self) -> (u64, u64, Step, u64) {
+        (self.milli, self.incr, self.step, self.estimate_milli)
+    }
+
+    /// The state a restart restores: the rate as it was, probing again with `probe` permits
+    /// in flight until the upstream answers (its level is unknown after the restart).
+    #[must_use]
+    pub fn restored(parts: (u64, u64, Step, u64), probe: u32) -> Self {
+        let (milli, incr, step, estimate_milli) = parts;
+        Self {
+            probe,
+            milli,
+            incr,
+            step,
+            estimate_milli,
+            ..Self::probing(probe)
+        }
+    }
+
     /// Whether slow start still limits permits in flight.
     #[must_use]
     pub fn is_probing(&self) -> bool {
@@ -108,8 +129,11 @@ impl Adaptive {
                 return false;
             }
             self.probe = 0;
-            self.milli = RAMP_START_MILLI;
-            self.step = Step::Ramp;
+            if self.milli == 0 {
+                // A restored rate is kept; a fresh bucket starts its ramp.
+                self.milli = RAMP_START_MILLI;
+                self.step = Step::Ramp;
+            }
         } else if self.milli == 0 {
             return false;
         } else if self.incr == 0 {

@@ -1107,6 +1107,69 @@ impl BucketState {
     }
 }
 
+/// What a bucket learned about its upstream, kept across restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnedState {
+    /// Learned limits: (dimension, rate, how its window was read).
+    pub limits: Vec<(usize, Rate, Basis)>,
+    /// The adaptive rate, if any.
+    pub adaptive: Option<(u64, u64, adaptive::Step, u64)>,
+    /// The cooldown in force (monotonic; 0 = none).
+    pub cooldown_until: Nanos,
+}
+
+impl LearnedState {
+    /// Whether there is nothing worth keeping.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty() && self.adaptive.is_none() && self.cooldown_until == 0
+    }
+}
+
+impl BucketState {
+    /// What this bucket learned (a cooldown that ended at `now` is not kept).
+    #[must_use]
+    pub fn learned_state(&self, now: Nanos) -> LearnedState {
+        LearnedState {
+            limits: self
+                .limits
+                .iter()
+                .filter(|l| l.origin == Origin::Learned)
+                .map(|l| (l.dimension(), l.state.rate(), l.basis))
+                .collect(),
+            adaptive: self.adaptive().filter(|a| a.milli > 0).map(Adaptive::parts),
+            cooldown_until: Some(self.cooldown_until())
+                .filter(|&c| c > now)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Put back what a bucket learned before a restart. Limits start full; the guesses of
+    /// learned dimensions give way as when they were learned (`limits_known` false). A
+    /// bucket that starts slow keeps doing so, now at the restored rate, so the first
+    /// answer sets the level again.
+    pub fn restore(&mut self, s: &LearnedState, def: &ResourceDef, now: Nanos) {
+        for &(dim, rate, basis) in &s.limits {
+            if dim >= usize::from(self.dims) {
+                continue;
+            }
+            if !def.limits_known {
+                self.drop_guess(dim);
+            }
+            self.learn(dim, rate, basis, now);
+        }
+        if let Some(parts) = s.adaptive
+            && def.adapts()
+        {
+            self.rare_mut().adaptive = Some(Adaptive::restored(parts, def.probe_concurrency));
+            self.set_adaptive_limit(now);
+        }
+        if s.cooldown_until > now {
+            self.cool_down(s.cooldown_until);
+        }
+    }
+}
+
 /// Whether two inferred windows are within 1 % of each other: not worth a re-rate.
 fn close(a: Rate, b: Rate) -> bool {
     a.burst == b.burst && a.period_ns.abs_diff(b.period_ns) <= a.period_ns / 100

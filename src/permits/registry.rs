@@ -22,7 +22,9 @@ use tokio::sync::oneshot;
 
 use super::PermitError;
 use super::answer::{AcquireOutcome, AcquireRequest, Denial, DenialReason, GrantInfo, Settlement};
-use super::bucket::{Block, BucketState, Granted, QueueKey, Settle, WaitOutcome, Waiter};
+use super::bucket::{
+    Block, BucketState, Granted, LearnedState, QueueKey, Settle, WaitOutcome, Waiter,
+};
 use super::cost::{never, resolve_actual, resolve_cost};
 use super::id::{self, PermitId};
 use super::resource::{ResourceDef, Scope};
@@ -203,6 +205,8 @@ struct Inner {
     template: Option<ResourceDef>,
     hub: Hub,
     closed: AtomicBool,
+    /// Buckets whose learned state changed since it was last kept: (resource, partition).
+    learned_dirty: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// The live registry of resources and buckets. Cheap to clone.
@@ -242,6 +246,7 @@ impl Registry {
                 template,
                 closed: AtomicBool::new(false),
                 hub,
+                learned_dirty: Mutex::default(),
             }),
         }
     }
@@ -597,6 +602,65 @@ impl Registry {
         } else {
             Err(PermitError::UnknownPermit)
         }
+    }
+
+    /// Note that what the bucket of (`resource`, `partition`) learned changed, to be kept.
+    pub fn mark_learned(&self, resource: &str, partition: &str) {
+        let mut d = self
+            .inner
+            .learned_dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !d.contains(&(resource.to_owned(), partition.to_owned())) {
+            d.insert((resource.to_owned(), partition.to_owned()));
+        }
+    }
+
+    /// The buckets marked since the last call.
+    #[must_use]
+    pub fn take_learned(&self) -> Vec<(String, String)> {
+        let mut d = self
+            .inner
+            .learned_dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        d.drain().collect()
+    }
+
+    /// What the bucket of (`resource`, `partition`) learned, with its definition; `None`
+    /// when the resource or the bucket is gone. Cooldowns as wall-clock instants.
+    #[must_use]
+    pub fn learned_state(
+        &self,
+        resource: &str,
+        partition: &str,
+    ) -> Option<(
+        Arc<ResourceDef>,
+        LearnedState,
+        Option<std::time::SystemTime>,
+    )> {
+        let entry = self.inner.resources.get(resource).map(|e| Arc::clone(&e))?;
+        let (home, _) = entry.buckets(partition, false)?;
+        let now = self.inner.clock.now();
+        let s = home.lock().learned_state(now);
+        let wall = (s.cooldown_until > now).then(|| self.inner.clock.wall(s.cooldown_until));
+        Some((Arc::clone(&entry.def), s, wall))
+    }
+
+    /// Put back what the bucket of (`resource`, `partition`) learned before a restart; a
+    /// cooldown given as a wall-clock instant (already over: ignored).
+    pub fn restore_learned(
+        &self,
+        resource: &str,
+        partition: &str,
+        mut s: LearnedState,
+        cooldown: Option<std::time::SystemTime>,
+    ) -> Result<(), PermitError> {
+        let clock = Arc::clone(&self.inner.clock);
+        s.cooldown_until = cooldown
+            .and_then(|at| at.duration_since(clock.wall(clock.now())).ok())
+            .map_or(0, |left| clock.now().saturating_add(nanos(left)));
+        self.update_bucket(resource, partition, |def, b, now| b.restore(&s, def, now))
     }
 
     /// A permit was released as used with no outcome reported: slow start counts the call.

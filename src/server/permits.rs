@@ -337,6 +337,16 @@ impl Permits for PermitsService {
                 .retry_after
                 .max(Duration::from_nanos(until.saturating_sub(now)));
         }
+        // What the bucket learned changed (or may have: a header-less answer moves the
+        // adaptive rate): keep it across restarts. A cluster keeps it in Redis already.
+        if self.cluster.is_none()
+            && (applied.limits_changed > 0
+                || applied.imposed
+                || applied.adapted
+                || obs.dimensions.is_empty())
+        {
+            self.registry.mark_learned(&resource, &partition);
+        }
         self.counters.record(&obs, &applied, status);
         self.registry.count_upstream(&resource, status);
         Ok(Response::new(proto::ReportOutcomeResponse {

@@ -19,8 +19,12 @@ pub const IDEMPOTENCY_TREE: &str = "idempotency";
 /// Tree holding cached results, keyed by [`cache_key`].
 pub const CACHE_TREE: &str = "cache";
 
+/// Tree holding what a bucket learned about its upstream (learned limits, the adaptive
+/// rate, the cooldown), keyed by [`learned_key`], so a restart does not storm.
+pub const LEARNED_TREE: &str = "learned";
+
 /// Every tree name the layout defines, used or reserved. Names are unique.
-pub const ALL_TREES: [&str; 3] = [RESOURCES_TREE, IDEMPOTENCY_TREE, CACHE_TREE];
+pub const ALL_TREES: [&str; 4] = [RESOURCES_TREE, IDEMPOTENCY_TREE, CACHE_TREE, LEARNED_TREE];
 
 /// A stored key that does not decode under the current layout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,11 +75,17 @@ pub enum RecordTree {
     Idempotency,
     /// [`CACHE_TREE`], keyed by [`cache_key`].
     Cache,
+    /// [`LEARNED_TREE`], keyed by [`learned_key`].
+    Learned,
 }
 
 impl RecordTree {
     /// Every record tree.
-    pub const ALL: [RecordTree; 2] = [RecordTree::Idempotency, RecordTree::Cache];
+    pub const ALL: [RecordTree; 3] = [
+        RecordTree::Idempotency,
+        RecordTree::Cache,
+        RecordTree::Learned,
+    ];
 
     /// The tree's name in [`ALL_TREES`].
     #[must_use]
@@ -83,6 +93,7 @@ impl RecordTree {
         match self {
             Self::Idempotency => IDEMPOTENCY_TREE,
             Self::Cache => CACHE_TREE,
+            Self::Learned => LEARNED_TREE,
         }
     }
 }
@@ -145,6 +156,23 @@ pub fn cache_key(tenant: &str, namespace: &str, key: &str) -> Result<Vec<u8>, Ke
     push_prefixed(&mut out, "namespace", namespace)?;
     out.extend_from_slice(key.as_bytes());
     Ok(out)
+}
+
+/// The key of what the bucket of `partition` of `resource` of `tenant` learned, in
+/// [`LEARNED_TREE`]: `[tenant length u8][tenant][resource length u8][resource][partition]`.
+///
+/// # Errors
+/// [`KeyError::TooLong`] when the tenant or the resource name is over 255 bytes.
+pub fn learned_key(tenant: &str, resource: &str, partition: &str) -> Result<Vec<u8>, KeyError> {
+    cache_key(tenant, resource, partition)
+}
+
+/// `(tenant, resource, partition)` of a key made by [`learned_key`].
+///
+/// # Errors
+/// [`KeyError::Malformed`] when the bytes were not written by [`learned_key`].
+pub fn split_learned_key(bytes: &[u8]) -> Result<(&str, &str, &str), KeyError> {
+    split_cache_key(bytes)
 }
 
 /// `(tenant, namespace, key)` of a key made by [`cache_key`].
@@ -238,7 +266,7 @@ mod tests {
     /// Pins the tree names: renaming one would orphan every value already on disk.
     #[test]
     fn tree_names_are_pinned_and_unique() {
-        assert_eq!(ALL_TREES, ["resources", "idempotency", "cache"]);
+        assert_eq!(ALL_TREES, ["resources", "idempotency", "cache", "learned"]);
         let mut names = ALL_TREES.to_vec();
         names.sort_unstable();
         names.dedup();

@@ -28,6 +28,8 @@ pub struct MemoryStore {
     idempotency: Mutex<Tree>,
     /// [`RecordTree::Cache`].
     cache: Mutex<Tree>,
+    /// [`RecordTree::Learned`].
+    learned: Mutex<Tree>,
     /// Damaged entries seen since creation.
     corrupt: CorruptTracker,
 }
@@ -51,6 +53,7 @@ impl MemoryStore {
         match tree {
             RecordTree::Idempotency => &self.idempotency,
             RecordTree::Cache => &self.cache,
+            RecordTree::Learned => &self.learned,
         }
         .lock()
         .unwrap_or_else(PoisonError::into_inner)

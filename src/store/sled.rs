@@ -47,6 +47,8 @@ pub struct SledStore {
     idempotency: ::sled::Tree,
     /// [`keys::CACHE_TREE`].
     cache: ::sled::Tree,
+    /// [`keys::LEARNED_TREE`].
+    learned: ::sled::Tree,
     /// sled's data file, opened read-only to `fdatasync` it after each flush.
     data_file: std::fs::File,
     /// Damaged entries seen since open.
@@ -89,6 +91,7 @@ impl SledStore {
         let resources = tree(keys::RESOURCES_TREE)?;
         let idempotency = tree(keys::IDEMPOTENCY_TREE)?;
         let cache = tree(keys::CACHE_TREE)?;
+        let learned = tree(keys::LEARNED_TREE)?;
         // sled 0.34.7 keeps its log and pages in `<dir>/db` (config.rs, `db_path`).
         let data_file =
             std::fs::File::open(dir.join("db")).map_err(|e| open_error(io_hint(&e), e.into()))?;
@@ -99,6 +102,7 @@ impl SledStore {
             resources,
             idempotency,
             cache,
+            learned,
             data_file,
             corrupt: CorruptTracker::default(),
         })
@@ -125,6 +129,7 @@ impl SledStore {
         match tree {
             RecordTree::Idempotency => &self.idempotency,
             RecordTree::Cache => &self.cache,
+            RecordTree::Learned => &self.learned,
         }
     }
 

@@ -10,7 +10,7 @@ use permitd::store::{RecordStore, SledStore};
 
 use crate::cache::{get as cache_get, put as cache_put, stats as cache_stats};
 use crate::idempotency::{begin_req, full_result};
-use crate::support::{TestServer, dur, from_ts};
+use crate::support::{TestServer, dur, from_dur, from_ts};
 
 /// A restart on the same directory keeps completed records (replayed byte for byte),
 /// in-progress locks (still IN_PROGRESS for others), and cache entries with their expiry.
@@ -162,9 +162,119 @@ async fn expired_items_are_gone_after_a_sweep() {
     assert!(cache_get(&mut cache, "ns", "live").await.found);
     server.stop().await;
     let store = SledStore::open(dir.path()).unwrap();
-    for tree in RecordTree::ALL {
+    for tree in [RecordTree::Idempotency, RecordTree::Cache] {
         let left = store.scan(tree, None, 100).unwrap();
         assert_eq!(left.len(), 1, "{tree:?}: {left:?}");
         assert!(left[0].key.ends_with(b"live"));
     }
+}
+
+/// What buckets learned survives a restart: a limit learned from headers (its window fitted
+/// from the reset, the guess dropped), the cooldown a 429 set, and the adaptive rate of a
+/// header-less upstream. The restarted buckets start slow again until the upstream answers.
+#[tokio::test]
+async fn restart_keeps_learned_limits_and_cooldowns() {
+    use crate::support::{acquire_req, limit, put, resource};
+    let dir = tempfile::tempdir().unwrap();
+    let guess = |name: &str| {
+        let mut r = resource(
+            name,
+            vec![limit("requests", 1000, Duration::from_secs(1), 0)],
+            0,
+        );
+        r.limits_known = None;
+        r
+    };
+    let report =
+        |permit_id: String, status: u32, headers: &[(&str, &str)]| proto::ReportOutcomeRequest {
+            permit_id,
+            status_code: status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            attempt: 1,
+            ..Default::default()
+        };
+    let cooldown_before = {
+        let server = TestServer::start_in(dir.path()).await;
+        put(&server, guess("kept:headers")).await;
+        put(&server, guess("kept:blind")).await;
+        let mut permits = server.permits().await;
+        let g = permits
+            .acquire_permit(acquire_req("kept:headers"))
+            .await
+            .unwrap()
+            .into_inner();
+        let r = permits
+            .report_outcome(report(
+                g.permit_id,
+                429,
+                &[
+                    ("x-ratelimit-limit-requests", "10"),
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "1s"),
+                    ("retry-after", "30"),
+                ],
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let cooldown = from_ts(&r.cooldown_until.expect("a cooldown"));
+        for status in [200, 200, 200, 200, 429] {
+            let mut req = acquire_req("kept:blind");
+            // Paced by the ramp after the probes.
+            req.max_wait = Some(dur(Duration::from_secs(2)));
+            let g = permits.acquire_permit(req).await.unwrap().into_inner();
+            assert!(g.granted);
+            permits
+                .report_outcome(report(g.permit_id, status, &[("retry-after", "1")]))
+                .await
+                .unwrap();
+        }
+        server.stop().await;
+        cooldown
+    };
+    let server = TestServer::start_in(dir.path()).await;
+    let mut quotas = server.quotas().await;
+    let q = |name: &str| proto::GetQuotaRequest {
+        resource: name.into(),
+        partition: String::new(),
+    };
+    let h = quotas
+        .get_quota(q("kept:headers"))
+        .await
+        .unwrap()
+        .into_inner();
+    let kept = from_ts(h.cooldown_until.as_ref().expect("the cooldown survived"));
+    let gap = kept
+        .duration_since(cooldown_before)
+        .unwrap_or_else(|e| e.duration());
+    assert!(gap < Duration::from_millis(5), "cooldown moved by {gap:?}");
+    let d = &h.dimensions[0];
+    assert_eq!(
+        (d.limit, from_dur(d.period.as_ref().unwrap()), d.source),
+        (
+            10,
+            Duration::from_secs(1),
+            proto::LimitSource::Learned as i32
+        ),
+        "the learned limit replaced the guess: {h:?}"
+    );
+    assert!(d.reason.contains("fitted"), "{}", d.reason);
+    assert_eq!(h.dimensions.len(), 1, "the guess stays dropped");
+    assert!(h.probing, "slow start again until the upstream answers");
+    let b = quotas
+        .get_quota(q("kept:blind"))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = b
+        .dimensions
+        .iter()
+        .find(|d| d.source == proto::LimitSource::Adaptive as i32)
+        .expect("the adaptive rate survived");
+    assert!(a.reason.contains("cut"), "{}", a.reason);
+    assert!(a.rate_per_second > 0.0 && a.rate_per_second < 10.0, "{a:?}");
+    server.stop().await;
 }
