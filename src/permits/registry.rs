@@ -604,6 +604,29 @@ impl Registry {
         }
     }
 
+    /// How long until one request on (`resource`, `partition`) could be granted, with
+    /// nothing else changing (every limit, block, cooldown, slot and the queue ahead):
+    /// `None` when it could be now, or the resource is unknown.
+    #[must_use]
+    pub fn retry_wait(&self, resource: &str, partition: &str) -> Option<Duration> {
+        let entry = self.inner.resources.get(resource).map(|e| Arc::clone(&e))?;
+        let (home, sec) = entry.buckets(partition, false)?;
+        let mut cost = vec![0; entry.def.dimensions.len()];
+        *cost.first_mut()? = 1;
+        let mut l = lock_pair(&home, sec.as_ref());
+        let now = self.inner.clock.now();
+        match l.home.check(l.sec.as_deref(), &cost, now) {
+            Ok(()) if l.home.queue_len() == 0 => None,
+            Err(Block::Never) => None,
+            checked => Some(Duration::from_nanos(l.home.estimate_wait(
+                l.sec.as_deref(),
+                &cost,
+                checked.err(),
+                now,
+            ))),
+        }
+    }
+
     /// Note that what the bucket of (`resource`, `partition`) learned changed, to be kept.
     pub fn mark_learned(&self, resource: &str, partition: &str) {
         let mut d = self

@@ -329,13 +329,19 @@ impl Permits for PermitsService {
                     (decide(def, b, now), now)
                 })?,
         };
-        // A pause set by anyone outlasts this caller's own delay: say so.
-        if advice.retry
-            && let Some(until) = applied.cooldown_until
-        {
-            advice.retry_after = advice
-                .retry_after
-                .max(Duration::from_nanos(until.saturating_sub(now)));
+        // A pause set by anyone outlasts this caller's own delay: say so. And no retry
+        // can be granted before the bucket has room for it: advise that instant.
+        if advice.retry {
+            if let Some(until) = applied.cooldown_until {
+                advice.retry_after = advice
+                    .retry_after
+                    .max(Duration::from_nanos(until.saturating_sub(now)));
+            }
+            if self.cluster.is_none()
+                && let Some(wait) = self.registry.retry_wait(&resource, &partition)
+            {
+                advice.retry_after = advice.retry_after.max(wait);
+            }
         }
         // What the bucket learned changed (or may have: a header-less answer moves the
         // adaptive rate): keep it across restarts. A cluster keeps it in Redis already.
@@ -375,6 +381,7 @@ impl Permits for PermitsService {
     ) -> Result<Response<proto::ComputeBackoffResponse>, Status> {
         let r = request.into_inner();
         name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+        name(&r.partition, "partition", false, MAX_NAME_LEN)?;
         check_headers(&r.headers)?;
         if r.attempt == 0 {
             return Err(PermitError::Invalid {
@@ -393,7 +400,7 @@ impl Permits for PermitsService {
             clock.wall(clock.now()),
         );
         let upstream = Upstream::of(&obs);
-        let advice = backoff::advise(
+        let mut advice = backoff::advise(
             &def.backoff,
             &self.retryable,
             r.attempt,
@@ -402,6 +409,13 @@ impl Permits for PermitsService {
             upstream.remaining_zero,
             &mut fastrand::Rng::new(),
         );
+        // Retrying sooner than the bucket could grant it only buys a denial.
+        if advice.retry
+            && self.cluster.is_none()
+            && let Some(wait) = self.registry.retry_wait(&r.resource, &r.partition)
+        {
+            advice.retry_after = advice.retry_after.max(wait);
+        }
         Ok(Response::new(proto::ComputeBackoffResponse {
             retry: advice.retry,
             retry_after: Some(to_duration(advice.retry_after)),

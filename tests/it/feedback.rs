@@ -491,3 +491,79 @@ async fn header_less_upstream_does_not_storm() {
     assert!(!q.probing);
     server.stop().await;
 }
+
+/// After a fixed-window `remaining: 0` (classic X-RateLimit-*, reset in 3 s) the denial's
+/// retry_after is the reset, not one unit at the rate, and so is the retry advice of
+/// ReportOutcome and ComputeBackoff: a worker that trusts it is not refused again.
+#[tokio::test]
+async fn retry_after_is_the_block_not_one_unit() {
+    let server = TestServer::start().await;
+    let mut r = resource(
+        "up:window",
+        vec![limit("requests", 100, Duration::from_secs(60), 0)],
+        0,
+    );
+    r.limits_known = None;
+    put(&server, r).await;
+    let mut permits = server.permits().await;
+    let g = permits
+        .acquire_permit(acquire_req("up:window"))
+        .await
+        .unwrap()
+        .into_inner();
+    let headers = [
+        ("x-ratelimit-limit", "100"),
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let advice = permits
+        .report_outcome(proto::ReportOutcomeRequest {
+            permit_id: g.permit_id,
+            status_code: 429,
+            headers,
+            attempt: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let advised = crate::support::from_dur(advice.retry_after.as_ref().unwrap());
+    let d = permits
+        .acquire_permit(acquire_req("up:window"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.granted);
+    let retry_after = crate::support::from_dur(d.retry_after.as_ref().unwrap());
+    let backoff = permits
+        .compute_backoff(proto::ComputeBackoffRequest {
+            resource: "up:window".into(),
+            attempt: 1,
+            status_code: 503,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let backoff = crate::support::from_dur(backoff.retry_after.as_ref().unwrap());
+    println!(
+        "RESULT retry_after_fixed_window denial_ms={} report_advice_ms={} compute_backoff_ms={}",
+        retry_after.as_millis(),
+        advised.as_millis(),
+        backoff.as_millis()
+    );
+    for (what, wait) in [
+        ("denial", retry_after),
+        ("report advice", advised),
+        ("ComputeBackoff", backoff),
+    ] {
+        assert!(
+            wait > Duration::from_millis(2_900) && wait <= Duration::from_secs(3),
+            "{what}: {wait:?}, the block lasts 3 s"
+        );
+    }
+    server.stop().await;
+}

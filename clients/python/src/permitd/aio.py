@@ -407,6 +407,7 @@ class AsyncClient:
         attempt: int,
         status: int,
         headers: Optional[HeadersLike] = None,
+        partition: str = "",
     ) -> BackoffAdvice:
         """See :meth:`permitd.Client.compute_backoff`."""
         req = permits_pb2.ComputeBackoffRequest(
@@ -414,6 +415,7 @@ class AsyncClient:
             attempt=core.check_int(attempt, "attempt", 1, (1 << 32) - 1),
             status_code=core.check_status(status),
             headers=core.check_headers(headers),
+            partition=core.check_name(partition, "partition", required=False),
         )
         r = await self._rpc(self._stubs()[0].ComputeBackoff, req, "Permits.ComputeBackoff")
         return BackoffAdvice(retry=r.retry, retry_after=core.seconds_of(r.retry_after), give_up=r.give_up)

@@ -397,6 +397,7 @@ class Client:
         attempt: int,
         status: int,
         headers: Optional[HeadersLike] = None,
+        partition: str = "",
     ) -> BackoffAdvice:
         """The resource's retry advice for a failed ``attempt`` (1 = the first try)."""
         req = permits_pb2.ComputeBackoffRequest(
@@ -404,6 +405,7 @@ class Client:
             attempt=core.check_int(attempt, "attempt", 1, (1 << 32) - 1),
             status_code=core.check_status(status),
             headers=core.check_headers(headers),
+            partition=core.check_name(partition, "partition", required=False),
         )
         r = self._rpc(self._permits.ComputeBackoff, req, "Permits.ComputeBackoff")
         return BackoffAdvice(retry=r.retry, retry_after=core.seconds_of(r.retry_after), give_up=r.give_up)

@@ -175,7 +175,7 @@ class ReleasePermitResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ComputeBackoffRequest(_message.Message):
-    __slots__ = ("resource", "attempt", "status_code", "headers")
+    __slots__ = ("resource", "attempt", "status_code", "headers", "partition")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -187,11 +187,13 @@ class ComputeBackoffRequest(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     resource: str
     attempt: int
     status_code: int
     headers: _containers.ScalarMap[str, str]
-    def __init__(self, resource: _Optional[str] = ..., attempt: _Optional[int] = ..., status_code: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    partition: str
+    def __init__(self, resource: _Optional[str] = ..., attempt: _Optional[int] = ..., status_code: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., partition: _Optional[str] = ...) -> None: ...
 
 class ComputeBackoffResponse(_message.Message):
     __slots__ = ("retry", "retry_after", "give_up")
