@@ -234,8 +234,10 @@ pub(super) struct Verdict {
 }
 
 /// Hold `o` to its mode's target and to its naive baseline, if it ran. "Never worse than
-/// naive": no more refused, and no less utilisation beyond the tolerance the upstream
-/// hides plus one call (naive may take those; permitd cannot know them).
+/// naive": no more refused, and no fewer successful calls (the same upstream over the same
+/// duration, so the same utilisation, without the few milliseconds by which the runs' ends
+/// differ) beyond the tolerance the upstream hides plus one call: naive may take those,
+/// permitd cannot know them.
 pub(super) fn verdict(o: &Outcome, naive: Option<&Outcome>) -> Verdict {
     let (refused, util) = (o.refused(), o.utilisation());
     let (max_refused, min_util, strict) = match o.cell.mode {
@@ -280,11 +282,12 @@ pub(super) fn verdict(o: &Outcome, naive: Option<&Outcome>) -> Verdict {
                 n.refused() * 100.0
             ));
         }
-        let tolerance = (o.cell.slack as f64 + 1.0) / o.capacity();
-        if util + tolerance < n.utilisation() {
+        if o.tally.ok + o.cell.slack + 1 < n.tally.ok {
             missed.push(format!(
-                "utilisation {util:.3} < naive's {:.3}",
-                n.utilisation()
+                "utilisation {util:.3} < naive's {:.3} ({} ok against {})",
+                n.utilisation(),
+                o.tally.ok,
+                n.tally.ok
             ));
         }
     }
@@ -530,12 +533,14 @@ mod tests {
         let v = verdict(&outcome(Mode::Known, Dialect::Openai, 100, 1), Some(&naive));
         assert_eq!(v.met, Some(false));
         // 90 of 100 is 0.90 utilisation: met with headers, and below naive (by more than
-        // the tolerance) fails.
+        // the tolerance of 2 calls) fails; 98 is within it.
         let v = verdict(&outcome(Mode::High, Dialect::Openai, 90, 0), None);
         assert_eq!(v.met, Some(true), "{v:?}");
         let v = verdict(&outcome(Mode::High, Dialect::Openai, 90, 0), Some(&naive));
         assert_eq!(v.met, Some(false));
         assert!(v.missed[0].contains("naive"), "{v:?}");
+        let v = verdict(&outcome(Mode::High, Dialect::Openai, 98, 0), Some(&naive));
+        assert_eq!(v.met, Some(true), "{v:?}");
         // Without headers, 4% refused is within the target.
         let v = verdict(&outcome(Mode::Bare, Dialect::None, 96, 4), None);
         assert_eq!(v.met, Some(true), "{v:?}");
