@@ -123,11 +123,14 @@ async fn setup(channel: Channel, buckets: u64) -> anyhow::Result<()> {
             limits: vec![limit(1_000_000_000_000, 1)],
             per_partition: buckets > 1,
             lease,
+            // The hot path without slow start: nothing reports outcomes here.
+            limits_known: Some(true),
             ..Default::default()
         },
         proto::Resource {
             name: DENY.into(),
             limits: vec![limit(1, 366 * 24 * 3600)],
+            limits_known: Some(true),
             ..Default::default()
         },
     ] {

@@ -297,6 +297,7 @@ mod tests {
                     seconds: 60,
                     nanos: 0,
                 }),
+                ..Default::default()
             }],
             in_flight: 1,
             concurrency: 2,

@@ -32,6 +32,7 @@ use tokio_stream::StreamExt;
 use self::keys::BucketKeys;
 use crate::clock::{Clock, Nanos, nanos};
 use crate::feedback::apply::Target;
+use crate::permits::bucket::Basis;
 use crate::permits::id::PermitId;
 use crate::permits::limit::Rate;
 use crate::permits::resource::Scope;
@@ -1037,10 +1038,12 @@ impl Cluster {
         args.push(fx.cooldown.map_or_else(|| "0".to_owned(), rel));
         args.push(if fx.is_429 { "1" } else { "0" }.to_owned());
         args.push(fx.learned.len().to_string());
-        for (d, rate) in &fx.learned {
+        for (d, rate, stated) in &fx.learned {
             let (a, p, period_us) = reduced(*rate);
             args.push(d.to_string());
-            args.push(period_us.to_string());
+            // One learned limit per stated window; one per dimension (window 0) for a
+            // window permitd inferred, overwritten as the evidence moves.
+            args.push(if *stated { period_us } else { 0 }.to_string());
             args.push(format!("{a},{p},{}", rate.burst));
         }
         slot_args(&def, def.per_partition, &mut args);
@@ -1111,6 +1114,22 @@ impl Cluster {
                 remaining,
                 reset_at: at + refill,
                 learned,
+                source: if learned {
+                    crate::permits::resource::Origin::Learned
+                } else {
+                    crate::permits::resource::Origin::Config
+                },
+                reason: if learned {
+                    "learned from the upstream's headers".to_owned()
+                } else {
+                    "configured".to_owned()
+                },
+                #[allow(clippy::cast_precision_loss)]
+                rate_per_second: if period.is_zero() {
+                    0.0
+                } else {
+                    limit as f64 / period.as_secs_f64()
+                },
             });
         }
         let cooldown = us(v[1]);
@@ -1127,6 +1146,7 @@ impl Cluster {
             cooldown_until: (cooldown > Duration::ZERO).then(|| at + cooldown),
             upstream_429_total: u64::try_from(v[4]).unwrap_or(0),
             at,
+            probing: false,
         })
     }
 }
@@ -1137,7 +1157,8 @@ pub struct Effects {
     now: Nanos,
     cooldown: Option<Nanos>,
     is_429: bool,
-    learned: Vec<(usize, Rate)>,
+    /// (dimension, rate, whether the upstream stated the window).
+    learned: Vec<(usize, Rate, bool)>,
     blocks: Vec<(usize, Nanos)>,
     corrections: Vec<(usize, Option<Nanos>, u64)>,
 }
@@ -1162,9 +1183,30 @@ impl Target for Effects {
     fn cool_down(&mut self, until: Nanos) {
         self.cooldown = Some(self.cooldown.map_or(until, |c| c.max(until)));
     }
-    fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
-        self.learned.push((dimension, rate));
+    fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, _now: Nanos) -> bool {
+        self.learned
+            .push((dimension, rate, basis == Basis::StatedWindow));
         true
+    }
+    // Slow start, the adaptive rate and guesses giving way to learned limits are the
+    // embedded engine's for now: the cluster keeps learned limits beside the configured
+    // ones, windows fitted per report (issue 15 makes both engines one contract).
+    fn fitted_period(&self, _dimension: usize) -> Option<Nanos> {
+        None
+    }
+    fn drop_guess(&mut self, _dimension: usize) -> bool {
+        false
+    }
+    fn confirm(&mut self) {}
+    fn succeeded_blind(&mut self, _cap: Option<f64>, _adapts: bool, _now: Nanos) {}
+    fn limited_blind(
+        &mut self,
+        _seq: Option<u64>,
+        _cap: Option<f64>,
+        _now: Nanos,
+        _resume_at: Nanos,
+    ) -> bool {
+        false
     }
     fn correct_down(
         &mut self,
@@ -1296,6 +1338,8 @@ mod tests {
             max_queue: 10,
             learn_from_headers: false,
             failure_policy: None,
+            limits_known: true,
+            probe_concurrency: 0,
         };
         let def = fallback_share(&def, 3);
         assert_eq!(def.limits[0].rate.amount, 3);

@@ -35,6 +35,8 @@ pub(crate) struct RawResource {
     failure_policy: Option<String>,
     #[serde(default)]
     dimensions: Vec<String>,
+    limits_known: Option<bool>,
+    probe_concurrency: Option<u32>,
 }
 
 /// A `[[resources.limits]]` table as written.
@@ -94,6 +96,8 @@ impl RawResource {
             max_queue: self.max_queue.unwrap_or(0),
             learn_from_headers: self.learn_from_headers,
             dimensions: self.dimensions,
+            limits_known: self.limits_known,
+            probe_concurrency: self.probe_concurrency,
             failure_policy: match self.failure_policy.as_deref() {
                 None => FailurePolicy::Unspecified,
                 Some("fail_closed") => FailurePolicy::FailClosed,
@@ -256,6 +260,12 @@ pub fn resource_to_toml(r: &Resource) -> String {
         }
         _ => {}
     }
+    if let Some(known) = r.limits_known {
+        line(&mut out, "limits_known", &known.to_string());
+    }
+    if let Some(n) = r.probe_concurrency {
+        line(&mut out, "probe_concurrency", &n.to_string());
+    }
     if let Some(learn) = r.learn_from_headers {
         line(&mut out, "learn_from_headers", &learn.to_string());
     }
@@ -392,6 +402,8 @@ mod tests {
             max_queue: 1000,
             failure_policy: FailurePolicy::LocalFallback as i32,
             learn_from_headers: Some(false),
+            limits_known: Some(true),
+            probe_concurrency: Some(2),
             dimensions: vec!["tokens".to_owned(), "weird \"dim\"".to_owned()],
         }
     }

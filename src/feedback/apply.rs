@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use super::{Observation, Refill};
 use crate::clock::{Nanos, nanos};
-use crate::permits::bucket::BucketState;
+use crate::permits::bucket::{Basis, BucketState};
 use crate::permits::limit::{MAX_AMOUNT, MAX_PERIOD_NS, MIN_PERIOD_NS, Rate};
-use crate::permits::resource::ResourceDef;
+use crate::permits::resource::{Origin, ResourceDef};
 
 /// Window assumed for a limit whose upstream does not say (OpenAI, Anthropic and most
 /// X-RateLimit users publish per-minute quotas).
@@ -63,6 +63,8 @@ pub struct Applied {
     pub limits_changed: usize,
     /// Dimensions the resource does not know (ignored unless exhausted).
     pub unknown_dimensions: usize,
+    /// Whether a 429 without rate-limit headers cut the adaptive rate.
+    pub adapted: bool,
 }
 
 /// Whether a status pauses the resource for everyone.
@@ -78,8 +80,26 @@ pub trait Target {
     fn count_429(&mut self);
     /// Pause everything until `until` (never shortens a cooldown in force).
     fn cool_down(&mut self, until: Nanos);
-    /// Set the learned limit of `dimension` for `rate`'s window; true when it changed.
-    fn learn(&mut self, dimension: usize, rate: Rate) -> bool;
+    /// Set the learned limit of `dimension` for `rate`'s window (`basis`: how the window
+    /// was read); true when it changed.
+    fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool;
+    /// The window of `dimension`'s learned limit when it was fitted from resets before.
+    fn fitted_period(&self, dimension: usize) -> Option<Nanos>;
+    /// Drop the configured (guessed) limits of `dimension`; true when there were some.
+    fn drop_guess(&mut self, dimension: usize) -> bool;
+    /// The upstream taught a limit: slow start and the adaptive rate end.
+    fn confirm(&mut self);
+    /// A call succeeded without teaching a limit (`adapts`: the header-less ramp may run).
+    fn succeeded_blind(&mut self, cap: Option<f64>, adapts: bool, now: Nanos);
+    /// A 429 without rate-limit headers for permit `seq`: cut the adaptive rate; calls
+    /// resume at `resume_at`. True when cut.
+    fn limited_blind(
+        &mut self,
+        seq: Option<u64>,
+        cap: Option<f64>,
+        now: Nanos,
+        resume_at: Nanos,
+    ) -> bool;
     /// Lower `dimension`'s limits (of `window_ns`, or all) to `remaining` if above.
     fn correct_down(
         &mut self,
@@ -101,8 +121,39 @@ impl Target for BucketState {
     fn cool_down(&mut self, until: Nanos) {
         BucketState::cool_down(self, until);
     }
-    fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
-        BucketState::learn(self, dimension, rate)
+    fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool {
+        BucketState::learn(self, dimension, rate, basis, now)
+    }
+    fn fitted_period(&self, dimension: usize) -> Option<Nanos> {
+        self.limits
+            .iter()
+            .find(|l| {
+                l.dimension() == dimension
+                    && l.origin == Origin::Learned
+                    && l.basis == Basis::FittedWindow
+            })
+            .map(|l| l.state.rate().period_ns)
+    }
+    fn drop_guess(&mut self, dimension: usize) -> bool {
+        BucketState::drop_guess(self, dimension)
+    }
+    fn confirm(&mut self) {
+        BucketState::confirm(self);
+    }
+    fn succeeded_blind(&mut self, cap: Option<f64>, adapts: bool, now: Nanos) {
+        BucketState::succeeded_blind(self, cap, now);
+        if !adapts && !self.is_probing() {
+            BucketState::confirm(self);
+        }
+    }
+    fn limited_blind(
+        &mut self,
+        seq: Option<u64>,
+        cap: Option<f64>,
+        now: Nanos,
+        resume_at: Nanos,
+    ) -> bool {
+        BucketState::limited_blind(self, seq, cap, now, resume_at)
     }
     fn correct_down(
         &mut self,
@@ -122,13 +173,15 @@ impl Target for BucketState {
 }
 
 /// Apply `obs` to the bucket; `cooldown` is the pause to impose (already decided by the
-/// caller from the status, Retry-After and policy), if any.
+/// caller from the status, Retry-After and policy), if any; `seq`: the reported permit's
+/// sequence number (`None`: a call made without a permit).
 pub fn apply(
     def: &ResourceDef,
     bucket: &mut (impl Target + ?Sized),
     obs: &Observation,
     status: u32,
     cooldown: Option<Duration>,
+    seq: Option<u64>,
     now: Nanos,
 ) -> Applied {
     let mut out = Applied::default();
@@ -139,6 +192,7 @@ pub fn apply(
         out.imposed = true;
         bucket.cool_down(now.saturating_add(nanos(c)));
     }
+    let mut confirmed = false;
     if def.learn_from_headers {
         let default_window = if obs.upstream_resource.is_some() {
             GITHUB_WINDOW
@@ -157,27 +211,20 @@ pub fn apply(
             // The limit this report teaches, if it teaches one.
             let mut taught = None;
             if let Some(limit) = d.limit.filter(|&l| (1..=MAX_AMOUNT).contains(&l)) {
-                // The window: as the upstream says; else the configured limit's on the same
-                // dimension (the operator knows it); else the dialect's usual one.
-                let configured = def
-                    .limits
-                    .iter()
-                    .filter(|l| l.dimension == i)
-                    .map(|l| l.rate.period_ns)
-                    .min();
-                let period_ns = d
-                    .window
-                    .map(nanos)
-                    .or(configured)
-                    .unwrap_or_else(|| nanos(default_window))
-                    .clamp(MIN_PERIOD_NS, MAX_PERIOD_NS);
+                let (period_ns, basis) = window(def, &*bucket, d, i, limit, default_window);
                 let rate = Rate {
                     amount: limit,
-                    period_ns,
+                    period_ns: period_ns.clamp(MIN_PERIOD_NS, MAX_PERIOD_NS),
                     burst: limit,
                 };
                 taught = Some(rate);
-                if bucket.learn(i, rate) {
+                confirmed = true;
+                // A guessed limit gives way to what the upstream says; a known one stays
+                // (every limit must have room, so learning can only tighten it).
+                if !def.limits_known && bucket.drop_guess(i) {
+                    out.limits_changed += 1;
+                }
+                if bucket.learn(i, rate, basis, now) {
                     out.limits_changed += 1;
                 }
             }
@@ -206,9 +253,60 @@ pub fn apply(
             });
         }
     }
+    let cap = def.configured_per_second(0);
+    if confirmed {
+        bucket.confirm();
+    } else if (200..300).contains(&status) {
+        bucket.succeeded_blind(cap, def.adapts(), now);
+    }
     let until = bucket.cooldown_until();
+    if status == 429 && obs.dimensions.is_empty() && def.adapts() {
+        out.adapted = bucket.limited_blind(seq, cap, now, until.max(now));
+    }
     out.cooldown_until = (until > now).then_some(until);
     out
+}
+
+/// The window of a limit the upstream taught, and how it was read: as the upstream states
+/// it; else fitted from its reset (a token bucket: `limit - remaining` units came back in
+/// `reset`, so the whole limit in `reset * limit / (limit - remaining)`; a fixed window: at
+/// least the longest reset seen); else the configured limit's on the dimension; else the
+/// dialect's usual one.
+fn window(
+    def: &ResourceDef,
+    bucket: &(impl Target + ?Sized),
+    d: &super::DimensionObs,
+    dimension: usize,
+    limit: u64,
+    default_window: Duration,
+) -> (Nanos, Basis) {
+    if let Some(w) = d.window {
+        return (nanos(w), Basis::StatedWindow);
+    }
+    let before = bucket.fitted_period(dimension);
+    let reset = d.reset_after.map(nanos).filter(|&r| r > 0);
+    let fitted = match (d.refill, reset, d.remaining) {
+        (Refill::Continuous, Some(reset), Some(left)) if left < limit => {
+            let w = u128::from(reset) * u128::from(limit) / u128::from(limit - left);
+            Some(u64::try_from(w).unwrap_or(u64::MAX))
+        }
+        (Refill::Continuous, ..) => before,
+        (_, Some(reset), _) => Some(before.unwrap_or(0).max(reset)),
+        (_, None, _) => before,
+    };
+    if let Some(w) = fitted {
+        return (w, Basis::FittedWindow);
+    }
+    let configured = def
+        .limits
+        .iter()
+        .filter(|l| l.dimension == dimension && l.origin == Origin::Config)
+        .map(|l| l.rate.period_ns)
+        .min();
+    match configured {
+        Some(w) => (w, Basis::ConfiguredWindow),
+        None => (nanos(default_window), Basis::DialectWindow),
+    }
 }
 
 /// Whether an exhausted dimension (remaining 0, `reset` away) gets its next unit at the rate
@@ -280,6 +378,18 @@ mod tests {
 
     const SEC: u64 = 1_000_000_000;
 
+    /// [`super::apply`] for a report with no permit.
+    fn apply(
+        def: &ResourceDef,
+        bucket: &mut BucketState,
+        obs: &Observation,
+        status: u32,
+        cooldown: Option<Duration>,
+        now: Nanos,
+    ) -> Applied {
+        super::apply(def, bucket, obs, status, cooldown, None, now)
+    }
+
     fn def(learn: bool, requests_per_sec: Option<u64>) -> ResourceDef {
         ResourceDef {
             name: "r".into(),
@@ -306,6 +416,8 @@ mod tests {
             max_queue: 10,
             learn_from_headers: learn,
             failure_policy: None,
+            limits_known: true,
+            probe_concurrency: 0,
         }
     }
 
@@ -498,22 +610,40 @@ mod tests {
                 5 * SEC,
             ),
             (
-                "openai 3000/min",
+                "openai 3000/min, just emptied",
+                &[
+                    ("x-ratelimit-limit-requests", "3000"),
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "1m0s"),
+                ],
+                20 * MS,
+            ),
+            (
+                "openai 3000 back to full in 1s: 3000/s",
                 &[
                     ("x-ratelimit-limit-requests", "3000"),
                     ("x-ratelimit-remaining-requests", "0"),
                     ("x-ratelimit-reset-requests", "1s"),
                 ],
-                20 * MS,
+                333_334,
             ),
             (
-                "openai reset beyond the assumed minute",
+                "openai burst 1, 3/s",
+                &[
+                    ("x-ratelimit-limit-requests", "1"),
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "333ms"),
+                ],
+                333 * MS,
+            ),
+            (
+                "openai 60 back in 6 h: a unit every 6 min, not a block of 6 h",
                 &[
                     ("x-ratelimit-limit-requests", "60"),
                     ("x-ratelimit-remaining-requests", "0"),
                     ("x-ratelimit-reset-requests", "6h0m0s"),
                 ],
-                6 * 3600 * SEC,
+                360 * SEC,
             ),
             (
                 "openai no limit",
@@ -586,6 +716,113 @@ mod tests {
         }
     }
 
+    /// A guess (limits not known) gives way to what the upstream says, up or down, with the
+    /// window fitted from the reset; slow start ends at that first lesson.
+    #[test]
+    fn guess_replaced_by_fitted_limit() {
+        let mut d = def(true, Some(1000));
+        d.limits_known = false;
+        d.probe_concurrency = 1;
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        assert!(b.is_probing());
+        b.commit(None, vec![1, 0].into_boxed_slice(), 0, SEC, 1, 1);
+        assert!(
+            matches!(b.check(None, &[1, 0], 0), Err(Block::Concurrency { .. })),
+            "one probe in flight"
+        );
+        let o = crate::feedback::parse(
+            [
+                ("x-ratelimit-limit-requests", "10"),
+                ("x-ratelimit-remaining-requests", "9"),
+                ("x-ratelimit-reset-requests", "100ms"),
+            ],
+            std::time::UNIX_EPOCH,
+        );
+        let a = apply(&d, &mut b, &o, 200, None, 0);
+        assert_eq!(a.limits_changed, 2, "guess dropped, limit learned");
+        assert!(!b.is_probing());
+        let only: Vec<_> = b
+            .limits
+            .iter()
+            .map(|l| (l.origin, l.basis, l.state.rate()))
+            .collect();
+        assert_eq!(
+            only,
+            vec![(
+                Origin::Learned,
+                Basis::FittedWindow,
+                Rate {
+                    amount: 10,
+                    period_ns: SEC,
+                    burst: 10
+                }
+            )]
+        );
+        assert_eq!(b.check(None, &[1, 0], 0), Ok(()), "probe slot lifted");
+    }
+
+    /// A header-less upstream: slow start ends after three successes, the adaptive rate
+    /// ramps, a 429 without headers cuts it to 4/5 of what succeeded and pauses for the
+    /// Retry-After; after the pause grants are paced one at a time.
+    #[test]
+    fn header_less_upstream_adapts() {
+        let mut d = def(true, Some(1000));
+        d.limits_known = false;
+        d.probe_concurrency = 1;
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        let none = obs(vec![]);
+        let mut seq = 0;
+        let mut t = SEC;
+        for _ in 0..8 {
+            seq += 1;
+            assert_eq!(b.check(None, &[1, 0], t), Ok(()));
+            b.commit(None, vec![1, 0].into_boxed_slice(), t, SEC, seq, 1);
+            b.release(None, seq, 1, crate::permits::bucket::Settle::Keep, t);
+            apply(&d, &mut b, &none, 200, None, t);
+            t += SEC / 4;
+        }
+        // 3 probes, then 5 ramp steps from 3/s.
+        assert_eq!(b.adaptive().map(|a| a.milli), Some(8_000));
+        assert!(!b.is_probing());
+        let a = super::apply(
+            &d,
+            &mut b,
+            &none,
+            429,
+            Some(Duration::from_secs(1)),
+            Some(seq),
+            t,
+        );
+        assert!(a.adapted && a.imposed);
+        // 8 successes over the 2 s since the first grant: 4/s; 4/5 of it.
+        assert_eq!(b.adaptive().map(|a| a.milli), Some(3_200));
+        assert!(matches!(
+            b.check(None, &[1, 0], t),
+            Err(Block::Cooldown { .. })
+        ));
+        // A second 429 of a permit granted before the cut is the same loss.
+        let a = super::apply(&d, &mut b, &none, 429, None, Some(seq - 1), t);
+        assert!(!a.adapted);
+        let resume = t + SEC;
+        assert_eq!(b.check(None, &[1, 0], resume), Ok(()));
+        b.commit(None, vec![1, 0].into_boxed_slice(), resume, SEC, seq + 1, 1);
+        // The next one a unit later at 3.2/s: 312.5 ms.
+        assert_eq!(
+            b.check(None, &[1, 0], resume),
+            Err(Block::Rate { wait: 312_500_000 })
+        );
+    }
+
+    /// With limits known there is no slow start and no adaptive rate.
+    #[test]
+    fn known_limits_do_not_adapt() {
+        let d = def(true, Some(10));
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        assert!(!b.is_probing());
+        let a = apply(&d, &mut b, &obs(vec![]), 429, None, 0);
+        assert!(!a.adapted && b.adaptive().is_none());
+    }
+
     /// The rule alone: the refill kind, the reset against the windows, and no taught limit.
     #[test]
     fn refills_at_rate_rule() {
@@ -622,7 +859,7 @@ mod tests {
                 period_ns: w * SEC,
                 burst: 1000,
             };
-            assert!(b.learn(0, rate));
+            assert!(b.learn(0, rate, Basis::StatedWindow, 0));
         }
         let o = crate::feedback::parse(
             [

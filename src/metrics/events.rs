@@ -219,13 +219,17 @@ fn totals_json(state: &State) -> String {
             let reset = d.reset_at.duration_since(now).unwrap_or_default();
             let _ = write!(
                 o,
-                ",\"limit\":{},\"remaining\":{},\"period_ms\":{},\"reset_in_ms\":{},\"learned\":{}}}",
+                ",\"limit\":{},\"remaining\":{},\"period_ms\":{},\"reset_in_ms\":{},\"learned\":{},\
+                 \"rate\":{:.3},\"reason\":",
                 d.limit,
                 d.remaining,
                 u64::try_from(d.period.as_millis()).unwrap_or(u64::MAX),
                 u64::try_from(reset.as_millis()).unwrap_or(u64::MAX),
                 d.learned,
+                d.rate_per_second,
             );
+            json_str(&mut o, &d.reason);
+            o.push('}');
         }
         o.push_str("]}");
     }
@@ -266,6 +270,7 @@ mod tests {
                 reset_at: ts(3),
                 source: proto::LimitSource::Learned as i32,
                 period: Some(to_duration(Duration::from_secs(60))),
+                ..Default::default()
             }],
             in_flight: 2,
             concurrency: 4,
@@ -275,6 +280,7 @@ mod tests {
             denied_total: 1,
             upstream_429_total: 0,
             at: ts(0),
+            probing: false,
         };
         assert_eq!(
             quota_json(&u),

@@ -200,10 +200,42 @@ pub fn render(state: &State) -> String {
         }
     }
 
+    // The same limit as a rate, with where it came from (config, learned, adaptive): the
+    // effective rate of a header-less upstream is the adaptive one.
+    let name = "permitd_limit_rate_per_second";
+    e.family(
+        name,
+        Kind::Gauge,
+        "Units per second of the tightest limit of a dimension, by source (resource-wide bucket).",
+    );
+    for r in &resources {
+        for d in &r.dimensions {
+            let dim = r
+                .def
+                .dimensions
+                .get(d.dimension)
+                .map_or("?", String::as_str);
+            let source = match d.source {
+                crate::permits::resource::Origin::Config => "config",
+                crate::permits::resource::Origin::Learned => "learned",
+                crate::permits::resource::Origin::Adaptive => "adaptive",
+            };
+            e.sample(
+                name,
+                &[
+                    ("resource", &r.def.name),
+                    ("dimension", dim),
+                    ("source", source),
+                ],
+                d.rate_per_second,
+            );
+        }
+    }
+
     // Per resource: gauges summed over its buckets.
     type ResGetter = fn(&crate::permits::ResourceMetrics) -> f64;
     #[allow(clippy::cast_precision_loss)]
-    let res_families: [(&str, &str, ResGetter); 5] = [
+    let res_families: [(&str, &str, ResGetter); 6] = [
         (
             "permitd_concurrency_limit",
             "Permits in flight allowed per bucket (0 = unlimited).",
@@ -228,6 +260,11 @@ pub fn render(state: &State) -> String {
             "permitd_buckets",
             "Live buckets (the resource-wide one plus one per active partition).",
             |r| r.buckets as f64,
+        ),
+        (
+            "permitd_slow_start_buckets",
+            "Buckets in slow start: their upstream has not confirmed its limits yet.",
+            |r| r.probing as f64,
         ),
     ];
     for (name, help, get) in res_families {

@@ -104,6 +104,8 @@ pub struct QuotaView {
     pub upstream_429_total: u64,
     /// When read.
     pub at: SystemTime,
+    /// In slow start: the limits are not confirmed by the upstream yet.
+    pub probing: bool,
 }
 
 /// One dimension's state.
@@ -121,6 +123,12 @@ pub struct DimensionView {
     pub reset_at: SystemTime,
     /// Whether the limit was learned.
     pub learned: bool,
+    /// Where the limit came from.
+    pub source: super::resource::Origin,
+    /// Why it is what it is, in words.
+    pub reason: String,
+    /// Units per second.
+    pub rate_per_second: f64,
 }
 
 /// One resource's figures for metrics.
@@ -140,4 +148,6 @@ pub struct ResourceMetrics {
     pub cooldown_remaining: Duration,
     /// Live buckets.
     pub buckets: u64,
+    /// Buckets in slow start (limits not confirmed by the upstream yet).
+    pub probing: u64,
 }

@@ -18,6 +18,7 @@ use std::ops::{Deref, DerefMut};
 
 use tokio::sync::oneshot;
 
+use super::adaptive::{self, Adaptive};
 use super::limit::{LimitState, Rate};
 use super::resource::{Origin, ResourceDef, Scope};
 use crate::clock::Nanos;
@@ -33,18 +34,50 @@ pub struct LimitSlot {
     dim: u8,
     /// Where it came from.
     pub origin: Origin,
+    /// Why it has its rate.
+    pub basis: Basis,
     /// The live state.
     pub state: LimitState,
+}
+
+/// Why a limit has the rate it has: the reason GetQuota and Watch show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The resource definition.
+    Configured,
+    /// Learned; the upstream stated the window (IETF `w`, a `;w=` in a limit header).
+    StatedWindow,
+    /// Learned; the window fitted from the reset: `limit - remaining` units come back in
+    /// `reset` (a token bucket), or the longest reset seen (a fixed window).
+    FittedWindow,
+    /// Learned; the window of the configured limit on the dimension (nothing better known).
+    ConfiguredWindow,
+    /// Learned; the dialect's usual window (nothing else known).
+    DialectWindow,
+    /// The adaptive rate (its own reason is in the bucket's adaptive state).
+    Adaptive,
 }
 
 impl LimitSlot {
     /// A full limit of `rate` on `dimension`.
     #[must_use]
     pub fn new(dimension: usize, origin: Origin, rate: Rate) -> Self {
+        let basis = match origin {
+            Origin::Config => Basis::Configured,
+            Origin::Learned => Basis::DialectWindow,
+            Origin::Adaptive => Basis::Adaptive,
+        };
+        Self::with_basis(dimension, origin, basis, rate)
+    }
+
+    /// A full limit of `rate` on `dimension`, saying why it has that rate.
+    #[must_use]
+    pub fn with_basis(dimension: usize, origin: Origin, basis: Basis, rate: Rate) -> Self {
         Self {
             // Definitions are validated to at most MAX_DIMENSIONS (16) dimensions.
             dim: u8::try_from(dimension).unwrap_or(u8::MAX),
             origin,
+            basis,
             state: LimitState::new(rate),
         }
     }
@@ -80,6 +113,18 @@ impl Limits {
                 LimitsRepr::Many(v)
             }
         };
+    }
+}
+
+impl Limits {
+    /// Keep only the limits `keep` says yes to.
+    pub fn retain(&mut self, keep: impl Fn(&LimitSlot) -> bool) {
+        let all: Vec<LimitSlot> = match std::mem::take(&mut self.0) {
+            LimitsRepr::None => return,
+            LimitsRepr::One(s) => vec![s],
+            LimitsRepr::Many(v) => v,
+        };
+        *self = all.into_iter().filter(|s| keep(s)).collect();
     }
 }
 
@@ -312,6 +357,21 @@ impl Leases {
         n
     }
 
+    /// The `k`-th earliest expiry (1 = the next); `None` when fewer leases are held.
+    fn kth_expiry(&self, k: usize) -> Option<Nanos> {
+        if k == 1 {
+            return self.next_expiry();
+        }
+        let mut all: Vec<Nanos> = match self {
+            Self::None => return None,
+            Self::One(l) => vec![l.expires],
+            Self::Few(v) => v.iter().map(|l| l.expires).collect(),
+            Self::Many(m) => m.by_seq.values().map(|l| l.expires).collect(),
+        };
+        let i = k.checked_sub(1).filter(|&i| i < all.len())?;
+        Some(*all.select_nth_unstable(i).1)
+    }
+
     fn next_expiry(&self) -> Option<Nanos> {
         match self {
             Self::None => None,
@@ -405,6 +465,8 @@ struct Rare {
     timer_at: Option<Nanos>,
     cooldown_until: Nanos,
     upstream_429_total: u64,
+    /// Slow start and the adaptive rate, while the upstream's limits are unconfirmed.
+    adaptive: Option<Adaptive>,
 }
 
 impl Rare {
@@ -416,6 +478,7 @@ impl Rare {
             && self.cooldown_until <= now
             && self.blocked_until.iter().all(|&b| b <= now)
             && self.upstream_429_total == 0
+            && self.adaptive.is_none()
     }
 }
 
@@ -450,10 +513,17 @@ impl BucketState {
             .filter(|l| l.scope == scope)
             .map(|l| LimitSlot::new(l.dimension, l.origin, l.rate))
             .collect();
+        // Slow start: only a home bucket holds permits in flight.
+        let rare = (home && def.probe_concurrency > 0).then(|| {
+            Box::new(Rare {
+                adaptive: Some(Adaptive::probing(def.probe_concurrency)),
+                ..Rare::default()
+            })
+        });
         Self {
             limits,
             leases: Leases::None,
-            rare: None,
+            rare,
             granted_total: 0,
             denied_total: 0,
             concurrency: if home { def.concurrency } else { 0 },
@@ -556,12 +626,7 @@ impl BucketState {
         now: Nanos,
     ) -> Result<(), Block> {
         self.reclaim(now);
-        let cooldown_until = self.cooldown_until();
-        if cooldown_until > now {
-            return Err(Block::Cooldown {
-                wait: cooldown_until - now,
-            });
-        }
+        // A cost no limit could ever grant is told so at once, even during a cooldown.
         let rate = match (
             self.rate_wait(cost, now),
             secondary.map_or(Some(0), |s| s.rate_wait(cost, now)),
@@ -569,7 +634,13 @@ impl BucketState {
             (Some(a), Some(b)) => a.max(b),
             _ => return Err(Block::Never),
         };
-        if self.concurrency > 0 && self.in_flight() >= self.concurrency {
+        let cooldown_until = self.cooldown_until();
+        if cooldown_until > now {
+            return Err(Block::Cooldown {
+                wait: cooldown_until - now,
+            });
+        }
+        if self.slots().is_some_and(|n| self.in_flight() >= n) {
             let wait = self
                 .leases
                 .next_expiry()
@@ -605,6 +676,9 @@ impl BucketState {
             cost: LeaseCost::new(cost),
         });
         self.granted_total = self.granted_total.saturating_add(1);
+        if let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) {
+            a.granted(seq, now);
+        }
         Granted {
             seq,
             tag,
@@ -657,8 +731,11 @@ impl BucketState {
             .is_some_and(|(k, _)| k == key)
     }
 
-    /// Estimated nanoseconds until `cost` could be granted behind everyone queued now
-    /// (never zero: a denial always says when to come back).
+    /// Nanoseconds until `cost` could be granted behind everyone queued now, with nothing
+    /// else changing: the latest of every limit's refill (for the cost plus the queue ahead),
+    /// every dimension block and the cooldown, and the lease expiry that frees a slot (never
+    /// zero: a denial always says when to come back). Exact when nobody is queued; with a
+    /// queue, the rates are exact and the slots the queue will hold are not counted.
     #[must_use]
     pub fn estimate_wait(
         &self,
@@ -673,13 +750,65 @@ impl BucketState {
         }
         let mut wait = self
             .accumulate_wait(&total, now)
-            .max(secondary.map_or(0, |s| s.accumulate_wait(&total, now)));
-        match block {
-            Some(Block::Concurrency { wait: w }) => wait = wait.max(w.unwrap_or(0)),
-            Some(Block::Cooldown { wait: w }) => wait = wait.max(w),
-            _ => {}
+            .max(self.held_back(&total, now))
+            .max(secondary.map_or(0, |s| {
+                s.accumulate_wait(&total, now).max(s.held_back(&total, now))
+            }));
+        if let Some(slots) = self.slots() {
+            // The slot this caller would take is freed by the k-th earliest expiry, where k
+            // counts the callers (held leases, then queued) that are ahead of it.
+            let ahead = self.leases.len() + self.queue_len();
+            let limit = usize::try_from(slots).unwrap_or(usize::MAX);
+            if ahead >= limit {
+                let k = ahead + 1 - limit;
+                wait = wait.max(
+                    self.leases
+                        .kth_expiry(k)
+                        .map_or(0, |e| e.saturating_sub(now)),
+                );
+            }
+        }
+        if let Some(Block::Concurrency { wait: Some(w) } | Block::Cooldown { wait: w }) = block {
+            wait = wait.max(w);
         }
         wait.max(1_000_000)
+    }
+
+    /// Permits allowed in flight now: the concurrency limit, or slow start's probe if
+    /// tighter (`None`: unlimited).
+    fn slots(&self) -> Option<u32> {
+        let probe = self.adaptive().map(|a| a.probe).filter(|&p| p > 0);
+        match (self.concurrency, probe) {
+            (0, p) => p,
+            (c, None) => Some(c),
+            (c, Some(p)) => Some(c.min(p)),
+        }
+    }
+
+    /// Slow start and the adaptive rate, while the upstream's limits are unconfirmed.
+    #[must_use]
+    pub fn adaptive(&self) -> Option<&Adaptive> {
+        self.rare.as_ref().and_then(|r| r.adaptive.as_ref())
+    }
+
+    /// Whether slow start still limits permits in flight.
+    #[must_use]
+    pub fn is_probing(&self) -> bool {
+        self.adaptive().is_some_and(Adaptive::is_probing)
+    }
+
+    /// Nanoseconds until the cooldown and every block on a dimension `cost` uses have ended.
+    fn held_back(&self, cost: &[u64], now: Nanos) -> Nanos {
+        let Some(r) = &self.rare else {
+            return 0;
+        };
+        let mut wait = r.cooldown_until.saturating_sub(now);
+        for (d, &until) in r.blocked_until.iter().enumerate() {
+            if cost.get(d).is_some_and(|&c| c > 0) {
+                wait = wait.max(until.saturating_sub(now));
+            }
+        }
+        wait
     }
 
     /// Grant queued callers from the head while they fit. Returns the instant a timer must
@@ -841,20 +970,33 @@ impl BucketState {
         }
     }
 
-    /// Set the learned limit of `dimension` for `rate`'s window (an upstream may publish
-    /// several windows for one dimension: 100/min and 1 000/day). A changed amount starts a
-    /// fresh bucket. Configured limits stay: every limit must have room, so a learned limit
-    /// can only make the resource stricter, never raise a configured one.
-    pub fn learn(&mut self, dimension: usize, rate: Rate) -> bool {
+    /// Set the learned limit of `dimension` for `rate`'s window. An upstream may publish
+    /// several windows for one dimension (100/min and 1 000/day), each stated: one limit per
+    /// stated window. A window permitd inferred (fitted, configured, the dialect's) is one
+    /// limit per dimension, re-rated as the evidence moves, keeping its level. A changed
+    /// stated amount starts a fresh bucket (the correction that follows sets its level).
+    /// Returns true when the bucket changed.
+    pub fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool {
+        let stated = basis == Basis::StatedWindow;
         if let Some(slot) = self.limits.iter_mut().find(|l| {
             l.dimension() == dimension
                 && l.origin == Origin::Learned
-                && l.state.rate().period_ns == rate.period_ns
+                && if stated {
+                    l.basis == Basis::StatedWindow && l.state.rate().period_ns == rate.period_ns
+                } else {
+                    l.basis != Basis::StatedWindow
+                }
         }) {
-            if slot.state.rate() == rate {
+            let old = slot.state.rate();
+            if old == rate || (!stated && old.amount == rate.amount && close(old, rate)) {
                 return false;
             }
-            slot.state = LimitState::new(rate);
+            slot.basis = basis;
+            if stated {
+                slot.state = LimitState::new(rate);
+            } else {
+                slot.state.rerate(rate, now);
+            }
             return true;
         }
         let learned = self
@@ -865,10 +1007,109 @@ impl BucketState {
         if learned >= MAX_LEARNED_PER_DIMENSION {
             return false;
         }
-        self.limits
-            .push(LimitSlot::new(dimension, Origin::Learned, rate));
+        self.limits.push(LimitSlot::with_basis(
+            dimension,
+            Origin::Learned,
+            basis,
+            rate,
+        ));
         true
     }
+
+    /// The window of the inferred learned limit of `dimension`, if there is one.
+    #[must_use]
+    pub fn learned_period(&self, dimension: usize) -> Option<Nanos> {
+        self.limits
+            .iter()
+            .find(|l| {
+                l.dimension() == dimension
+                    && l.origin == Origin::Learned
+                    && l.basis != Basis::StatedWindow
+            })
+            .map(|l| l.state.rate().period_ns)
+    }
+
+    /// Drop the configured limits of `dimension`: they were a guess, and the upstream has
+    /// now said what its limit is.
+    pub fn drop_guess(&mut self, dimension: usize) -> bool {
+        let before = self.limits.len();
+        self.limits
+            .retain(|l| !(l.dimension() == dimension && l.origin == Origin::Config));
+        before != self.limits.len()
+    }
+
+    /// The upstream confirmed its limits (a response taught one): slow start and the
+    /// adaptive rate end.
+    pub fn confirm(&mut self) {
+        if let Some(r) = self.rare.as_mut()
+            && r.adaptive.take().is_some()
+        {
+            self.limits.retain(|l| l.origin != Origin::Adaptive);
+        }
+    }
+
+    /// A call succeeded without its headers teaching a limit: slow start counts it, the
+    /// adaptive rate grows. `cap`: the configured rate of `requests`, units per second.
+    pub fn succeeded_blind(&mut self, cap: Option<f64>, now: Nanos) {
+        let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) else {
+            return;
+        };
+        if a.succeeded(cap.map(adaptive::milli_of)) {
+            self.set_adaptive_limit(now);
+        }
+    }
+
+    /// A permit was released as used without a reported outcome: slow start counts it;
+    /// once it ends this way no adaptive rate is kept (nothing reports how calls go).
+    pub fn completed_unreported(&mut self) {
+        let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) else {
+            return;
+        };
+        if a.completed() && a.milli == 0 {
+            self.confirm();
+        }
+    }
+
+    /// A 429 without rate-limit headers answered permit `seq` (`None`: a call made without
+    /// one): cut the adaptive rate (creating it if the resource had none), unless the permit
+    /// was in flight at the last cut. Calls resume at `resume_at`. True when cut.
+    pub fn limited_blind(
+        &mut self,
+        seq: Option<u64>,
+        cap: Option<f64>,
+        now: Nanos,
+        resume_at: Nanos,
+    ) -> bool {
+        let a = self
+            .rare_mut()
+            .adaptive
+            .get_or_insert_with(|| Adaptive::probing(0));
+        if !a.limited(seq, cap.map(adaptive::milli_of), now, resume_at) {
+            return false;
+        }
+        self.set_adaptive_limit(now);
+        true
+    }
+
+    /// Make the adaptive limit on `requests` follow the adaptive rate (keeping its level).
+    fn set_adaptive_limit(&mut self, now: Nanos) {
+        let Some(rate) = self.adaptive().and_then(Adaptive::rate) else {
+            return;
+        };
+        match self
+            .limits
+            .iter_mut()
+            .find(|l| l.origin == Origin::Adaptive)
+        {
+            Some(slot) => slot.state.rerate(rate, now),
+            None => self.limits.push(LimitSlot::new(0, Origin::Adaptive, rate)),
+        }
+    }
+}
+
+/// Whether two inferred windows are within 1 % of each other: not worth a re-rate.
+fn close(a: Rate, b: Rate) -> bool {
+    a.burst == b.burst && a.period_ns.abs_diff(b.period_ns) <= a.period_ns / 100
 }
 
 /// Windows learned per dimension at most (headers are untrusted input: bounded state).
@@ -982,6 +1223,124 @@ mod tests {
                 prop_assert_eq!(leases.len(), model.len());
                 prop_assert_eq!(leases.next_expiry(), model.iter().map(|m| m.2).min());
             }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Ask for `cost` and take it when it fits (holding a lease of `lease` ms).
+        Take(u64, u64, u64),
+        /// An upstream pause of this many ms.
+        Cool(u64),
+        /// A dimension exhausted for this many ms.
+        Block(usize, u64),
+        /// Release the oldest lease (refunding or not).
+        Release(bool),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0u64..4, 0u64..30, 1u64..3000).prop_map(|(r, t, l)| Step::Take(r, t, l)),
+            1 => (1u64..3000).prop_map(Step::Cool),
+            1 => (0usize..2, 1u64..3000).prop_map(|(d, ms)| Step::Block(d, ms)),
+            1 => any::<bool>().prop_map(Step::Release),
+        ]
+    }
+
+    type Shape = (Vec<(usize, u64, u64, u64)>, u32);
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        (
+            proptest::collection::vec((0usize..2, 1u64..20, 1u64..3000, 1u64..25), 0..3),
+            0u32..4,
+        )
+    }
+
+    fn model_def((limits, concurrency): &Shape) -> ResourceDef {
+        use crate::permits::resource::{BackoffDef, LimitDef};
+        ResourceDef {
+            name: "r".into(),
+            dimensions: vec!["requests".into(), "tokens".into()],
+            declared_dimensions: vec!["tokens".into()],
+            limits: limits
+                .iter()
+                .map(|&(dimension, amount, period_ms, burst)| LimitDef {
+                    dimension,
+                    rate: Rate {
+                        amount,
+                        period_ns: period_ms * 1_000_000,
+                        burst,
+                    },
+                    scope: Scope::Resource,
+                    scope_explicit: false,
+                    origin: Origin::Config,
+                })
+                .collect(),
+            concurrency: *concurrency,
+            lease: std::time::Duration::from_secs(60),
+            per_partition: false,
+            backoff: BackoffDef::default(),
+            max_queue: 10,
+            learn_from_headers: false,
+            failure_policy: None,
+            limits_known: true,
+            probe_concurrency: 0,
+        }
+    }
+
+    /// The bucket after `steps`, one millisecond apart, and the instant after the last.
+    fn replay(def: &ResourceDef, steps: &[Step]) -> (BucketState, Nanos) {
+        const MS: u64 = 1_000_000;
+        let mut b = BucketState::new(def, Scope::Resource, true);
+        let mut now: Nanos = 1_000 * MS;
+        let mut seq = 0u64;
+        let mut held: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+        for s in steps {
+            now += MS;
+            match *s {
+                Step::Take(r, t, lease) => {
+                    if b.check(None, &[r, t], now).is_ok() {
+                        seq += 1;
+                        b.commit(None, vec![r, t].into_boxed_slice(), now, lease * MS, seq, 7);
+                        held.push_back(seq);
+                    }
+                }
+                Step::Cool(ms) => b.cool_down(now + ms * MS),
+                Step::Block(d, ms) => b.block_dimension(d, now + ms * MS),
+                Step::Release(refund) => {
+                    if let Some(s) = held.pop_front() {
+                        let settle = if refund { Settle::Refund } else { Settle::Keep };
+                        b.release(None, s, 7, settle, now);
+                    }
+                }
+            }
+        }
+        (b, now + MS)
+    }
+
+    proptest! {
+        /// A denial's wait is exact: with nothing else changing, the same request asked again
+        /// after exactly that wait is granted, and a millisecond earlier it is not, whatever
+        /// holds it back (limits on either dimension, blocks, a cooldown, held slots).
+        #[test]
+        fn denial_wait_is_exact(
+            shape in shape(),
+            steps in proptest::collection::vec(step(), 0..60),
+            ask in (0u64..4, 0u64..30),
+        ) {
+            let def = model_def(&shape);
+            let cost = [ask.0, ask.1];
+            let (mut b, now) = replay(&def, &steps);
+            let block = match b.check(None, &cost, now) {
+                Ok(()) | Err(Block::Never) => return Ok(()),
+                Err(e) => e,
+            };
+            let wait = b.estimate_wait(None, &cost, Some(block), now);
+            let (mut at, _) = replay(&def, &steps);
+            prop_assert_eq!(at.check(None, &cost, now + wait), Ok(()), "wait {}", wait);
+            let (mut early, _) = replay(&def, &steps);
+            let before = (now + wait).saturating_sub(1_000_000).max(now);
+            prop_assert!(early.check(None, &cost, before).is_err(), "wait {}", wait);
         }
     }
 

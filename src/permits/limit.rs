@@ -30,6 +30,15 @@ pub struct Rate {
     pub burst: u64,
 }
 
+impl Rate {
+    /// Units per second (for display and the adaptive rate's arithmetic).
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn per_second(&self) -> f64 {
+        self.amount as f64 * 1e9 / self.period_ns as f64
+    }
+}
+
 /// A limit's live state.
 #[derive(Debug, Clone)]
 pub struct LimitState {
@@ -105,6 +114,15 @@ impl LimitState {
         }
         let at = need.div_ceil(u128::from(self.rate.amount));
         u64::try_from(at).unwrap_or(u64::MAX).saturating_sub(now)
+    }
+
+    /// Change the shape, keeping the units available now (at most the new burst): a limit
+    /// re-rated as evidence moves must not hand out a fresh burst each time.
+    pub fn rerate(&mut self, rate: Rate, now: Nanos) {
+        let available = self.available(now).min(rate.burst);
+        *self = Self::new(rate);
+        let used = u128::from(rate.burst - available) * self.unit();
+        self.set_tat(self.scaled(now) + used);
     }
 
     /// Take `cost` units (the caller checked [`Self::wait_for`]).

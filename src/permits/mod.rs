@@ -3,6 +3,7 @@
 //! async waiting. No tonic, no sled, no redis in here: the server converts to and from the
 //! wire, the store persists definitions.
 
+pub mod adaptive;
 pub mod answer;
 pub mod bucket;
 mod cost;

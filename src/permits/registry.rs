@@ -599,6 +599,26 @@ impl Registry {
         }
     }
 
+    /// A permit was released as used with no outcome reported: slow start counts the call.
+    pub fn completed_unreported(&self, id: &PermitId<'_>) {
+        let Some(entry) = self
+            .inner
+            .resources
+            .get(id.resource)
+            .map(|e| Arc::clone(&e))
+        else {
+            return;
+        };
+        if let Some((home, sec)) = entry.buckets(id.partition, false) {
+            let mut l = lock_pair(&home, sec.as_ref());
+            if l.home.is_probing() {
+                let now = self.inner.clock.now();
+                l.home.completed_unreported();
+                self.drain_locked(&mut l, &home, sec.as_ref(), now);
+            }
+        }
+    }
+
     /// Charge the cost of a call made without a permit (ReportOutcome without `permit_id`).
     pub fn charge(
         &self,

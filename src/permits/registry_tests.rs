@@ -37,6 +37,8 @@ fn def(name: &str, per_partition: bool, amount: u64, concurrency: u32) -> Resour
         max_queue: 10,
         learn_from_headers: true,
         failure_policy: None,
+        limits_known: true,
+        probe_concurrency: 0,
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::{Bucket, Locked, Registry, lock_pair};
 use crate::clock::Nanos;
 use crate::permits::PermitError;
+use crate::permits::adaptive::{Adaptive, Step};
 use crate::permits::answer::{DimensionView, QuotaView, ResourceMetrics};
+use crate::permits::bucket::Basis;
 use crate::permits::resource::{Origin, ResourceDef, Scope};
 use crate::watch::BucketKey;
 
@@ -30,10 +32,12 @@ impl Registry {
                     queue_depth: 0,
                     cooldown_remaining: Duration::ZERO,
                     buckets: 0,
+                    probing: 0,
                 };
                 for b in e.all_buckets() {
                     let st = b.lock();
                     m.buckets += 1;
+                    m.probing += u64::from(st.is_probing());
                     m.in_flight += u64::from(st.in_flight());
                     m.queue_depth += u64::try_from(st.queue_len()).unwrap_or(u64::MAX);
                     m.cooldown_remaining = m.cooldown_remaining.max(Duration::from_nanos(
@@ -119,6 +123,9 @@ impl Registry {
                 remaining: slot.state.available(now),
                 reset_at: clock.wall(slot.state.full_at().max(now)),
                 learned: slot.origin == Origin::Learned,
+                source: slot.origin,
+                reason: reason(def, slot.basis, l.home.adaptive()),
+                rate_per_second: rate.per_second(),
             };
             match dims.iter_mut().find(|d| d.dimension == v.dimension) {
                 // The tightest limit wins; on a tie the learned one, since it is what the
@@ -145,6 +152,36 @@ impl Registry {
                 .then(|| clock.wall(l.home.cooldown_until())),
             upstream_429_total: l.home.upstream_429_total(),
             at: clock.wall(now),
+            probing: l.home.is_probing(),
         }
     }
+}
+
+/// Why a limit is what it is, in words (GetQuota, Watch, the dashboard).
+fn reason(def: &ResourceDef, basis: Basis, adaptive: Option<&Adaptive>) -> String {
+    match basis {
+        Basis::Configured if def.limits_known => "configured (known)".to_owned(),
+        Basis::Configured => "configured guess (limits_known is false)".to_owned(),
+        Basis::StatedWindow => "learned: limit and window stated by the upstream".to_owned(),
+        Basis::FittedWindow => "learned: window fitted from the upstream's reset".to_owned(),
+        Basis::ConfiguredWindow => {
+            "learned: the configured window (the upstream stated none)".to_owned()
+        }
+        Basis::DialectWindow => "learned: the dialect's usual window (none stated)".to_owned(),
+        Basis::Adaptive => match adaptive.map(|a| (a.step, a.estimate_milli)) {
+            Some((Step::Cut, est)) => format!(
+                "adaptive: cut to 4/5 of the {:.2}/s that succeeded before a 429 without \
+                 rate-limit headers, growing back while calls succeed",
+                milli_f64(est)
+            ),
+            _ => "adaptive: slow-start ramp (no rate-limit headers seen), \
+                  +1/s per success until a 429"
+                .to_owned(),
+        },
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn milli_f64(m: u64) -> f64 {
+    m as f64 / 1000.0
 }

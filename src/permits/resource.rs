@@ -19,6 +19,8 @@ pub const MAX_DIMENSION_LEN: usize = 64;
 pub const MAX_LIMITS: usize = 16;
 /// Most dimensions one resource may have.
 pub const MAX_DIMENSIONS: usize = 16;
+/// Most permits in flight a slow start may allow.
+pub const MAX_PROBE_CONCURRENCY: u32 = 1000;
 /// Queue length used when a resource says 0.
 pub const DEFAULT_MAX_QUEUE: u32 = 1000;
 /// Lease used when a resource says nothing.
@@ -89,6 +91,8 @@ pub enum Origin {
     Config,
     /// Upstream headers.
     Learned,
+    /// The adaptive rate of an upstream that sends no rate-limit headers.
+    Adaptive,
 }
 
 /// One validated limit.
@@ -185,6 +189,10 @@ pub struct ResourceDef {
     pub learn_from_headers: bool,
     /// This resource's failure policy in a cluster; `None`: the server's.
     pub failure_policy: Option<FailurePolicy>,
+    /// Whether the configured limits are the upstream's real ones (not a guess).
+    pub limits_known: bool,
+    /// Slow start: permits in flight while the limits are unconfirmed (0 = off).
+    pub probe_concurrency: u32,
 }
 
 impl ResourceDef {
@@ -202,6 +210,23 @@ impl ResourceDef {
         } else {
             Scope::Resource
         }
+    }
+
+    /// Whether the adaptive machinery (slow start's header-less ramp, AIMD on 429s without
+    /// headers) may run: only while the limits are a guess.
+    #[must_use]
+    pub fn adapts(&self) -> bool {
+        !self.limits_known
+    }
+
+    /// The configured rate of `dimension` in units per second (the tightest), if any.
+    #[must_use]
+    pub fn configured_per_second(&self, dimension: usize) -> Option<f64> {
+        self.limits
+            .iter()
+            .filter(|l| l.dimension == dimension && l.origin == Origin::Config)
+            .map(|l| l.rate.per_second())
+            .min_by(f64::total_cmp)
     }
 
     /// The largest cost of `dimension` any limit could ever grant (`None`: unlimited).

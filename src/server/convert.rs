@@ -8,8 +8,8 @@ use crate::permits::PermitError;
 use crate::permits::limit::{MAX_AMOUNT, MAX_PERIOD_NS, MIN_PERIOD_NS, Rate};
 use crate::permits::resource::{
     BackoffDef, BackoffKind, DEFAULT_LEASE, DEFAULT_MAX_QUEUE, FailurePolicy, LimitDef,
-    MAX_DIMENSION_LEN, MAX_DIMENSIONS, MAX_LEASE, MAX_LIMITS, MAX_NAME_LEN, MIN_LEASE, Origin,
-    REQUESTS, ResourceDef, Scope, check_name,
+    MAX_DIMENSION_LEN, MAX_DIMENSIONS, MAX_LEASE, MAX_LIMITS, MAX_NAME_LEN, MAX_PROBE_CONCURRENCY,
+    MIN_LEASE, Origin, REQUESTS, ResourceDef, Scope, check_name,
 };
 use crate::proto;
 
@@ -207,6 +207,18 @@ pub fn resource_from_proto(r: &proto::Resource, field: &str) -> Result<ResourceD
             r.max_queue
         },
         learn_from_headers: r.learn_from_headers.unwrap_or(true),
+        limits_known: r.limits_known.unwrap_or(false),
+        probe_concurrency: match r.probe_concurrency {
+            Some(n) if n > MAX_PROBE_CONCURRENCY => {
+                return Err(invalid(
+                    format!("{field}.probe_concurrency"),
+                    format!("{n}, at most {MAX_PROBE_CONCURRENCY} allowed (0 = off)"),
+                ));
+            }
+            Some(n) => n,
+            None if r.limits_known == Some(true) => 0,
+            None => 1,
+        },
         failure_policy: match proto::FailurePolicy::try_from(r.failure_policy) {
             Ok(proto::FailurePolicy::Unspecified) => None,
             Ok(proto::FailurePolicy::FailClosed) => Some(FailurePolicy::FailClosed),
@@ -322,6 +334,8 @@ pub fn resource_to_proto(d: &ResourceDef) -> proto::Resource {
         }),
         max_queue: d.max_queue,
         learn_from_headers: Some(d.learn_from_headers),
+        limits_known: Some(d.limits_known),
+        probe_concurrency: Some(d.probe_concurrency),
         dimensions: d.declared_dimensions.clone(),
         failure_policy: match d.failure_policy {
             None => proto::FailurePolicy::Unspecified,

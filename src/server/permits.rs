@@ -250,7 +250,7 @@ impl Permits for PermitsService {
             }
             .into());
         }
-        let (resource, partition) = if r.permit_id.is_empty() {
+        let (resource, partition, seq) = if r.permit_id.is_empty() {
             name(&r.resource, "resource", true, MAX_NAME_LEN)?;
             name(&r.partition, "partition", false, MAX_NAME_LEN)?;
             match &self.cluster {
@@ -259,7 +259,7 @@ impl Permits for PermitsService {
                     .registry
                     .charge(&r.resource, &r.partition, &r.actual_cost)?,
             }
-            (r.resource.clone(), r.partition.clone())
+            (r.resource.clone(), r.partition.clone(), None)
         } else {
             let id =
                 permits::id::parse(permit_id(&r.permit_id)?).ok_or(PermitError::MalformedPermit)?;
@@ -278,7 +278,11 @@ impl Permits for PermitsService {
                 Ok(()) | Err(PermitError::UnknownPermit) => {}
                 Err(e) => return Err(e.into()),
             }
-            (id.resource.to_owned(), id.partition.to_owned())
+            (
+                id.resource.to_owned(),
+                id.partition.to_owned(),
+                Some(id.seq),
+            )
         };
         let clock = self.registry.clock();
         let obs = feedback::parse(
@@ -305,7 +309,7 @@ impl Permits for PermitsService {
                     |w| w.min(def.backoff.max_retry_after),
                 )
             });
-            let applied = feedback::apply::apply(def, target, &obs, status, cooldown, now);
+            let applied = feedback::apply::apply(def, target, &obs, status, cooldown, seq, now);
             (advice, applied)
         };
         let ((mut advice, applied), now) = match &self.cluster {
@@ -409,7 +413,12 @@ impl Permits for PermitsService {
             permits::id::parse(permit_id(&r.permit_id)?).ok_or(PermitError::MalformedPermit)?;
         match &self.cluster {
             Some(c) => c.release(&id, settlement).await?,
-            None => self.registry.release_id(&id, settlement)?,
+            None => {
+                self.registry.release_id(&id, settlement)?;
+                if !r.refund {
+                    self.registry.completed_unreported(&id);
+                }
+            }
         }
         Ok(Response::new(proto::ReleasePermitResponse {}))
     }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{name, resource_from_proto, resource_to_proto, to_duration, to_timestamp};
 use super::error::ServiceError;
 use crate::cluster::Cluster;
-use crate::permits::resource::MAX_NAME_LEN;
+use crate::permits::resource::{MAX_NAME_LEN, Origin};
 use crate::permits::{QuotaView, Registry};
 use crate::proto::{self, quotas_server::Quotas};
 use crate::store::ResourceStore;
@@ -73,12 +73,14 @@ pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::Qu
                 limit: d.limit,
                 remaining: d.remaining,
                 reset_at: Some(to_timestamp(d.reset_at)),
-                source: if d.learned {
-                    proto::LimitSource::Learned
-                } else {
-                    proto::LimitSource::Config
+                source: match d.source {
+                    Origin::Config => proto::LimitSource::Config,
+                    Origin::Learned => proto::LimitSource::Learned,
+                    Origin::Adaptive => proto::LimitSource::Adaptive,
                 } as i32,
                 period: Some(to_duration(d.period)),
+                reason: d.reason.clone(),
+                rate_per_second: d.rate_per_second,
             })
             .collect(),
         in_flight: v.in_flight,
@@ -89,6 +91,7 @@ pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::Qu
         denied_total: v.denied_total,
         upstream_429_total: v.upstream_429_total,
         at: Some(to_timestamp(v.at)),
+        probing: v.probing,
     }
 }
 

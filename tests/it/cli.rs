@@ -81,12 +81,11 @@ fn table_row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
 async fn cli_session_against_the_server() {
     let server = TestServer::start().await;
 
-    let snippet =
-        "name = \"cli:two\"\n\n[[limits]]\ndimension = \"requests\"\namount = 2\nperiod = \"1m\"\n";
+    let snippet = "name = \"cli:two\"\nlimits_known = true\n\n[[limits]]\ndimension = \"requests\"\namount = 2\nperiod = \"1m\"\n";
     let r = client(&server, &["resources", "put", "-"], Some(snippet)).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout, "created cli:two\n");
-    let doc = "[[resources]]\nname = \"cli:many\"\nconcurrency = 5\n\n[[resources.limits]]\n\
+    let doc = "[[resources]]\nname = \"cli:many\"\nconcurrency = 5\nlimits_known = true\n\n[[resources.limits]]\n\
                dimension = \"requests\"\namount = 100\nperiod = \"1h\"\n";
     let r = client(&server, &["resources", "put", "-"], Some(doc)).await;
     assert_eq!(r.code, 0, "{r:?}");

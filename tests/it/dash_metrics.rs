@@ -159,6 +159,7 @@ async fn metrics_parse_and_move() {
                     "resource",
                     "dimension",
                     "reason",
+                    "source",
                     "class",
                     "method",
                     "answer",

@@ -34,6 +34,8 @@ enum Dialect {
     OpenAi,
     /// IETF `RateLimit-Policy` / `RateLimit` structured fields.
     Ietf,
+    /// No rate-limit headers at all: a 429 says only `Retry-After` (Slack's Web API).
+    None,
 }
 
 /// The upstream: a token bucket of `amount` per `period` (tolerating `slack` extra units, as
@@ -68,8 +70,9 @@ impl Upstream {
         })
     }
 
-    /// Take one unit: (allowed, remaining after, seconds until one more unit).
-    fn take(&self) -> (bool, u64, f64) {
+    /// Take one unit: (allowed, remaining after, seconds until one more unit, seconds until
+    /// the shown quota is whole again).
+    fn take(&self) -> (bool, u64, f64, f64) {
         let mut b = self.bucket.lock().unwrap();
         let now = Instant::now();
         let rate = self.amount / self.period.as_secs_f64();
@@ -81,21 +84,24 @@ impl Upstream {
         }
         let shown = (b.0 - self.slack).max(0.0);
         let until_one = if b.0 >= 1.0 { 0.0 } else { (1.0 - b.0) / rate };
-        (allowed, shown.floor() as u64, until_one)
+        let until_full = (self.amount - shown) / rate;
+        (allowed, shown.floor() as u64, until_one, until_full)
     }
 
-    fn headers(&self, remaining: u64, until_one: f64, h: &mut HeaderMap) {
+    fn headers(&self, remaining: u64, until_full: f64, h: &mut HeaderMap) {
         let amount = self.amount as u64;
         let mut set = |k: &'static str, v: String| {
             h.insert(k, HeaderValue::from_str(&v).unwrap());
         };
         match self.dialect {
+            // As OpenAI documents it: the limit is the bucket's capacity, the reset the time
+            // until it is whole again.
             Dialect::OpenAi => {
                 set("x-ratelimit-limit-requests", amount.to_string());
                 set("x-ratelimit-remaining-requests", remaining.to_string());
                 set(
                     "x-ratelimit-reset-requests",
-                    format!("{}ms", (until_one * 1000.0).ceil()),
+                    format!("{}ms", (until_full * 1000.0).ceil()),
                 );
             }
             Dialect::Ietf => {
@@ -105,9 +111,10 @@ impl Upstream {
                 );
                 set(
                     "ratelimit",
-                    format!("\"default\";r={remaining};t={}", until_one.ceil()),
+                    format!("\"default\";r={remaining};t={}", until_full.ceil()),
                 );
             }
+            Dialect::None => {}
         }
     }
 }
@@ -120,7 +127,7 @@ async fn handle(State(up): State<Arc<Upstream>>, req: HeaderMap) -> (StatusCode,
         .unwrap_or(0);
     let mut h = HeaderMap::new();
     let forced = up.force_429.swap(false, Ordering::SeqCst);
-    let (allowed, remaining, until_one) = up.take();
+    let (allowed, remaining, until_one, until_full) = up.take();
     let status = if forced || !allowed {
         up.limited.fetch_add(1, Ordering::Relaxed);
         let secs = if forced {
@@ -137,7 +144,7 @@ async fn handle(State(up): State<Arc<Upstream>>, req: HeaderMap) -> (StatusCode,
         up.ok.fetch_add(1, Ordering::Relaxed);
         StatusCode::OK
     };
-    up.headers(remaining, until_one, &mut h);
+    up.headers(remaining, until_full, &mut h);
     up.calls
         .lock()
         .unwrap()
@@ -171,6 +178,18 @@ async fn run_workers(
     length: Duration,
     settle: Duration,
 ) -> Outcome {
+    run_fleet(server, name, url, length, settle, WORKERS).await
+}
+
+/// `workers` workers: acquire (queueing), call the upstream, report; for `length`.
+async fn run_fleet(
+    server: &TestServer,
+    name: &str,
+    url: &str,
+    length: Duration,
+    settle: Duration,
+    workers: usize,
+) -> Outcome {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let start = Instant::now();
     let end = start + length;
@@ -179,7 +198,7 @@ async fn run_workers(
     let late = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let cooldown = Arc::new(Mutex::new(None));
     let mut tasks = Vec::new();
-    for w in 0..WORKERS {
+    for w in 0..workers {
         let mut permits = server.permits().await;
         let (client, url, name) = (client.clone(), url.to_owned(), name.to_owned());
         let (calls, limited, late, cooldown) = (
@@ -387,5 +406,88 @@ async fn a_429_pauses_every_worker() {
         "no permit may be granted while the resource cools down"
     );
     assert!(after > 0, "work resumes after the cooldown");
+    server.stop().await;
+}
+
+/// A cold start against a guess 100x too high: 50 workers, a token bucket of 10/s (burst 10)
+/// that the resource guesses at 1 000/s. Slow start lets one probe through until the first
+/// answer teaches the limit (OpenAI: the window fitted from the reset; IETF: stated), so the
+/// first wave does not storm: at most a few 429s in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_against_a_guess_does_not_storm() {
+    let server = TestServer::start().await;
+    for (name, dialect) in [("openai", Dialect::OpenAi), ("ietf", Dialect::Ietf)] {
+        let (amount, period) = (10, Duration::from_secs(1));
+        let up = Upstream::new(dialect, amount, period);
+        let url = start_upstream(up.clone()).await;
+        let res = format!("up:cold:{name}");
+        let mut r = resource(&res, vec![limit("requests", 1000, period, 0)], 0);
+        r.limits_known = None;
+        put(&server, r).await;
+        let length = Duration::from_secs(4);
+        let o = run_fleet(&server, &res, &url, length, Duration::ZERO, 50).await;
+        let capacity = amount as f64 * (1.0 + length.as_secs_f64() / period.as_secs_f64());
+        let util = up.ok.load(Ordering::Relaxed) as f64 / capacity;
+        let refused = o.limited as f64 / o.calls.max(1) as f64;
+        println!(
+            "RESULT feedback_cold_start dialect={name} workers=50 guess=1000/s upstream=10/s calls={} upstream_429={} refused={refused:.4} utilisation={util:.3}",
+            o.calls, o.limited
+        );
+        assert!(
+            o.limited <= 1,
+            "{name}: {} of {} calls refused",
+            o.limited,
+            o.calls
+        );
+        assert!(util >= 0.85, "{name}: utilisation {util}");
+    }
+    server.stop().await;
+}
+
+/// An upstream that sends no rate-limit headers (429 + Retry-After only): slow start, then
+/// the adaptive rate ramps, is cut on each 429 and paces the fleet at a cooldown's end, so
+/// the fleet does not storm every second. GetQuota shows the adaptive rate and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_less_upstream_does_not_storm() {
+    let server = TestServer::start().await;
+    let (amount, period) = (10, Duration::from_secs(1));
+    let up = Upstream::new(Dialect::None, amount, period);
+    let url = start_upstream(up.clone()).await;
+    let mut r = resource("up:blind", vec![limit("requests", 1000, period, 0)], 0);
+    r.limits_known = None;
+    put(&server, r).await;
+    let length = Duration::from_secs(8);
+    let o = run_fleet(&server, "up:blind", &url, length, Duration::ZERO, 50).await;
+    let capacity = amount as f64 * (1.0 + length.as_secs_f64() / period.as_secs_f64());
+    let util = up.ok.load(Ordering::Relaxed) as f64 / capacity;
+    let refused = o.limited as f64 / o.calls.max(1) as f64;
+    println!(
+        "RESULT feedback_header_less workers=50 guess=1000/s upstream=10/s calls={} upstream_429={} refused={refused:.4} utilisation={util:.3}",
+        o.calls, o.limited
+    );
+    assert!(refused < 0.05, "{} of {} calls refused", o.limited, o.calls);
+    assert!(util >= 0.75, "utilisation {util}");
+    let q = server
+        .quotas()
+        .await
+        .get_quota(proto::GetQuotaRequest {
+            resource: "up:blind".into(),
+            partition: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let d = q
+        .dimensions
+        .iter()
+        .find(|d| d.source == proto::LimitSource::Adaptive as i32)
+        .expect("an adaptive limit");
+    assert!(d.reason.starts_with("adaptive"), "{}", d.reason);
+    assert!(
+        d.rate_per_second > 3.0 && d.rate_per_second < 30.0,
+        "adaptive rate {} near the upstream's 10/s",
+        d.rate_per_second
+    );
+    assert!(!q.probing);
     server.stop().await;
 }

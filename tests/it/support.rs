@@ -244,6 +244,9 @@ pub fn resource(name: &str, limits: Vec<proto::Limit>, concurrency: u32) -> prot
         name: name.into(),
         limits,
         concurrency,
+        // The tests' limits are the truth: no slow start (the feedback tests that discover
+        // limits say otherwise).
+        limits_known: Some(true),
         ..Default::default()
     }
 }

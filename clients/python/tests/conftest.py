@@ -150,6 +150,8 @@ def make_resource(client: permitd.Client, request: pytest.FixtureRequest) -> Any
     def make(**kwargs: Any) -> str:
         name = f"py:{base}:{uuid.uuid4().hex[:8]}"
         kwargs.setdefault("limits", [permitd.Limit("requests", 100, 60)])
+        # The tests' limits are the truth: no slow start unless a test asks for it.
+        kwargs.setdefault("limits_known", True)
         client.put_resource(name, **kwargs)
         return name
 

@@ -564,6 +564,8 @@ def resource_message(
     learn_from_headers: Any,
     dimensions: Any,
     failure_policy: Any = None,
+    limits_known: Any = None,
+    probe_concurrency: Any = None,
 ) -> resource_pb2.Resource:
     r = resource_pb2.Resource(name=check_name(name, "name"))
     if limits is None:
@@ -634,6 +636,13 @@ def resource_message(
         if failure_policy not in policies:
             raise ValueError(f"failure_policy must be 'fail_closed' or 'local_fallback', not {failure_policy!r}")
         r.failure_policy = policies[failure_policy]
+    if limits_known is not None:
+        # True: the limits are the upstream's real ones (no slow start, no adaptive rate).
+        if not isinstance(limits_known, bool):
+            raise TypeError("limits_known must be a bool or None")
+        r.limits_known = limits_known
+    if probe_concurrency is not None:
+        r.probe_concurrency = check_int(probe_concurrency, "probe_concurrency", 0, 1000)
     return r
 
 

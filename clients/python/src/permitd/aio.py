@@ -551,6 +551,8 @@ class AsyncClient:
         learn_from_headers: Optional[bool] = None,
         dimensions: Sequence[str] = (),
         failure_policy: Optional[str] = None,
+        limits_known: Optional[bool] = None,
+        probe_concurrency: Optional[int] = None,
     ) -> resource_pb2.Resource:
         """See :meth:`permitd.Client.put_resource`."""
         res = core.resource_message(
@@ -564,6 +566,8 @@ class AsyncClient:
             learn_from_headers,
             dimensions,
             failure_policy,
+            limits_known,
+            probe_concurrency,
         )
         r = await self._rpc(self._stubs()[1].PutResource, quotas_pb2.PutResourceRequest(resource=res), "Quotas.PutResource")
         stored: resource_pb2.Resource = r.resource

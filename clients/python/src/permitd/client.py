@@ -550,6 +550,8 @@ class Client:
         learn_from_headers: Optional[bool] = None,
         dimensions: Sequence[str] = (),
         failure_policy: Optional[str] = None,
+        limits_known: Optional[bool] = None,
+        probe_concurrency: Optional[int] = None,
     ) -> resource_pb2.Resource:
         """Define or replace a resource (admin); returns it as stored."""
         res = core.resource_message(
@@ -563,6 +565,8 @@ class Client:
             learn_from_headers,
             dimensions,
             failure_policy,
+            limits_known,
+            probe_concurrency,
         )
         r = self._rpc(self._quotas.PutResource, quotas_pb2.PutResourceRequest(resource=res), "Quotas.PutResource")
         stored: resource_pb2.Resource = r.resource

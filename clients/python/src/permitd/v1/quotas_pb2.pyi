@@ -17,9 +17,11 @@ class LimitSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIMIT_SOURCE_UNSPECIFIED: _ClassVar[LimitSource]
     LIMIT_SOURCE_CONFIG: _ClassVar[LimitSource]
     LIMIT_SOURCE_LEARNED: _ClassVar[LimitSource]
+    LIMIT_SOURCE_ADAPTIVE: _ClassVar[LimitSource]
 LIMIT_SOURCE_UNSPECIFIED: LimitSource
 LIMIT_SOURCE_CONFIG: LimitSource
 LIMIT_SOURCE_LEARNED: LimitSource
+LIMIT_SOURCE_ADAPTIVE: LimitSource
 
 class WatchRequest(_message.Message):
     __slots__ = ("resource_prefix", "min_interval")
@@ -30,23 +32,27 @@ class WatchRequest(_message.Message):
     def __init__(self, resource_prefix: _Optional[str] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class DimensionQuota(_message.Message):
-    __slots__ = ("dimension", "limit", "remaining", "reset_at", "source", "period")
+    __slots__ = ("dimension", "limit", "remaining", "reset_at", "source", "period", "reason", "rate_per_second")
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     RESET_AT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     dimension: str
     limit: int
     remaining: int
     reset_at: _timestamp_pb2.Timestamp
     source: LimitSource
     period: _duration_pb2.Duration
-    def __init__(self, dimension: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reset_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[LimitSource, str]] = ..., period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    reason: str
+    rate_per_second: float
+    def __init__(self, dimension: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reset_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[LimitSource, str]] = ..., period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[str] = ..., rate_per_second: _Optional[float] = ...) -> None: ...
 
 class QuotaUpdate(_message.Message):
-    __slots__ = ("resource", "partition", "dimensions", "in_flight", "concurrency", "queue_depth", "cooldown_until", "granted_total", "denied_total", "upstream_429_total", "at")
+    __slots__ = ("resource", "partition", "dimensions", "in_flight", "concurrency", "queue_depth", "cooldown_until", "granted_total", "denied_total", "upstream_429_total", "at", "probing")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +64,7 @@ class QuotaUpdate(_message.Message):
     DENIED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_429_TOTAL_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    PROBING_FIELD_NUMBER: _ClassVar[int]
     resource: str
     partition: str
     dimensions: _containers.RepeatedCompositeFieldContainer[DimensionQuota]
@@ -69,7 +76,8 @@ class QuotaUpdate(_message.Message):
     denied_total: int
     upstream_429_total: int
     at: _timestamp_pb2.Timestamp
-    def __init__(self, resource: _Optional[str] = ..., partition: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionQuota, _Mapping]]] = ..., in_flight: _Optional[int] = ..., concurrency: _Optional[int] = ..., queue_depth: _Optional[int] = ..., cooldown_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granted_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., upstream_429_total: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    probing: bool
+    def __init__(self, resource: _Optional[str] = ..., partition: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionQuota, _Mapping]]] = ..., in_flight: _Optional[int] = ..., concurrency: _Optional[int] = ..., queue_depth: _Optional[int] = ..., cooldown_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granted_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., upstream_429_total: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., probing: bool = ...) -> None: ...
 
 class GetQuotaRequest(_message.Message):
     __slots__ = ("resource", "partition")

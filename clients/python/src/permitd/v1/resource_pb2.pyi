@@ -42,7 +42,7 @@ BACKOFF_KIND_EQUAL_JITTER: BackoffKind
 BACKOFF_KIND_DECORRELATED_JITTER: BackoffKind
 
 class Resource(_message.Message):
-    __slots__ = ("name", "limits", "concurrency", "lease", "per_partition", "backoff", "max_queue", "learn_from_headers", "dimensions", "failure_policy")
+    __slots__ = ("name", "limits", "concurrency", "lease", "per_partition", "backoff", "max_queue", "learn_from_headers", "dimensions", "failure_policy", "limits_known", "probe_concurrency")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class Resource(_message.Message):
     LEARN_FROM_HEADERS_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    PROBE_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     name: str
     limits: _containers.RepeatedCompositeFieldContainer[Limit]
     concurrency: int
@@ -63,7 +65,9 @@ class Resource(_message.Message):
     learn_from_headers: bool
     dimensions: _containers.RepeatedScalarFieldContainer[str]
     failure_policy: FailurePolicy
-    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., concurrency: _Optional[int] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_partition: bool = ..., backoff: _Optional[_Union[BackoffPolicy, _Mapping]] = ..., max_queue: _Optional[int] = ..., learn_from_headers: bool = ..., dimensions: _Optional[_Iterable[str]] = ..., failure_policy: _Optional[_Union[FailurePolicy, str]] = ...) -> None: ...
+    limits_known: bool
+    probe_concurrency: int
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., concurrency: _Optional[int] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_partition: bool = ..., backoff: _Optional[_Union[BackoffPolicy, _Mapping]] = ..., max_queue: _Optional[int] = ..., learn_from_headers: bool = ..., dimensions: _Optional[_Iterable[str]] = ..., failure_policy: _Optional[_Union[FailurePolicy, str]] = ..., limits_known: bool = ..., probe_concurrency: _Optional[int] = ...) -> None: ...
 
 class Limit(_message.Message):
     __slots__ = ("dimension", "amount", "period", "burst", "scope")
