@@ -496,11 +496,9 @@ fn instant_of(epoch_ms: u64) -> Instant {
     }
 }
 
-/// Tell permitd the cell's limits are the upstream's own (`Resource.limits_known`, added
-/// by the engine). Until the proto has the field this does nothing; then its body is the
-/// line below.
-fn mark_limits_known(_resource: &mut proto::Resource) {
-    // _resource.limits_known = Some(true);
+/// Tell permitd the cell's limits are the upstream's own (`Resource.limits_known`).
+fn mark_limits_known(resource: &mut proto::Resource) {
+    resource.limits_known = Some(true);
 }
 
 /// Define the cell's resource on the server, under a name no other run or cell uses.
