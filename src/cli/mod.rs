@@ -64,12 +64,17 @@ pub enum ClientCommand {
     /// Coordination quality: workers sharing a rate-limited upstream, with and without
     /// permitd
     ///
-    /// Starts a local HTTP upstream that enforces --limit per --period and sends rate-limit
-    /// headers, then runs --workers workers against it for --duration in each mode: known
-    /// (through permitd, the limit configured), learned (through permitd, the limit learned
-    /// from the headers) and naive (no permitd, each worker backing off on its own after a
-    /// 429). Prints the upstream's useful throughput as a share of its limit and the 429s,
-    /// as a table and one JSON line. The known and learned modes need a running server.
+    /// Starts a local HTTP upstream (a token bucket of --rate units/s, capacity --burst)
+    /// that sends one --dialect of rate-limit headers, then runs --workers workers (split
+    /// over --processes OS processes) against it for --duration in each mode: known (the
+    /// exact limit configured), high (a guess 100x too high, learning from headers), low
+    /// (10x too low, learning), bare (no limit, learning) and naive (no permitd, each worker
+    /// backing off on its own after a 429). Each mode starts cold: a fresh upstream and
+    /// resource. Prints calls, 429s, the refused share and the utilisation of the upstream,
+    /// with the targets met or missed, as a table and one JSON line per mode. --matrix runs
+    /// every combination of comma lists (--rates, --bursts, --dialects, --workers,
+    /// --processes, --modes), --parallel cells at once. Every mode but naive needs a server:
+    /// --server, or --spawn-server to start one (--restart-at restarts it mid-run).
     BenchCoord(coord::CoordArgs),
 }
 

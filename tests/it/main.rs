@@ -17,6 +17,7 @@ mod bench_cli;
 mod cache;
 mod cli;
 mod cluster;
+mod coord;
 mod crash;
 mod dash_http;
 mod dash_metrics;

@@ -1,0 +1,317 @@
+//! The coordination matrix, bounded: `permitd bench-coord --matrix --spawn-server` on a few
+//! representative upstream shapes, each cell held to the issues' targets ("no 429 storms
+//! when limits must be discovered", "right for every upstream shape"):
+//! - `known` (the exact limit configured): no 429 at all and utilisation >= 0.95;
+//! - `high` (a guess 100x too high, learning): refused < 1 % and utilisation >= 0.90 with
+//!   headers, refused < 5 % and utilisation >= 0.80 without (`none`);
+//! - every mode no worse than `naive` (no permitd) of the same rate, burst, workers and
+//!   processes: no larger refused share, and no fewer successful calls (the same upstream
+//!   for the same duration: the same utilisation) beyond the upstream's hidden tolerance
+//!   plus one call.
+//!
+//! The cells: rates 3 and 10/s, bursts 1 and `rate`, OpenAI, GitHub and no headers, 8 and
+//! 50 workers in one process (40 cells); and one cell shape (10/s, burst 10, OpenAI, 50
+//! workers) split over 3 processes. 8 s per cell, 8 cells at once: about a minute.
+//! The targets are recomputed here from the raw figures of each JSON line, so a wrong
+//! verdict in the command shows up too.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long each cell runs.
+const CELL: &str = "8s";
+
+/// Run `permitd bench-coord --matrix --json --spawn-server <bin> ARGS`, killed after
+/// `bound`; returns its JSON lines.
+fn matrix(args: &[&str], bound: Duration) -> Vec<String> {
+    let bin = env!("CARGO_BIN_EXE_permitd");
+    let mut child = Command::new(bin)
+        .args(["bench-coord", "--matrix", "--json", "--spawn-server", bin])
+        .args(["--duration", CELL])
+        .args(args)
+        .env_remove("PERMITD_SERVER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run permitd bench-coord");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if began.elapsed() > bound {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "bench-coord {args:?} did not end within {bound:?}; stderr:\n{}",
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "bench-coord {args:?}: {status}\n{err}");
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The raw value of `"key":` in a flat JSON line (strings without their quotes).
+fn raw<'a>(line: &'a str, key: &str) -> &'a str {
+    let pat = format!("\"{key}\":");
+    let at = line
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + pat.len();
+    let rest = &line[at..];
+    if let Some(s) = rest.strip_prefix('"') {
+        &s[..s.find('"').unwrap()]
+    } else {
+        &rest[..rest.find([',', '}']).unwrap()]
+    }
+}
+
+fn num(line: &str, key: &str) -> f64 {
+    raw(line, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {line}"))
+}
+
+/// One cell's figures, read from its JSON line.
+#[derive(Debug, Clone)]
+struct Cell {
+    label: String,
+    mode: String,
+    dialect: String,
+    rate: f64,
+    burst: f64,
+    slack: f64,
+    workers: f64,
+    processes: f64,
+    calls: f64,
+    ok: f64,
+    limited: f64,
+    errors: f64,
+    elapsed: f64,
+    target_met: String,
+    missed: String,
+}
+
+impl Cell {
+    fn parse(line: &str) -> Self {
+        Self {
+            label: raw(line, "cell").to_owned(),
+            mode: raw(line, "mode").to_owned(),
+            dialect: raw(line, "dialect").to_owned(),
+            rate: num(line, "rate"),
+            burst: num(line, "burst"),
+            slack: num(line, "slack"),
+            workers: num(line, "workers"),
+            processes: num(line, "processes"),
+            calls: num(line, "calls"),
+            ok: num(line, "ok"),
+            limited: num(line, "upstream_429"),
+            errors: num(line, "errors"),
+            elapsed: num(line, "elapsed_s"),
+            target_met: raw(line, "target_met").to_owned(),
+            missed: line[line.find("\"missed\":").unwrap()..].to_owned(),
+        }
+    }
+
+    fn capacity(&self) -> f64 {
+        self.burst + self.rate * self.elapsed
+    }
+
+    fn refused(&self) -> f64 {
+        self.limited / self.calls.max(1.0)
+    }
+
+    fn utilisation(&self) -> f64 {
+        self.ok / self.capacity()
+    }
+
+    fn is_baseline_of(&self, other: &Self) -> bool {
+        self.mode == "naive"
+            && (
+                self.rate,
+                self.burst,
+                self.slack,
+                self.workers,
+                self.processes,
+            ) == (
+                other.rate,
+                other.burst,
+                other.slack,
+                other.workers,
+                other.processes,
+            )
+    }
+
+    /// What went wrong besides the figures: failed calls, no call at all.
+    fn faults(&self) -> Vec<String> {
+        let mut m = Vec::new();
+        if self.errors > 0.0 {
+            m.push(format!("{} failed calls", self.errors));
+        }
+        if self.calls == 0.0 {
+            m.push("no call reached the upstream".to_owned());
+        }
+        m
+    }
+
+    /// What this cell missed of its target (empty: met).
+    fn misses(&self, naive: Option<&Self>) -> Vec<String> {
+        let (refused, util) = (self.refused(), self.utilisation());
+        let mut m = Vec::new();
+        match (self.mode.as_str(), self.dialect.as_str()) {
+            ("known", _) => {
+                if self.limited > 0.0 {
+                    m.push(format!("{} refused (429), target 0", self.limited));
+                }
+                if util < 0.95 {
+                    m.push(format!("utilisation {util:.3} < 0.95"));
+                }
+            }
+            (_, "none") => {
+                if refused >= 0.05 {
+                    m.push(format!("refused {:.2}% >= 5%", refused * 100.0));
+                }
+                if util < 0.80 {
+                    m.push(format!("utilisation {util:.3} < 0.80"));
+                }
+            }
+            _ => {
+                if refused >= 0.01 {
+                    m.push(format!("refused {:.2}% >= 1%", refused * 100.0));
+                }
+                if util < 0.90 {
+                    m.push(format!("utilisation {util:.3} < 0.90"));
+                }
+            }
+        }
+        if let Some(n) = naive {
+            if refused > n.refused() {
+                m.push(format!(
+                    "refused {:.2}% > naive's {:.2}%",
+                    refused * 100.0,
+                    n.refused() * 100.0
+                ));
+            }
+            if self.ok + self.slack + 1.0 < n.ok {
+                m.push(format!(
+                    "utilisation {util:.3} < naive's {:.3} ({} ok against {})",
+                    n.utilisation(),
+                    self.ok,
+                    n.ok
+                ));
+            }
+        }
+        m
+    }
+}
+
+/// Every cell of the bounded matrix meets its target, and the command says so too.
+#[test]
+fn coord_matrix_meets_targets() {
+    let mut lines = matrix(
+        &[
+            "--rates",
+            "3,10",
+            "--bursts",
+            "1,rate",
+            "--dialects",
+            "openai,github,none",
+            "--workers",
+            "8,50",
+            "--processes",
+            "1",
+            "--modes",
+            "known,high,naive",
+            "--parallel",
+            "8",
+        ],
+        Duration::from_secs(120),
+    );
+    // 2 rates x 2 bursts x 2 fleets x (known + naive + high x 3 dialects).
+    assert_eq!(lines.len(), 40, "{lines:#?}");
+    let split = matrix(
+        &[
+            "--rates",
+            "10",
+            "--bursts",
+            "rate",
+            "--dialects",
+            "openai",
+            "--workers",
+            "50",
+            "--processes",
+            "3",
+            "--modes",
+            "known,high,naive",
+            "--parallel",
+            "3",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(split.len(), 3, "{split:#?}");
+    lines.extend(split);
+
+    let cells: Vec<Cell> = lines.iter().map(|l| Cell::parse(l)).collect();
+    let mut failures = Vec::new();
+    for (line, cell) in lines.iter().zip(&cells) {
+        println!("RESULT coord {line}");
+        if cell.mode == "naive" {
+            assert_eq!(cell.target_met, "null", "{line}");
+            continue;
+        }
+        let naive = cells.iter().find(|n| n.is_baseline_of(cell));
+        assert!(naive.is_some(), "no naive baseline for {}", cell.label);
+        let mut misses = cell.misses(naive);
+        let says_met = cell.target_met == "true";
+        if says_met != misses.is_empty() {
+            failures.push(format!(
+                "{}: the command says target_met={} ({}), the test finds {misses:?}",
+                cell.label, cell.target_met, cell.missed
+            ));
+            continue;
+        }
+        misses.extend(cell.faults());
+        if !misses.is_empty() {
+            failures.push(format!(
+                "{}: {} (calls {}, ok {}, 429 {}, refused {:.2}%, utilisation {:.3}; naive: \
+                 refused {:.2}%, utilisation {:.3})",
+                cell.label,
+                misses.join("; "),
+                cell.calls,
+                cell.ok,
+                cell.limited,
+                cell.refused() * 100.0,
+                cell.utilisation(),
+                naive.map_or(0.0, |n| n.refused() * 100.0),
+                naive.map_or(0.0, Cell::utilisation),
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cells missed their target:\n{}",
+        failures.len(),
+        cells.iter().filter(|c| c.mode != "naive").count(),
+        failures.join("\n")
+    );
+}
