@@ -762,8 +762,9 @@ mod tests {
     }
 
     /// A header-less upstream: slow start ends after three successes, the adaptive rate
-    /// ramps, a 429 without headers cuts it to 4/5 of what succeeded and pauses for the
-    /// Retry-After; after the pause grants are paced one at a time.
+    /// ramps (pacing the probes too), a 429 without headers cuts it to 17/20 of what
+    /// succeeded over the last second and pauses for the Retry-After; after the pause grants
+    /// are paced one at a time.
     #[test]
     fn header_less_upstream_adapts() {
         let mut d = def(true, Some(1000));
@@ -781,8 +782,8 @@ mod tests {
             apply(&d, &mut b, &none, 200, None, t);
             t += SEC / 4;
         }
-        // 3 probes, then 5 ramp steps from 3/s.
-        assert_eq!(b.adaptive().map(|a| a.milli), Some(8_000));
+        // The ramp paced the probes too: 8 steps from 3/s.
+        assert_eq!(b.adaptive().map(|a| a.milli), Some(11_000));
         assert!(!b.is_probing());
         let a = super::apply(
             &d,
@@ -794,8 +795,8 @@ mod tests {
             t,
         );
         assert!(a.adapted && a.imposed);
-        // 8 successes over the 2 s since the first grant: 4/s; 4/5 of it.
-        assert_eq!(b.adaptive().map(|a| a.milli), Some(3_200));
+        // 4 successes over the last second: 4/s; 17/20 of it.
+        assert_eq!(b.adaptive().map(|a| a.milli), Some(3_400));
         assert!(matches!(
             b.check(None, &[1, 0], t),
             Err(Block::Cooldown { .. })
@@ -806,10 +807,10 @@ mod tests {
         let resume = t + SEC;
         assert_eq!(b.check(None, &[1, 0], resume), Ok(()));
         b.commit(None, vec![1, 0].into_boxed_slice(), resume, SEC, seq + 1, 1);
-        // The next one a unit later at 3.2/s: 312.5 ms.
+        // The next one a unit later at 3.4/s: 294.1 ms.
         assert_eq!(
             b.check(None, &[1, 0], resume),
-            Err(Block::Rate { wait: 312_500_000 })
+            Err(Block::Rate { wait: 294_117_648 })
         );
     }
 

@@ -7,13 +7,17 @@
 //! the first response whose headers teach a limit (the learned limits take over and this
 //! state is dropped) or after [`PROBE_SUCCESSES`] successes without rate-limit headers.
 //!
-//! An upstream that never sends rate-limit headers gets an *adaptive rate* on the
-//! `requests` dimension, as TCP congestion control does with a window: it ramps up from
-//! [`RAMP_START_MILLI`] by one unit per second per success (doubling about every second at
-//! saturation) until the first 429 without headers; each such 429 cuts it to
-//! [`CUT_NUM`]/[`CUT_DEN`] of the rate that actually succeeded since the last cut, then it
-//! grows back additively while calls succeed, never above the configured (guessed) rate. The
-//! 429s of permits granted before a cut are the same loss event and cut nothing more.
+//! Where the resource adapts (its limits are a guess), the probes and everything after them
+//! are also paced by an *adaptive rate* on the `requests` dimension, as TCP congestion
+//! control does with a window: it ramps up from [`RAMP_START_MILLI`] by one unit per second
+//! per success (doubling about every 0.7 s at saturation) until the first 429 without
+//! rate-limit headers; each such 429 cuts it to [`CUT_NUM`]/[`CUT_DEN`] of what succeeded
+//! over the last second (the upstream's real rate, when the fleet was pushing), then it
+//! grows back by [`GROWTH_DIVISOR`]th of itself per second while calls succeed, so the
+//! cut's gap closes in about 15 s whatever the rate, and a 429 (with the cooldown its
+//! Retry-After imposes) comes once in tens of seconds. Never above the configured guess. The
+//! 429s of permits granted before a cut are the same loss and cut nothing more. An answer
+//! whose headers teach a limit ends all of this: the learned limits take over.
 //!
 //! Rates are integers in milli-units per second, like every rate here; pure: `now` is given.
 
@@ -22,16 +26,16 @@ use crate::clock::Nanos;
 
 /// Successes without rate-limit headers that end a slow start.
 pub const PROBE_SUCCESSES: u64 = 3;
-/// Where the header-less ramp starts: 3 units per second.
+/// Where the ramp starts: 3 units per second.
 pub const RAMP_START_MILLI: u64 = 3_000;
 /// The lowest adaptive rate: one unit per 100 s.
 pub const MIN_MILLI: u64 = 10;
-/// A cut keeps 4/5 of what succeeded.
-pub const CUT_NUM: u64 = 4;
+/// A cut keeps 17/20 of what succeeded.
+pub const CUT_NUM: u64 = 17;
 /// See [`CUT_NUM`].
-pub const CUT_DEN: u64 = 5;
-/// After a cut the rate grows by 1/20 of the cut rate per second while calls succeed.
-pub const GROWTH_DIVISOR: u64 = 20;
+pub const CUT_DEN: u64 = 20;
+/// After a cut the rate grows by 1/100 of itself per second while calls succeed.
+pub const GROWTH_DIVISOR: u64 = 100;
 /// The adaptive limit's period: amounts are milli-units per second.
 const PERIOD_NS: u64 = 1_000 * SEC;
 const SEC: u64 = 1_000_000_000;
@@ -41,7 +45,7 @@ const SEC: u64 = 1_000_000_000;
 pub enum Step {
     /// Slow start's ramp: growing by one unit per second per success.
     Ramp,
-    /// Cut after a 429 without rate-limit headers, growing back additively since.
+    /// Cut after a 429 without rate-limit headers, growing back since.
     Cut,
 }
 
@@ -50,34 +54,39 @@ pub enum Step {
 pub struct Adaptive {
     /// Permits allowed in flight while probing; 0 once probing is over.
     pub probe: u32,
-    /// The adaptive rate in milli-units per second; 0 = none (still probing).
+    /// The adaptive rate in milli-units per second; 0 = none.
     pub milli: u64,
-    /// Additive growth after a cut, in milli-units per second per second at saturation;
-    /// 0 while ramping.
+    /// Growth after a cut, in milli-units per second per second at saturation; 0 while
+    /// ramping.
     incr: u64,
-    /// Successes are counted from here (the first grant, then each cooldown's end).
-    epoch: Nanos,
-    /// Successes since `epoch`.
-    ok: u64,
+    /// Successes while probing.
+    probed: u64,
+    /// Successes counted in one-second windows: the current one (from `window`), the last.
+    window: Nanos,
+    in_window: u64,
+    last_window: u64,
     /// The highest permit sequence granted so far, and the first one after the last cut.
     last_seq: u64,
     cut_seq: u64,
-    /// What succeeded before the last cut, milli-units per second (for the reason).
+    /// What succeeded over the second before the last cut, milli-units per second.
     pub estimate_milli: u64,
     /// The last step.
     pub step: Step,
 }
 
 impl Adaptive {
-    /// A bucket starting slow: `probe` permits in flight.
+    /// A bucket starting slow: `probe` permits in flight (0: not probing), paced by the
+    /// ramp from its start when `adapts`.
     #[must_use]
-    pub fn probing(probe: u32) -> Self {
+    pub fn probing(probe: u32, adapts: bool) -> Self {
         Self {
             probe,
-            milli: 0,
+            milli: if adapts { RAMP_START_MILLI } else { 0 },
             incr: 0,
-            epoch: 0,
-            ok: 0,
+            probed: 0,
+            window: 0,
+            in_window: 0,
+            last_window: 0,
             last_seq: 0,
             cut_seq: 0,
             estimate_milli: 0,
@@ -97,12 +106,11 @@ impl Adaptive {
     pub fn restored(parts: (u64, u64, Step, u64), probe: u32) -> Self {
         let (milli, incr, step, estimate_milli) = parts;
         Self {
-            probe,
             milli,
             incr,
             step,
             estimate_milli,
-            ..Self::probing(probe)
+            ..Self::probing(probe, true)
         }
     }
 
@@ -112,31 +120,46 @@ impl Adaptive {
         self.probe > 0
     }
 
-    /// A permit `seq` was granted at `now`.
-    pub fn granted(&mut self, seq: u64, now: Nanos) {
-        if self.epoch == 0 {
-            self.epoch = now;
-        }
+    /// A permit `seq` was granted.
+    pub fn granted(&mut self, seq: u64) {
         self.last_seq = self.last_seq.max(seq);
     }
 
+    /// Move the one-second windows up to `now`.
+    fn roll(&mut self, now: Nanos) {
+        let k = now.saturating_sub(self.window) / SEC;
+        if k >= 1 {
+            self.last_window = if k == 1 { self.in_window } else { 0 };
+            self.in_window = 0;
+            self.window = self.window.saturating_add(k.saturating_mul(SEC));
+        }
+    }
+
+    /// Successes over the last second at `now`, milli-units per second (the last window
+    /// weighted by how much of it is still within the second).
+    fn recent(&mut self, now: Nanos) -> u64 {
+        self.roll(now);
+        let into = now.saturating_sub(self.window).min(SEC);
+        let last = u128::from(self.last_window) * u128::from(SEC - into) / u128::from(SEC);
+        (u64::try_from(last).unwrap_or(u64::MAX)).saturating_add(self.in_window) * 1_000
+    }
+
     /// A call succeeded without teaching a limit; `cap_milli`: the configured rate, if any.
-    /// Returns true when the adaptive rate changed (or began).
-    pub fn succeeded(&mut self, cap_milli: Option<u64>) -> bool {
-        self.ok = self.ok.saturating_add(1);
+    /// Returns true when the adaptive rate changed.
+    pub fn succeeded(&mut self, cap_milli: Option<u64>, now: Nanos) -> bool {
+        self.roll(now);
+        self.in_window = self.in_window.saturating_add(1);
         if self.probe > 0 {
-            if self.ok < PROBE_SUCCESSES {
-                return false;
+            self.probed = self.probed.saturating_add(1);
+            if self.probed >= PROBE_SUCCESSES {
+                self.probe = 0;
             }
-            self.probe = 0;
-            if self.milli == 0 {
-                // A restored rate is kept; a fresh bucket starts its ramp.
-                self.milli = RAMP_START_MILLI;
-                self.step = Step::Ramp;
-            }
-        } else if self.milli == 0 {
+        }
+        if self.milli == 0 {
             return false;
-        } else if self.incr == 0 {
+        }
+        let before = self.milli;
+        if self.incr == 0 {
             self.milli = self.milli.saturating_add(1_000);
         } else {
             // +incr per second at saturation, where `milli` successes come per 1 000 s.
@@ -146,19 +169,18 @@ impl Adaptive {
                 .saturating_add(u64::try_from(d).unwrap_or(u64::MAX).max(1));
         }
         self.milli = cap(self.milli, cap_milli);
-        true
+        self.milli != before
     }
 
     /// A permit was released as used with no outcome reported (ReleasePermit): the call
     /// was made, but nothing says how it went. Counts towards ending slow start, so a fleet
-    /// that never reports is not held to the probe; starts no ramp. Returns true when
-    /// probing ended.
+    /// that never reports is not held to the probe. Returns true when probing ended.
     pub fn completed(&mut self) -> bool {
         if self.probe == 0 {
             return false;
         }
-        self.ok = self.ok.saturating_add(1);
-        if self.ok < PROBE_SUCCESSES {
+        self.probed = self.probed.saturating_add(1);
+        if self.probed < PROBE_SUCCESSES {
             return false;
         }
         self.probe = 0;
@@ -178,25 +200,26 @@ impl Adaptive {
         if seq.is_some_and(|s| s < self.cut_seq) {
             return false;
         }
-        let elapsed = now.saturating_sub(self.epoch).max(SEC);
-        let est = u128::from(self.ok) * 1_000 * u128::from(SEC) / u128::from(elapsed);
-        let est = u64::try_from(est).unwrap_or(u64::MAX);
-        let base = match (self.milli, self.ok) {
-            (0, 0) => cap_milli.unwrap_or(RAMP_START_MILLI).min(RAMP_START_MILLI),
-            (0, _) => est,
+        let recent = self.recent(now);
+        let base = match (self.milli, recent) {
+            (0, 0) => RAMP_START_MILLI,
+            (0, r) => r,
+            // Nothing succeeded lately: only the rate itself says where to go from.
             (m, 0) => m,
-            (m, _) => m.min(est),
+            (m, r) => m.min(r),
         };
         self.milli = cap(
             (base / CUT_DEN).saturating_mul(CUT_NUM).max(MIN_MILLI),
             cap_milli,
         );
         self.incr = (self.milli / GROWTH_DIVISOR).max(1);
-        self.estimate_milli = est;
+        self.estimate_milli = recent;
         self.step = Step::Cut;
         self.probe = 0;
-        self.epoch = resume_at.max(now);
-        self.ok = 0;
+        // What succeeds from the cooldown's end on is the next estimate's evidence.
+        self.window = resume_at.max(now);
+        self.in_window = 0;
+        self.last_window = 0;
         self.cut_seq = self.last_seq.saturating_add(1);
         true
     }
@@ -232,59 +255,57 @@ pub fn milli_of(per_second: f64) -> u64 {
 mod tests {
     use super::*;
 
-    /// Probing ends after three successes and the ramp begins at 3/s, growing one unit per
-    /// second per success, never above the guess.
+    /// Probing ends after three successes; the ramp paces the probes from 3/s and grows one
+    /// unit per second per success, never above the guess.
     #[test]
-    fn probe_then_ramp() {
-        let mut a = Adaptive::probing(1);
-        a.granted(1, SEC);
-        assert!(!a.succeeded(None) && !a.succeeded(None));
-        assert!(a.is_probing());
-        assert!(a.succeeded(None));
-        assert!(!a.is_probing());
+    fn probe_and_ramp() {
+        let mut a = Adaptive::probing(1, true);
         assert_eq!(a.milli, 3_000);
-        a.succeeded(None);
-        assert_eq!(a.milli, 4_000);
-        a.succeeded(Some(4_500));
-        assert_eq!(a.milli, 4_500, "capped at the guess");
+        a.granted(1);
+        assert!(a.succeeded(None, SEC) && a.succeeded(None, SEC));
+        assert!(a.is_probing());
+        a.succeeded(None, SEC);
+        assert!(!a.is_probing());
+        assert_eq!(a.milli, 6_000);
+        a.succeeded(Some(6_500), SEC);
+        assert_eq!(a.milli, 6_500, "capped at the guess");
+        let mut known = Adaptive::probing(1, false);
+        assert!(!known.succeeded(None, SEC), "no rate where limits are known");
     }
 
-    /// A cut keeps 4/5 of what succeeded since the epoch (at least over a second); the 429s
-    /// of permits in flight at the cut cut nothing more; growth is additive after.
+    /// A cut keeps 17/20 of what succeeded over the last second; the 429s of permits in
+    /// flight at the cut cut nothing more; growth is 1 % of the cut rate per second after.
     #[test]
     fn cut_once_per_loss_then_grow() {
-        let mut a = Adaptive::probing(1);
-        a.granted(1, SEC);
-        for s in 2..=20 {
-            a.granted(s, SEC);
-            a.succeeded(None);
+        let mut a = Adaptive::probing(0, true);
+        // 10 successes in the second before t = 2 s, 4 in the one before.
+        for i in 0..4 {
+            a.succeeded(None, SEC / 2 + i);
         }
-        assert_eq!(a.milli, 3_000 + 16 * 1_000);
-        // 19 successes over 2 s: 9.5/s succeeded; cut to 7.6/s.
-        assert!(a.limited(Some(20), None, 3 * SEC, 4 * SEC));
-        assert_eq!(
-            (a.milli, a.estimate_milli, a.step),
-            (7_600, 9_500, Step::Cut)
-        );
-        assert!(
-            !a.limited(Some(19), None, 3 * SEC, 4 * SEC),
-            "same loss event"
-        );
-        a.succeeded(None);
-        // +380 milli per second over 7.6 successes per second: 50 per success.
-        assert_eq!(a.milli, 7_650);
-        a.granted(21, 5 * SEC);
-        assert!(a.limited(Some(21), None, 5 * SEC, 6 * SEC));
-        // One success over the floor of a second since the cooldown's end: 1/s.
-        assert_eq!(a.milli, 800);
+        for i in 0..10 {
+            a.granted(i);
+            a.succeeded(None, SEC + i * 50_000_000);
+        }
+        let now = 2 * SEC - SEC / 4;
+        // 10 in this window, a quarter of the last one's 4 still within the second: 11/s.
+        assert!(a.limited(Some(9), None, now, 3 * SEC));
+        assert_eq!((a.milli, a.estimate_milli, a.step), (9_350, 11_000, Step::Cut));
+        assert!(!a.limited(Some(8), None, now, 3 * SEC), "same loss");
+        a.succeeded(None, 3 * SEC);
+        // +93 milli per second over 9.35 successes per second: 9 per success.
+        assert_eq!(a.milli, 9_359);
+        a.granted(10);
+        assert!(a.limited(Some(10), None, 3 * SEC + 1, 4 * SEC));
+        // One success in the second before: 1/s.
+        assert_eq!(a.milli, 850);
     }
 
     /// Repeated losses never take the rate below its floor.
     #[test]
     fn floor() {
-        let mut a = Adaptive::probing(0);
+        let mut a = Adaptive::probing(0, false);
         for s in 0..100 {
-            a.granted(s, SEC);
+            a.granted(s);
             a.limited(Some(s), None, SEC, SEC);
         }
         assert_eq!(a.milli, MIN_MILLI);

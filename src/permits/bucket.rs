@@ -507,7 +507,7 @@ impl BucketState {
     /// the concurrency limit.
     #[must_use]
     pub fn new(def: &ResourceDef, scope: Scope, home: bool) -> Self {
-        let limits = def
+        let mut limits: Limits = def
             .limits
             .iter()
             .filter(|l| l.scope == scope)
@@ -515,8 +515,14 @@ impl BucketState {
             .collect();
         // Slow start: only a home bucket holds permits in flight.
         let rare = (home && def.probe_concurrency > 0).then(|| {
+            let a = Adaptive::probing(def.probe_concurrency, def.adapts());
+            // The ramp paces the probes too, so a bucket without headers to learn from
+            // does not spend its first three calls at once.
+            if let Some(rate) = a.rate() {
+                limits.push(LimitSlot::new(0, Origin::Adaptive, rate));
+            }
             Box::new(Rare {
-                adaptive: Some(Adaptive::probing(def.probe_concurrency)),
+                adaptive: Some(a),
                 ..Rare::default()
             })
         });
@@ -677,7 +683,7 @@ impl BucketState {
         });
         self.granted_total = self.granted_total.saturating_add(1);
         if let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) {
-            a.granted(seq, now);
+            a.granted(seq);
         }
         Granted {
             seq,
@@ -1054,7 +1060,7 @@ impl BucketState {
         let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) else {
             return;
         };
-        if a.succeeded(cap.map(adaptive::milli_of)) {
+        if a.succeeded(cap.map(adaptive::milli_of), now) {
             self.set_adaptive_limit(now);
         }
     }
@@ -1065,7 +1071,9 @@ impl BucketState {
         let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) else {
             return;
         };
-        if a.completed() && a.milli == 0 {
+        // Slow start over by calls nobody reported: nothing will ever move the ramp, so it
+        // must not hold the resource; a rate cut after a real 429 stays.
+        if a.completed() && a.step == adaptive::Step::Ramp {
             self.confirm();
         }
     }
@@ -1083,7 +1091,7 @@ impl BucketState {
         let a = self
             .rare_mut()
             .adaptive
-            .get_or_insert_with(|| Adaptive::probing(0));
+            .get_or_insert_with(|| Adaptive::probing(0, false));
         if !a.limited(seq, cap.map(adaptive::milli_of), now, resume_at) {
             return false;
         }
@@ -1163,6 +1171,12 @@ impl BucketState {
         {
             self.rare_mut().adaptive = Some(Adaptive::restored(parts, def.probe_concurrency));
             self.set_adaptive_limit(now);
+        } else if !s.limits.is_empty() {
+            // The upstream sends headers: the probe alone re-reads the level, no ramp.
+            if let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) {
+                a.milli = 0;
+            }
+            self.limits.retain(|l| l.origin != Origin::Adaptive);
         }
         if s.cooldown_until > now {
             self.cool_down(s.cooldown_until);

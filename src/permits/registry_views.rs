@@ -170,8 +170,8 @@ fn reason(def: &ResourceDef, basis: Basis, adaptive: Option<&Adaptive>) -> Strin
         Basis::DialectWindow => "learned: the dialect's usual window (none stated)".to_owned(),
         Basis::Adaptive => match adaptive.map(|a| (a.step, a.estimate_milli)) {
             Some((Step::Cut, est)) => format!(
-                "adaptive: cut to 4/5 of the {:.2}/s that succeeded before a 429 without \
-                 rate-limit headers, growing back while calls succeed",
+                "adaptive: cut to 17/20 of the {:.2}/s that succeeded in the second before a \
+                 429 without rate-limit headers, growing 1 %/s while calls succeed",
                 milli_f64(est)
             ),
             _ => "adaptive: slow-start ramp (no rate-limit headers seen), \
