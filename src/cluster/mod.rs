@@ -32,7 +32,7 @@ use tokio_stream::StreamExt;
 use self::keys::BucketKeys;
 use crate::clock::{Clock, Nanos, nanos};
 use crate::feedback::apply::Target;
-use crate::permits::bucket::Basis;
+use crate::permits::bucket::{Basis, Refilled};
 use crate::permits::id::PermitId;
 use crate::permits::limit::Rate;
 use crate::permits::resource::Scope;
@@ -1191,13 +1191,19 @@ impl Target for Effects {
     // Slow start, the adaptive rate and guesses giving way to learned limits are the
     // embedded engine's for now: the cluster keeps learned limits beside the configured
     // ones, windows fitted per report (issue 15 makes both engines one contract).
-    fn fitted_period(&self, _dimension: usize) -> Option<Nanos> {
+    fn fitted_period(&self, _dimension: usize) -> Option<(Nanos, u64)> {
         None
     }
     fn drop_guess(&mut self, _dimension: usize) -> bool {
         false
     }
     fn confirm(&mut self) {}
+    fn refilled(&self, _dimension: usize) -> Refilled {
+        // A window's end is a window's end here: no probing before it.
+        Refilled::AtReset
+    }
+    fn arm_refill_probe(&mut self, _dimension: usize, _probe_at: Nanos, _reset_at: Nanos) {}
+    fn observe_refill(&mut self, _dimension: usize, _status: u32, _now: Nanos) {}
     fn succeeded_blind(&mut self, _cap: Option<f64>, _adapts: bool, _now: Nanos) {}
     fn limited_blind(
         &mut self,

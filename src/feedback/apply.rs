@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use super::{Observation, Refill};
 use crate::clock::{Nanos, nanos};
-use crate::permits::bucket::{Basis, BucketState};
+use crate::permits::bucket::{Basis, BucketState, Refilled};
 use crate::permits::limit::{MAX_AMOUNT, MAX_PERIOD_NS, MIN_PERIOD_NS, Rate};
 use crate::permits::resource::{Origin, ResourceDef};
 
@@ -83,12 +83,20 @@ pub trait Target {
     /// Set the learned limit of `dimension` for `rate`'s window (`basis`: how the window
     /// was read); true when it changed.
     fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool;
-    /// The window of `dimension`'s learned limit when it was fitted from resets before.
-    fn fitted_period(&self, dimension: usize) -> Option<Nanos>;
+    /// The window and amount of `dimension`'s learned limit when it was fitted from resets
+    /// before.
+    fn fitted_period(&self, dimension: usize) -> Option<(Nanos, u64)>;
     /// Drop the configured (guessed) limits of `dimension`; true when there were some.
     fn drop_guess(&mut self, dimension: usize) -> bool;
     /// The upstream taught a limit: slow start and the adaptive rate end.
     fn confirm(&mut self);
+    /// What `dimension`'s upstream showed of its refill when probed before a reset.
+    fn refilled(&self, dimension: usize) -> Refilled;
+    /// Let one probe through at `probe_at`, before the stated reset `reset_at` of
+    /// `dimension`.
+    fn arm_refill_probe(&mut self, dimension: usize, probe_at: Nanos, reset_at: Nanos);
+    /// Judge a pending probe of `dimension` by this answer's status.
+    fn observe_refill(&mut self, dimension: usize, status: u32, now: Nanos);
     /// A call succeeded without teaching a limit (`adapts`: the header-less ramp may run).
     fn succeeded_blind(&mut self, cap: Option<f64>, adapts: bool, now: Nanos);
     /// A 429 without rate-limit headers for permit `seq`: cut the adaptive rate; calls
@@ -124,7 +132,7 @@ impl Target for BucketState {
     fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool {
         BucketState::learn(self, dimension, rate, basis, now)
     }
-    fn fitted_period(&self, dimension: usize) -> Option<Nanos> {
+    fn fitted_period(&self, dimension: usize) -> Option<(Nanos, u64)> {
         self.limits
             .iter()
             .find(|l| {
@@ -132,13 +140,22 @@ impl Target for BucketState {
                     && l.origin == Origin::Learned
                     && l.basis == Basis::FittedWindow
             })
-            .map(|l| l.state.rate().period_ns)
+            .map(|l| (l.state.rate().period_ns, l.state.rate().amount))
     }
     fn drop_guess(&mut self, dimension: usize) -> bool {
         BucketState::drop_guess(self, dimension)
     }
     fn confirm(&mut self) {
         BucketState::confirm(self);
+    }
+    fn refilled(&self, dimension: usize) -> Refilled {
+        BucketState::refilled(self, dimension)
+    }
+    fn arm_refill_probe(&mut self, dimension: usize, probe_at: Nanos, reset_at: Nanos) {
+        BucketState::arm_refill_probe(self, dimension, probe_at, reset_at);
+    }
+    fn observe_refill(&mut self, dimension: usize, status: u32, now: Nanos) {
+        BucketState::observe_refill(self, dimension, status, now);
     }
     fn succeeded_blind(&mut self, cap: Option<f64>, adapts: bool, now: Nanos) {
         BucketState::succeeded_blind(self, cap, now);
@@ -193,6 +210,7 @@ pub fn apply(
         bucket.cool_down(now.saturating_add(nanos(c)));
     }
     let mut confirmed = false;
+    let mut probes: Vec<(usize, Nanos, Nanos)> = Vec::new();
     if def.learn_from_headers {
         let default_window = if obs.upstream_resource.is_some() {
             GITHUB_WINDOW
@@ -208,10 +226,20 @@ pub fn apply(
                 }
                 continue;
             };
+            // A reset the dialect calls a window's end, read as "back to full" once a probe
+            // showed units coming back before it (a token bucket speaking that dialect).
+            let names_window_end = d.refill == Refill::AtReset
+                || (d.refill == Refill::Unstated && d.window.is_none());
+            if names_window_end {
+                bucket.observe_refill(i, status, now);
+            }
+            let early = names_window_end && bucket.refilled(i) == Refilled::Early;
+            let refill = if early { Refill::Continuous } else { d.refill };
             // The limit this report teaches, if it teaches one.
             let mut taught = None;
             if let Some(limit) = d.limit.filter(|&l| (1..=MAX_AMOUNT).contains(&l)) {
-                let (period_ns, basis) = window(def, &*bucket, d, i, limit, default_window);
+                let (period_ns, basis) =
+                    window(def, &*bucket, d, refill, i, limit, default_window);
                 let rate = Rate {
                     amount: limit,
                     period_ns: period_ns.clamp(MIN_PERIOD_NS, MAX_PERIOD_NS),
@@ -236,8 +264,19 @@ pub fn apply(
                         // The correction to 0 already makes the learned limit wait one unit;
                         // the block says so too, in case it could not be learned (too many
                         // windows on the dimension).
-                        Some(t) if refills_at_rate(d.refill, d.window, reset, period) => {
+                        Some(t) if refills_at_rate(refill, d.window, reset, period) => {
                             now.saturating_add(t.period_ns.div_ceil(t.amount))
+                        }
+                        // Untested, with limits that are a guess: one probe at half the way
+                        // to the reset tells a window from a bucket (a refusal costs one
+                        // 429, once per bucket; a success shows units come back early).
+                        _ if names_window_end
+                            && def.adapts()
+                            && bucket.refilled(i) == Refilled::Unknown =>
+                        {
+                            let probe_at = now.saturating_add(nanos(reset) / 2);
+                            probes.push((i, probe_at, at));
+                            probe_at
                         }
                         _ => at,
                     };
@@ -256,6 +295,9 @@ pub fn apply(
     let cap = def.configured_per_second(0);
     if confirmed {
         bucket.confirm();
+        for (i, probe_at, at) in probes {
+            bucket.arm_refill_probe(i, probe_at, at);
+        }
     } else if (200..300).contains(&status) {
         bucket.succeeded_blind(cap, def.adapts(), now);
     }
@@ -276,6 +318,7 @@ fn window(
     def: &ResourceDef,
     bucket: &(impl Target + ?Sized),
     d: &super::DimensionObs,
+    refill: Refill,
     dimension: usize,
     limit: u64,
     default_window: Duration,
@@ -283,12 +326,20 @@ fn window(
     if let Some(w) = d.window {
         return (nanos(w), Basis::StatedWindow);
     }
-    let before = bucket.fitted_period(dimension);
+    // What was fitted before for the same limit (a changed limit starts over).
+    let before = bucket
+        .fitted_period(dimension)
+        .filter(|&(_, amount)| amount == limit)
+        .map(|(w, _)| w);
     let reset = d.reset_after.map(nanos).filter(|&r| r > 0);
-    let fitted = match (d.refill, reset, d.remaining) {
+    let fitted = match (refill, reset, d.remaining) {
+        // Each answer bounds the window from above (resets are rounded up, to the
+        // millisecond or the second): the tightest bound seen is the best estimate, and
+        // it converges on the truth as answers fall at different points of the rounding.
         (Refill::Continuous, Some(reset), Some(left)) if left < limit => {
             let w = u128::from(reset) * u128::from(limit) / u128::from(limit - left);
-            Some(u64::try_from(w).unwrap_or(u64::MAX))
+            let w = u64::try_from(w).unwrap_or(u64::MAX);
+            Some(before.map_or(w, |b| b.min(w)))
         }
         (Refill::Continuous, ..) => before,
         (_, Some(reset), _) => Some(before.unwrap_or(0).max(reset)),
@@ -812,6 +863,54 @@ mod tests {
             b.check(None, &[1, 0], resume),
             Err(Block::Rate { wait: 294_117_648 })
         );
+    }
+
+    /// A fixed window's dialect (classic `X-RateLimit-*`) on limits that are a guess: at 0
+    /// remaining one probe goes at half the way to the reset. A success shows units come
+    /// back early, and the reset is read as "back to full" from then on; a refusal shows a
+    /// real window, whose blocks last until the reset.
+    #[test]
+    fn probe_before_a_window_reset() {
+        let headers = |left: &'static str, reset: &'static str| {
+            crate::feedback::parse(
+                [
+                    ("x-ratelimit-limit", "1"),
+                    ("x-ratelimit-remaining", left),
+                    ("x-ratelimit-reset", reset),
+                ],
+                std::time::UNIX_EPOCH,
+            )
+        };
+        for (answer, early) in [(200, true), (429, false)] {
+            let mut d = def(true, None);
+            d.limits_known = false;
+            let mut b = BucketState::new(&d, Scope::Resource, true);
+            apply(&d, &mut b, &headers("0", "2"), 200, None, 0);
+            assert_eq!(b.check(None, &[1, 0], 0), Err(Block::Rate { wait: SEC }));
+            assert_eq!(b.check(None, &[1, 0], SEC), Ok(()), "the probe at half way");
+            b.commit(None, vec![1, 0].into_boxed_slice(), SEC, SEC, 1, 1);
+            assert!(
+                matches!(b.check(None, &[1, 0], SEC), Err(Block::Concurrency { .. })),
+                "one probe only"
+            );
+            b.release(None, 1, 1, crate::permits::bucket::Settle::Keep, SEC);
+            apply(&d, &mut b, &headers("0", "1"), answer, None, SEC);
+            assert_eq!(b.refilled(0), if early { Refilled::Early } else { Refilled::AtReset });
+            let wait = b.check(None, &[1, 0], SEC).err();
+            if early {
+                // Back to full in 1 s with 1 used: one per second, one unit's wait.
+                assert_eq!(wait, Some(Block::Rate { wait: SEC }));
+            } else {
+                // A window of at least the 2 s first seen, and never probed again.
+                assert_eq!(wait, Some(Block::Rate { wait: 2 * SEC }));
+                apply(&d, &mut b, &headers("0", "2"), 200, None, 3 * SEC);
+                assert_eq!(
+                    b.check(None, &[1, 0], 3 * SEC),
+                    Err(Block::Rate { wait: 2 * SEC })
+                );
+                assert!(!b.is_probing());
+            }
+        }
     }
 
     /// With limits known there is no slow start and no adaptive rate.

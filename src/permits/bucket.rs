@@ -467,6 +467,23 @@ struct Rare {
     upstream_429_total: u64,
     /// Slow start and the adaptive rate, while the upstream's limits are unconfirmed.
     adaptive: Option<Adaptive>,
+    /// Per dimension, what the upstream showed of how an exhausted quota comes back, and
+    /// the stated reset a pending probe is held to (empty until the first probe).
+    refill: Vec<(Refilled, Nanos)>,
+}
+
+/// What an upstream whose headers name a reset instant (a fixed window, by the dialect)
+/// showed when a probe was let through before that reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refilled {
+    /// Not tested yet.
+    #[default]
+    Unknown,
+    /// A call succeeded before the stated reset: units come back sooner (a token bucket
+    /// speaking a fixed window's dialect), so the reset is read as "back to full".
+    Early,
+    /// The probe was refused: a real fixed window; blocks last until the reset.
+    AtReset,
 }
 
 impl Rare {
@@ -479,6 +496,7 @@ impl Rare {
             && self.blocked_until.iter().all(|&b| b <= now)
             && self.upstream_429_total == 0
             && self.adaptive.is_none()
+            && self.refill.is_empty()
     }
 }
 
@@ -1062,6 +1080,58 @@ impl BucketState {
         };
         if a.succeeded(cap.map(adaptive::milli_of), now) {
             self.set_adaptive_limit(now);
+        }
+    }
+
+    /// What dimension `dim`'s upstream showed of its refill.
+    #[must_use]
+    pub fn refilled(&self, dim: usize) -> Refilled {
+        self.rare
+            .as_ref()
+            .and_then(|r| r.refill.get(dim))
+            .map_or(Refilled::Unknown, |e| e.0)
+    }
+
+    /// Let one probe through at `probe_at`, before the stated reset `reset_at` of an
+    /// exhausted `dim`, so its answer shows how the quota comes back.
+    pub fn arm_refill_probe(&mut self, dim: usize, probe_at: Nanos, reset_at: Nanos) {
+        let dims = usize::from(self.dims);
+        if dim >= dims {
+            return;
+        }
+        for l in self
+            .limits
+            .iter_mut()
+            .filter(|l| l.dimension() == dim && l.origin == Origin::Learned)
+        {
+            l.state.allow_one_at(probe_at);
+        }
+        let r = self.rare_mut();
+        if r.refill.is_empty() {
+            r.refill = vec![(Refilled::Unknown, 0); dims];
+        }
+        if let Some(e) = r.refill.get_mut(dim) {
+            *e = (Refilled::Unknown, reset_at);
+        }
+        match r.adaptive.as_mut() {
+            Some(a) => a.probe = a.probe.max(1),
+            None => r.adaptive = Some(Adaptive::probing(1, false)),
+        }
+    }
+
+    /// Judge a pending probe of `dim` by its answer: a success before the stated reset
+    /// means units come back early; a refusal, a real fixed window.
+    pub fn observe_refill(&mut self, dim: usize, status: u32, now: Nanos) {
+        let Some(e) = self.rare.as_mut().and_then(|r| r.refill.get_mut(dim)) else {
+            return;
+        };
+        if e.0 != Refilled::Unknown || e.1 == 0 {
+            return;
+        }
+        if (200..300).contains(&status) && now < e.1 {
+            *e = (Refilled::Early, 0);
+        } else if status == 429 {
+            *e = (Refilled::AtReset, 0);
         }
     }
 

@@ -125,6 +125,12 @@ impl LimitState {
         self.set_tat(self.scaled(now) + used);
     }
 
+    /// Make sure one unit is available at `at` (a probe's slot), leaving the rest as is.
+    pub fn allow_one_at(&mut self, at: Nanos) {
+        let ceiling = (self.scaled(at) + self.capacity()).saturating_sub(self.unit());
+        self.set_tat(self.tat().min(ceiling));
+    }
+
     /// Take `cost` units (the caller checked [`Self::wait_for`]).
     pub fn take(&mut self, cost: u64, now: Nanos) {
         let base = self.tat().max(self.scaled(now));
