@@ -228,8 +228,8 @@ pub fn apply(
             };
             // A reset the dialect calls a window's end, read as "back to full" once a probe
             // showed units coming back before it (a token bucket speaking that dialect).
-            let names_window_end = d.refill == Refill::AtReset
-                || (d.refill == Refill::Unstated && d.window.is_none());
+            let names_window_end =
+                d.refill == Refill::AtReset || (d.refill == Refill::Unstated && d.window.is_none());
             if names_window_end {
                 bucket.observe_refill(i, status, now);
             }
@@ -238,8 +238,7 @@ pub fn apply(
             // The limit this report teaches, if it teaches one.
             let mut taught = None;
             if let Some(limit) = d.limit.filter(|&l| (1..=MAX_AMOUNT).contains(&l)) {
-                let (period_ns, basis) =
-                    window(def, &*bucket, d, refill, i, limit, default_window);
+                let (period_ns, basis) = window(def, &*bucket, d, refill, i, limit, default_window);
                 let rate = Rate {
                     amount: limit,
                     period_ns: period_ns.clamp(MIN_PERIOD_NS, MAX_PERIOD_NS),
@@ -342,7 +341,12 @@ fn window(
             Some(before.map_or(w, |b| b.min(w)))
         }
         (Refill::Continuous, ..) => before,
-        (_, Some(reset), _) => Some(before.unwrap_or(0).max(reset)),
+        // A fixed window lasts at least as long as any reset it states; those come in whole
+        // seconds rounded up, so each proves a second less.
+        (_, Some(reset), _) => {
+            let proven = reset - nanos(RESET_ROUNDING).min(reset / 2);
+            Some(before.unwrap_or(0).max(proven))
+        }
         (_, None, _) => before,
     };
     if let Some(w) = fitted {
@@ -895,14 +899,22 @@ mod tests {
             );
             b.release(None, 1, 1, crate::permits::bucket::Settle::Keep, SEC);
             apply(&d, &mut b, &headers("0", "1"), answer, None, SEC);
-            assert_eq!(b.refilled(0), if early { Refilled::Early } else { Refilled::AtReset });
+            assert_eq!(
+                b.refilled(0),
+                if early {
+                    Refilled::Early
+                } else {
+                    Refilled::AtReset
+                }
+            );
             let wait = b.check(None, &[1, 0], SEC).err();
             if early {
                 // Back to full in 1 s with 1 used: one per second, one unit's wait.
                 assert_eq!(wait, Some(Block::Rate { wait: SEC }));
             } else {
-                // A window of at least the 2 s first seen, and never probed again.
-                assert_eq!(wait, Some(Block::Rate { wait: 2 * SEC }));
+                // Until the reset (the 2 s first seen prove a window of at least 1 s, resets
+                // being whole seconds rounded up), and never probed again.
+                assert_eq!(wait, Some(Block::Rate { wait: SEC }));
                 apply(&d, &mut b, &headers("0", "2"), 200, None, 3 * SEC);
                 assert_eq!(
                     b.check(None, &[1, 0], 3 * SEC),

@@ -143,19 +143,28 @@ fn quota_json(u: &proto::QuotaUpdate) -> String {
         o.push_str("{\"name\":");
         json_str(&mut o, &d.dimension);
         let learned = d.source == proto::LimitSource::Learned as i32;
+        let source = match proto::LimitSource::try_from(d.source) {
+            Ok(proto::LimitSource::Learned) => "learned",
+            Ok(proto::LimitSource::Adaptive) => "adaptive",
+            _ => "config",
+        };
         let _ = write!(
             o,
-            ",\"limit\":{},\"remaining\":{},\"period_ms\":{},\"reset_in_ms\":{},\"learned\":{learned}}}",
+            ",\"limit\":{},\"remaining\":{},\"period_ms\":{},\"reset_in_ms\":{},\"learned\":{learned},\
+             \"source\":\"{source}\",\"rate\":{:.3},\"reason\":",
             d.limit,
             d.remaining,
             ms(d.period.as_ref()),
             ms_until(d.reset_at.as_ref(), now),
+            d.rate_per_second,
         );
+        json_str(&mut o, &d.reason);
+        o.push('}');
     }
     let _ = write!(
         o,
         "],\"in_flight\":{},\"concurrency\":{},\"queue\":{},\"cooldown_ms\":{},\
-         \"granted\":{},\"denied\":{},\"upstream_429\":{}}}",
+         \"granted\":{},\"denied\":{},\"upstream_429\":{},\"probing\":{}}}",
         u.in_flight,
         u.concurrency,
         u.queue_depth,
@@ -163,6 +172,7 @@ fn quota_json(u: &proto::QuotaUpdate) -> String {
         u.granted_total,
         u.denied_total,
         u.upstream_429_total,
+        u.probing,
     );
     o
 }
@@ -286,8 +296,9 @@ mod tests {
             quota_json(&u),
             "{\"resource\":\"a\\\"b\",\"partition\":\"p\\\\1\",\"dims\":[{\"name\":\"requests\",\
              \"limit\":10,\"remaining\":7,\"period_ms\":60000,\"reset_in_ms\":3000,\
-             \"learned\":true}],\"in_flight\":2,\"concurrency\":4,\"queue\":1,\
-             \"cooldown_ms\":5000,\"granted\":3,\"denied\":1,\"upstream_429\":0}"
+             \"learned\":true,\"source\":\"learned\",\"rate\":0.000,\"reason\":\"\"}],\
+             \"in_flight\":2,\"concurrency\":4,\"queue\":1,\"cooldown_ms\":5000,\"granted\":3,\
+             \"denied\":1,\"upstream_429\":0,\"probing\":false}"
         );
     }
 }

@@ -270,7 +270,10 @@ mod tests {
         a.succeeded(Some(6_500), SEC);
         assert_eq!(a.milli, 6_500, "capped at the guess");
         let mut known = Adaptive::probing(1, false);
-        assert!(!known.succeeded(None, SEC), "no rate where limits are known");
+        assert!(
+            !known.succeeded(None, SEC),
+            "no rate where limits are known"
+        );
     }
 
     /// A cut keeps 17/20 of what succeeded over the last second; the 429s of permits in
@@ -289,7 +292,10 @@ mod tests {
         let now = 2 * SEC - SEC / 4;
         // 10 in this window, a quarter of the last one's 4 still within the second: 11/s.
         assert!(a.limited(Some(9), None, now, 3 * SEC));
-        assert_eq!((a.milli, a.estimate_milli, a.step), (9_350, 11_000, Step::Cut));
+        assert_eq!(
+            (a.milli, a.estimate_milli, a.step),
+            (9_350, 11_000, Step::Cut)
+        );
         assert!(!a.limited(Some(8), None, now, 3 * SEC), "same loss");
         a.succeeded(None, 3 * SEC);
         // +93 milli per second over 9.35 successes per second: 9 per success.

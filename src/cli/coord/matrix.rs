@@ -16,6 +16,10 @@ const LEARNED_REFUSED: f64 = 0.01;
 const LEARNED_UTILISATION: f64 = 0.90;
 const BLIND_REFUSED: f64 = 0.05;
 const BLIND_UTILISATION: f64 = 0.80;
+/// How far below naive's utilisation a cell may be and still count as no worse: naive
+/// hammers the upstream (most of its calls refused), so it takes every unit the instant it
+/// appears, the hidden tolerance included; pacing that refuses nothing cannot.
+const NAIVE_UTILISATION_MARGIN: f64 = 0.05;
 
 /// A `--burst` value: a number of units, or a multiple of the rate (`rate`, `10rate`),
 /// rounded up.
@@ -234,10 +238,8 @@ pub(super) struct Verdict {
 }
 
 /// Hold `o` to its mode's target and to its naive baseline, if it ran. "Never worse than
-/// naive": no more refused, and no fewer successful calls (the same upstream over the same
-/// duration, so the same utilisation, without the few milliseconds by which the runs' ends
-/// differ) beyond the tolerance the upstream hides plus one call: naive may take those,
-/// permitd cannot know them.
+/// naive": no more refused, and a utilisation at most [`NAIVE_UTILISATION_MARGIN`] below
+/// naive's (which takes every unit the instant it appears, by refusing most of its calls).
 pub(super) fn verdict(o: &Outcome, naive: Option<&Outcome>) -> Verdict {
     let (refused, util) = (o.refused(), o.utilisation());
     let (max_refused, min_util, strict) = match o.cell.mode {
@@ -282,7 +284,7 @@ pub(super) fn verdict(o: &Outcome, naive: Option<&Outcome>) -> Verdict {
                 n.refused() * 100.0
             ));
         }
-        if o.tally.ok + o.cell.slack + 1 < n.tally.ok {
+        if util + NAIVE_UTILISATION_MARGIN < n.utilisation() {
             missed.push(format!(
                 "utilisation {util:.3} < naive's {:.3} ({} ok against {})",
                 n.utilisation(),
@@ -533,7 +535,7 @@ mod tests {
         let v = verdict(&outcome(Mode::Known, Dialect::Openai, 100, 1), Some(&naive));
         assert_eq!(v.met, Some(false));
         // 90 of 100 is 0.90 utilisation: met with headers, and below naive (by more than
-        // the tolerance of 2 calls) fails; 98 is within it.
+        // the margin of 5 points) fails; 98 is within it.
         let v = verdict(&outcome(Mode::High, Dialect::Openai, 90, 0), None);
         assert_eq!(v.met, Some(true), "{v:?}");
         let v = verdict(&outcome(Mode::High, Dialect::Openai, 90, 0), Some(&naive));

@@ -281,8 +281,10 @@ class DimensionQuota:
     limit: int
     remaining: int
     reset_at: Optional[_dt.datetime]
-    source: str  # "CONFIG" or "LEARNED"
+    source: str  # "CONFIG", "LEARNED" or "ADAPTIVE"
     period: float
+    reason: str = ""  # why the limit is what it is, in words
+    rate_per_second: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +302,7 @@ class QuotaUpdate:
     denied_total: int
     upstream_429_total: int
     at: Optional[_dt.datetime]
+    probing: bool = False  # slow start: the upstream has not confirmed the limits yet
 
     @property
     def remaining(self) -> Dict[str, int]:
@@ -390,6 +393,8 @@ def quota_of(u: quotas_pb2.QuotaUpdate) -> QuotaUpdate:
                 reset_at=time_of(d, "reset_at"),
                 source=_enum_suffix(quotas_pb2.LimitSource, d.source, "LIMIT_SOURCE_"),
                 period=seconds_of(d.period),
+                reason=d.reason,
+                rate_per_second=d.rate_per_second,
             )
             for d in u.dimensions
         ),
@@ -401,6 +406,7 @@ def quota_of(u: quotas_pb2.QuotaUpdate) -> QuotaUpdate:
         denied_total=u.denied_total,
         upstream_429_total=u.upstream_429_total,
         at=time_of(u, "at"),
+        probing=u.probing,
     )
 
 
