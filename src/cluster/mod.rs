@@ -32,7 +32,7 @@ use tokio_stream::StreamExt;
 use self::keys::BucketKeys;
 use crate::clock::{Clock, Nanos, nanos};
 use crate::feedback::apply::Target;
-use crate::permits::bucket::{Basis, Refilled};
+use crate::permits::bucket::{Basis, Fit, Refilled};
 use crate::permits::id::PermitId;
 use crate::permits::limit::Rate;
 use crate::permits::resource::Scope;
@@ -1191,9 +1191,10 @@ impl Target for Effects {
     // Slow start, the adaptive rate and guesses giving way to learned limits are the
     // embedded engine's for now: the cluster keeps learned limits beside the configured
     // ones, windows fitted per report (issue 15 makes both engines one contract).
-    fn fitted_period(&self, _dimension: usize) -> Option<(Nanos, u64)> {
+    fn fit(&self, _dimension: usize) -> Option<Fit> {
         None
     }
+    fn set_fit(&mut self, _dimension: usize, _fit: Fit) {}
     fn drop_guess(&mut self, _dimension: usize) -> bool {
         false
     }

@@ -97,7 +97,7 @@ impl State {
     /// One entry per kind that received a figure. Anthropic documents its reset as "when the rate limit will be fully replenished":
     /// a token bucket, whose units come back continuously.
     pub(super) fn finish(self) -> impl Iterator<Item = super::DimensionObs> {
-        self.0.finish(super::Refill::Continuous)
+        self.0.finish(super::Refill::Continuous, super::SECONDS)
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use super::{Observation, Refill};
 use crate::clock::{Nanos, nanos};
-use crate::permits::bucket::{Basis, BucketState, Refilled};
+use crate::permits::bucket::{Basis, BucketState, Fit, Refilled};
 use crate::permits::limit::{MAX_AMOUNT, MAX_PERIOD_NS, MIN_PERIOD_NS, Rate};
 use crate::permits::resource::{Origin, ResourceDef};
 
@@ -83,9 +83,10 @@ pub trait Target {
     /// Set the learned limit of `dimension` for `rate`'s window (`basis`: how the window
     /// was read); true when it changed.
     fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool;
-    /// The window and amount of `dimension`'s learned limit when it was fitted from resets
-    /// before.
-    fn fitted_period(&self, dimension: usize) -> Option<(Nanos, u64)>;
+    /// What the answers so far prove about `dimension`'s fitted window.
+    fn fit(&self, dimension: usize) -> Option<Fit>;
+    /// Keep what the answers prove about `dimension`'s fitted window.
+    fn set_fit(&mut self, dimension: usize, fit: Fit);
     /// Drop the configured (guessed) limits of `dimension`; true when there were some.
     fn drop_guess(&mut self, dimension: usize) -> bool;
     /// The upstream taught a limit: slow start and the adaptive rate end.
@@ -132,15 +133,11 @@ impl Target for BucketState {
     fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, now: Nanos) -> bool {
         BucketState::learn(self, dimension, rate, basis, now)
     }
-    fn fitted_period(&self, dimension: usize) -> Option<(Nanos, u64)> {
-        self.limits
-            .iter()
-            .find(|l| {
-                l.dimension() == dimension
-                    && l.origin == Origin::Learned
-                    && l.basis == Basis::FittedWindow
-            })
-            .map(|l| (l.state.rate().period_ns, l.state.rate().amount))
+    fn fit(&self, dimension: usize) -> Option<Fit> {
+        BucketState::fit(self, dimension)
+    }
+    fn set_fit(&mut self, dimension: usize, fit: Fit) {
+        BucketState::set_fit(self, dimension, fit);
     }
     fn drop_guess(&mut self, dimension: usize) -> bool {
         BucketState::drop_guess(self, dimension)
@@ -238,7 +235,7 @@ pub fn apply(
             // The limit this report teaches, if it teaches one.
             let mut taught = None;
             if let Some(limit) = d.limit.filter(|&l| (1..=MAX_AMOUNT).contains(&l)) {
-                let (period_ns, basis) = window(def, &*bucket, d, refill, i, limit, default_window);
+                let (period_ns, basis) = window(def, bucket, d, refill, i, limit, default_window);
                 let rate = Rate {
                     amount: limit,
                     period_ns: period_ns.clamp(MIN_PERIOD_NS, MAX_PERIOD_NS),
@@ -315,7 +312,7 @@ pub fn apply(
 /// dialect's usual one.
 fn window(
     def: &ResourceDef,
-    bucket: &(impl Target + ?Sized),
+    bucket: &mut (impl Target + ?Sized),
     d: &super::DimensionObs,
     refill: Refill,
     dimension: usize,
@@ -325,32 +322,70 @@ fn window(
     if let Some(w) = d.window {
         return (nanos(w), Basis::StatedWindow);
     }
-    // What was fitted before for the same limit (a changed limit starts over).
-    let before = bucket
-        .fitted_period(dimension)
-        .filter(|&(_, amount)| amount == limit)
-        .map(|(w, _)| w);
+    // What earlier answers proved for the same limit (a changed limit starts over).
+    let before = bucket.fit(dimension).filter(|f| f.amount == limit);
     let reset = d.reset_after.map(nanos).filter(|&r| r > 0);
-    let fitted = match (refill, reset, d.remaining) {
-        // Each answer bounds the window from above (resets are rounded up, to the
-        // millisecond or the second): the tightest bound seen is the best estimate, and
-        // it converges on the truth as answers fall at different points of the rounding.
+    let fit = match (refill, reset, d.remaining) {
+        // A token bucket that is `deficit` units short is whole in `reset`, at limit/window
+        // units per unit of time. The deficit shown is whole units of a fractional level
+        // (remaining is rounded down): the real one is between `deficit - 1` and `deficit`,
+        // so the answer proves the window is at least reset*limit/deficit and, from two
+        // units short on, at most reset*limit/(deficit-1). Bounds from every answer are
+        // intersected; the upper one tightens towards the truth as answers come.
         (Refill::Continuous, Some(reset), Some(left)) if left < limit => {
-            let w = u128::from(reset) * u128::from(limit) / u128::from(limit - left);
-            let w = u64::try_from(w).unwrap_or(u64::MAX);
-            Some(before.map_or(w, |b| b.min(w)))
+            let deficit = limit - left;
+            let over = |t: Nanos, d: u64| {
+                u64::try_from(u128::from(t) * u128::from(limit) / u128::from(d)).unwrap_or(u64::MAX)
+            };
+            // The reset may be rounded up by the dialect's resolution: the lower bound
+            // takes that off, the upper one is only the safer for it. A reset in whole
+            // seconds is too coarse for bounds on a sub-second refill (the lower one is
+            // near zero, and the upper one tightens only with answers a slow pace never
+            // brings): there the estimate is the smallest reset*limit/deficit seen, which
+            // answers at different points of the second bring down to the truth.
+            let (lo, hi) = if d.resolution >= super::SECONDS {
+                (0, over(reset, deficit))
+            } else {
+                (
+                    over(reset.saturating_sub(nanos(d.resolution)), deficit),
+                    if deficit >= 2 {
+                        over(reset, deficit - 1)
+                    } else {
+                        0
+                    },
+                )
+            };
+            Some(match before {
+                Some(b) => Fit {
+                    amount: limit,
+                    lo: b.lo.max(lo),
+                    hi: match (b.hi, hi) {
+                        (0, h) | (h, 0) => h,
+                        (a, h) => a.min(h),
+                    },
+                },
+                None => Fit {
+                    amount: limit,
+                    lo,
+                    hi,
+                },
+            })
         }
-        (Refill::Continuous, ..) => before,
-        // A fixed window lasts at least as long as any reset it states; those come in whole
-        // seconds rounded up, so each proves a second less.
-        (_, Some(reset), _) => {
-            let proven = reset - nanos(RESET_ROUNDING).min(reset / 2);
-            Some(before.unwrap_or(0).max(proven))
+        // A fixed window lasts at least as long as any reset it states, less the rounding
+        // of the reset (whole seconds, rounded up).
+        (Refill::AtReset | Refill::Unstated, Some(reset), _) => {
+            let proven = reset - nanos(d.resolution).min(reset / 2);
+            Some(Fit {
+                amount: limit,
+                lo: before.map_or(0, |b| b.lo).max(proven),
+                hi: 0,
+            })
         }
-        (_, None, _) => before,
+        _ => before,
     };
-    if let Some(w) = fitted {
-        return (w, Basis::FittedWindow);
+    if let Some(f) = fit {
+        bucket.set_fit(dimension, f);
+        return (f.window(), Basis::FittedWindow);
     }
     let configured = def
         .limits
@@ -499,6 +534,7 @@ mod tests {
             window: None,
             source: format!("x-test-{name}"),
             refill: Refill::AtReset,
+            resolution: crate::feedback::SECONDS,
         }
     }
 
@@ -671,7 +707,8 @@ mod tests {
                     ("x-ratelimit-remaining-requests", "0"),
                     ("x-ratelimit-reset-requests", "1m0s"),
                 ],
-                20 * MS,
+                // Remaining is rounded down: 2 999 to 3 000 units came back in 60 s.
+                20_006_669,
             ),
             (
                 "openai 3000 back to full in 1s: 3000/s",
@@ -680,7 +717,7 @@ mod tests {
                     ("x-ratelimit-remaining-requests", "0"),
                     ("x-ratelimit-reset-requests", "1s"),
                 ],
-                333_334,
+                333_445,
             ),
             (
                 "openai burst 1, 3/s",
@@ -689,7 +726,8 @@ mod tests {
                     ("x-ratelimit-remaining-requests", "0"),
                     ("x-ratelimit-reset-requests", "333ms"),
                 ],
-                333 * MS,
+                // Rounded up to the millisecond: back in at least 332 ms.
+                332 * MS,
             ),
             (
                 "openai 60 back in 6 h: a unit every 6 min, not a block of 6 h",
@@ -698,7 +736,7 @@ mod tests {
                     ("x-ratelimit-remaining-requests", "0"),
                     ("x-ratelimit-reset-requests", "6h0m0s"),
                 ],
-                360 * SEC,
+                366_101_694_916,
             ),
             (
                 "openai no limit",
@@ -808,7 +846,9 @@ mod tests {
                 Basis::FittedWindow,
                 Rate {
                     amount: 10,
-                    period_ns: SEC,
+                    // One unit back in 100 ms (rounded up to the millisecond): 10 in 990 ms
+                    // at least.
+                    period_ns: 990 * 1_000_000,
                     burst: 10
                 }
             )]

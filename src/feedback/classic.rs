@@ -138,8 +138,9 @@ impl State {
         }
         Finished {
             dimensions: [
-                x.into_obs(REQUESTS, Refill::AtReset),
-                self.draft.into_obs(REQUESTS, Refill::AtReset),
+                x.into_obs(REQUESTS, Refill::AtReset, super::SECONDS),
+                self.draft
+                    .into_obs(REQUESTS, Refill::AtReset, super::SECONDS),
             ]
             .into_iter()
             .flatten()

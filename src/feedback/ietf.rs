@@ -121,6 +121,7 @@ impl State {
                 window: policy.and_then(|p| p.window),
                 source: Field::RateLimit.name().to_owned(),
                 refill: Refill::Unstated,
+                resolution: super::SECONDS,
             });
         }
         for (p, used) in self.policies.into_iter().zip(used) {
@@ -133,6 +134,7 @@ impl State {
                     window: p.window,
                     source: Field::Policy.name().to_owned(),
                     refill: Refill::Unstated,
+                    resolution: super::SECONDS,
                 });
             }
         }

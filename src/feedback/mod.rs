@@ -107,7 +107,16 @@ pub struct DimensionObs {
     pub source: String,
     /// What the reset means, per the dialect: it decides what a remaining of 0 does.
     pub refill: Refill,
+    /// How finely the dialect states the reset (a millisecond for Go durations, a second
+    /// for whole seconds and dates): the reset may be rounded up by as much.
+    pub resolution: Duration,
 }
+
+/// The resolution of resets stated in whole seconds (epoch or delta seconds, RFC 3339 and
+/// HTTP dates, IETF `t`).
+pub const SECONDS: Duration = Duration::from_secs(1);
+/// The resolution of resets stated as Go durations (OpenAI).
+pub const MILLISECONDS: Duration = Duration::from_millis(1);
 
 /// How an upstream's quota comes back, i.e. what its reset means. A remaining of 0 means
 /// "nothing until the reset" for a fixed window but "the next unit at the limit's rate" for
@@ -139,6 +148,7 @@ impl DimensionObs {
         self.remaining = min_opt(self.remaining, o.remaining);
         self.reset_after = self.reset_after.max(o.reset_after);
         self.refill = self.refill.max(o.refill);
+        self.resolution = self.resolution.max(o.resolution);
     }
 }
 
@@ -362,7 +372,7 @@ impl PerKind {
     }
 
     /// One entry per kind that received a figure, all refilling as `refill` says.
-    fn finish(self, refill: Refill) -> impl Iterator<Item = DimensionObs> {
+    fn finish(self, refill: Refill, resolution: Duration) -> impl Iterator<Item = DimensionObs> {
         [
             (self.requests, Kind::Requests),
             (self.tokens, Kind::Tokens),
@@ -370,7 +380,7 @@ impl PerKind {
             (self.output_tokens, Kind::OutputTokens),
         ]
         .into_iter()
-        .filter_map(move |(p, k)| p.into_obs(k.dimension(), refill))
+        .filter_map(move |(p, k)| p.into_obs(k.dimension(), refill, resolution))
     }
 }
 
@@ -402,7 +412,12 @@ impl Partial {
 
     /// The entry for `dimension`, if any figure arrived; the source is the remaining's
     /// header, else the limit's, else the reset's.
-    fn into_obs(self, dimension: &str, refill: Refill) -> Option<DimensionObs> {
+    fn into_obs(
+        self,
+        dimension: &str,
+        refill: Refill,
+        resolution: Duration,
+    ) -> Option<DimensionObs> {
         let source = self
             .remaining
             .map(|r| r.1)
@@ -416,6 +431,7 @@ impl Partial {
             window: self.window,
             source: source.to_owned(),
             refill,
+            resolution,
         })
     }
 }

@@ -81,7 +81,8 @@ impl State {
     /// One entry per kind that received a figure. OpenAI documents its reset as "the time until the rate limit resets to its initial state":
     /// a token bucket, whose units come back continuously.
     pub(super) fn finish(self) -> impl Iterator<Item = super::DimensionObs> {
-        self.0.finish(super::Refill::Continuous)
+        self.0
+            .finish(super::Refill::Continuous, super::MILLISECONDS)
     }
 }
 

@@ -29,6 +29,13 @@ fn dim(
         window,
         source: source.into(),
         refill: refill_of(source),
+        resolution: if source.starts_with("x-ratelimit-") && source.contains("-requests")
+            || source.contains("-tokens") && !source.starts_with("anthropic")
+        {
+            crate::feedback::MILLISECONDS
+        } else {
+            crate::feedback::SECONDS
+        },
     }
 }
 

@@ -470,6 +470,29 @@ struct Rare {
     /// Per dimension, what the upstream showed of how an exhausted quota comes back, and
     /// the stated reset a pending probe is held to (empty until the first probe).
     refill: Vec<(Refilled, Nanos)>,
+    /// Per dimension, what the answers so far prove about a fitted window.
+    fits: Vec<Option<Fit>>,
+}
+
+/// What the answers so far prove about the window of a learned limit of `amount`: at
+/// least `lo`, at most `hi` (0: no upper bound yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fit {
+    /// The limit the bounds are for (a changed limit starts over).
+    pub amount: u64,
+    /// The window is at least this long.
+    pub lo: Nanos,
+    /// The window is at most this long (0: unknown).
+    pub hi: Nanos,
+}
+
+impl Fit {
+    /// The window to enforce: the longest the evidence allows when it bounds it from above
+    /// (the bound tightens towards the truth as answers come), else the shortest it proves.
+    #[must_use]
+    pub fn window(&self) -> Nanos {
+        if self.hi > 0 { self.hi } else { self.lo }
+    }
 }
 
 /// What an upstream whose headers name a reset instant (a fixed window, by the dialect)
@@ -497,6 +520,7 @@ impl Rare {
             && self.upstream_429_total == 0
             && self.adaptive.is_none()
             && self.refill.is_empty()
+            && self.fits.is_empty()
     }
 }
 
@@ -1080,6 +1104,29 @@ impl BucketState {
         };
         if a.succeeded(cap.map(adaptive::milli_of), now) {
             self.set_adaptive_limit(now);
+        }
+    }
+
+    /// What the answers so far prove about `dim`'s fitted window.
+    #[must_use]
+    pub fn fit(&self, dim: usize) -> Option<Fit> {
+        self.rare
+            .as_ref()
+            .and_then(|r| r.fits.get(dim).copied().flatten())
+    }
+
+    /// Keep what the answers prove about `dim`'s fitted window.
+    pub fn set_fit(&mut self, dim: usize, fit: Fit) {
+        let dims = usize::from(self.dims);
+        if dim >= dims {
+            return;
+        }
+        let r = self.rare_mut();
+        if r.fits.is_empty() {
+            r.fits = vec![None; dims];
+        }
+        if let Some(f) = r.fits.get_mut(dim) {
+            *f = Some(fit);
         }
     }
 

@@ -174,17 +174,10 @@ async fn expired_items_are_gone_after_a_sweep() {
 /// header-less upstream. The restarted buckets start slow again until the upstream answers.
 #[tokio::test]
 async fn restart_keeps_learned_limits_and_cooldowns() {
-    use crate::support::{acquire_req, limit, put, resource};
+    use crate::feedback::guessed;
+    use crate::support::{acquire_req, put};
     let dir = tempfile::tempdir().unwrap();
-    let guess = |name: &str| {
-        let mut r = resource(
-            name,
-            vec![limit("requests", 1000, Duration::from_secs(1), 0)],
-            0,
-        );
-        r.limits_known = None;
-        r
-    };
+    let guess = |name: &str| guessed(name, 1000);
     let report =
         |permit_id: String, status: u32, headers: &[(&str, &str)]| proto::ReportOutcomeRequest {
             permit_id,

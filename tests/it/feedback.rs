@@ -409,6 +409,30 @@ async fn a_429_pauses_every_worker() {
     server.stop().await;
 }
 
+/// A resource whose limit is a guess (limits not known): slow start and learning apply.
+pub fn guessed(name: &str, per_second: u64) -> proto::Resource {
+    let mut r = resource(
+        name,
+        vec![limit("requests", per_second, Duration::from_secs(1), 0)],
+        0,
+    );
+    r.limits_known = None;
+    r
+}
+
+/// (refused share, utilisation) of a run against `up` of `amount` per `period`.
+fn figures(
+    up: &Upstream,
+    o: &Outcome,
+    amount: u64,
+    period: Duration,
+    length: Duration,
+) -> (f64, f64) {
+    let capacity = amount as f64 * (1.0 + length.as_secs_f64() / period.as_secs_f64());
+    let util = up.ok.load(Ordering::Relaxed) as f64 / capacity;
+    (o.limited as f64 / o.calls.max(1) as f64, util)
+}
+
 /// A cold start against a guess 100x too high: 50 workers, a token bucket of 10/s (burst 10)
 /// that the resource guesses at 1 000/s. Slow start lets one probe through until the first
 /// answer teaches the limit (OpenAI: the window fitted from the reset; IETF: stated), so the
@@ -421,14 +445,10 @@ async fn cold_start_against_a_guess_does_not_storm() {
         let up = Upstream::new(dialect, amount, period);
         let url = start_upstream(up.clone()).await;
         let res = format!("up:cold:{name}");
-        let mut r = resource(&res, vec![limit("requests", 1000, period, 0)], 0);
-        r.limits_known = None;
-        put(&server, r).await;
+        put(&server, guessed(&res, 1000)).await;
         let length = Duration::from_secs(4);
         let o = run_fleet(&server, &res, &url, length, Duration::ZERO, 50).await;
-        let capacity = amount as f64 * (1.0 + length.as_secs_f64() / period.as_secs_f64());
-        let util = up.ok.load(Ordering::Relaxed) as f64 / capacity;
-        let refused = o.limited as f64 / o.calls.max(1) as f64;
+        let (refused, util) = figures(&up, &o, amount, period, length);
         println!(
             "RESULT feedback_cold_start dialect={name} workers=50 guess=1000/s upstream=10/s calls={} upstream_429={} refused={refused:.4} utilisation={util:.3}",
             o.calls, o.limited
@@ -453,14 +473,10 @@ async fn header_less_upstream_does_not_storm() {
     let (amount, period) = (10, Duration::from_secs(1));
     let up = Upstream::new(Dialect::None, amount, period);
     let url = start_upstream(up.clone()).await;
-    let mut r = resource("up:blind", vec![limit("requests", 1000, period, 0)], 0);
-    r.limits_known = None;
-    put(&server, r).await;
+    put(&server, guessed("up:blind", 1000)).await;
     let length = Duration::from_secs(8);
     let o = run_fleet(&server, "up:blind", &url, length, Duration::ZERO, 50).await;
-    let capacity = amount as f64 * (1.0 + length.as_secs_f64() / period.as_secs_f64());
-    let util = up.ok.load(Ordering::Relaxed) as f64 / capacity;
-    let refused = o.limited as f64 / o.calls.max(1) as f64;
+    let (refused, util) = figures(&up, &o, amount, period, length);
     println!(
         "RESULT feedback_header_less workers=50 guess=1000/s upstream=10/s calls={} upstream_429={} refused={refused:.4} utilisation={util:.3}",
         o.calls, o.limited
