@@ -469,7 +469,7 @@ struct Rare {
     adaptive: Option<Adaptive>,
     /// Per dimension, what the upstream showed of how an exhausted quota comes back, and
     /// the stated reset a pending probe is held to (empty until the first probe).
-    refill: Vec<(Refilled, Nanos)>,
+    refill: Vec<(Refilled, Nanos, u8)>,
     /// Per dimension, what the answers so far prove about a fitted window.
     fits: Vec<Option<Fit>>,
 }
@@ -505,9 +505,13 @@ pub enum Refilled {
     /// A call succeeded before the stated reset: units come back sooner (a token bucket
     /// speaking a fixed window's dialect), so the reset is read as "back to full".
     Early,
-    /// The probe was refused: a real fixed window; blocks last until the reset.
+    /// Probes were refused twice (one refusal may be a probe a little early): a real fixed
+    /// window; blocks last until the reset.
     AtReset,
 }
+
+/// Refused probes that make a fixed window.
+const REFUSED_PROBES: u8 = 2;
 
 impl Rare {
     /// Whether it holds nothing that matters at `now` (an ended cooldown or block is the
@@ -1155,10 +1159,10 @@ impl BucketState {
         }
         let r = self.rare_mut();
         if r.refill.is_empty() {
-            r.refill = vec![(Refilled::Unknown, 0); dims];
+            r.refill = vec![(Refilled::Unknown, 0, 0); dims];
         }
         if let Some(e) = r.refill.get_mut(dim) {
-            *e = (Refilled::Unknown, reset_at);
+            e.1 = reset_at;
         }
         match r.adaptive.as_mut() {
             Some(a) => a.probe = a.probe.max(1),
@@ -1176,9 +1180,15 @@ impl BucketState {
             return;
         }
         if (200..300).contains(&status) && now < e.1 {
-            *e = (Refilled::Early, 0);
+            *e = (Refilled::Early, 0, e.2);
         } else if status == 429 {
-            *e = (Refilled::AtReset, 0);
+            let refused = e.2.saturating_add(1);
+            let verdict = if refused >= REFUSED_PROBES {
+                Refilled::AtReset
+            } else {
+                Refilled::Unknown
+            };
+            *e = (verdict, 0, refused);
         }
     }
 

@@ -247,9 +247,11 @@ async fn restart_keeps_learned_limits_and_cooldowns() {
     let d = &h.dimensions[0];
     assert_eq!(
         (d.limit, from_dur(d.period.as_ref().unwrap()), d.source),
+        // 10 back in 1 s from empty (remaining is rounded down: 9 to 10 units missing): 10
+        // per 10/9 s at most, the safe end of what the answer proves.
         (
             10,
-            Duration::from_secs(1),
+            Duration::from_nanos(1_111_111_111),
             proto::LimitSource::Learned as i32
         ),
         "the learned limit replaced the guess: {h:?}"
