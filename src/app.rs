@@ -147,10 +147,19 @@ pub async fn run_with(
         Some(_) => None,
         None => {
             let (r, s) = (registry.clone(), Arc::clone(&records_store));
-            let restored =
-                tokio::task::spawn_blocking(move || learned::restore(&r, s.as_ref())).await??;
+            let (restarted, restored) = tokio::task::spawn_blocking(move || {
+                Ok::<_, StoreError>((
+                    learned::restarted(s.as_ref())?,
+                    learned::restore(&r, s.as_ref())?,
+                ))
+            })
+            .await??;
             if restored > 0 {
                 tracing::info!(buckets = restored, "learned limits restored");
+            }
+            if restarted {
+                // A restart must not hand every worker a fresh burst at once.
+                registry.resume_empty();
             }
             Some((
                 learned::spawn(registry.clone(), Arc::clone(&records_store)),

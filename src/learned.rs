@@ -247,6 +247,25 @@ pub fn spawn(registry: Registry, store: Arc<dyn RecordStore>) -> tokio::task::Jo
     })
 }
 
+/// The key of the record that says the store has served before (not a bucket's key: the
+/// restore skips it).
+const STARTED: &[u8] = b"\xffstarted";
+
+/// Whether this store served a permitd before, and mark that it now has. Blocking.
+///
+/// # Errors
+/// The store's, when it cannot be read or written.
+pub fn restarted(store: &dyn RecordStore) -> Result<bool, StoreError> {
+    let before = store.get(RecordTree::Learned, STARTED)?.is_some();
+    if !before {
+        store.update(RecordTree::Learned, STARTED, &mut |_| {
+            Write::Put(b"1".to_vec())
+        })?;
+        store.flush()?;
+    }
+    Ok(before)
+}
+
 /// Put every stored record back into the registry; returns how many were restored.
 /// Records of unknown or redefined resources, and unreadable ones, are skipped (and the
 /// latter logged). Blocking reads: call it from `spawn_blocking`.

@@ -1192,6 +1192,14 @@ impl BucketState {
         }
     }
 
+    /// Empty every limit (they refill at their rate from `now`): after a restart nothing
+    /// says what the upstream granted just before it.
+    pub fn empty_limits(&mut self, now: Nanos) {
+        for l in self.limits.iter_mut() {
+            l.state.correct_down(0, now);
+        }
+    }
+
     /// A permit was released as used without a reported outcome: slow start counts it;
     /// once it ends this way no adaptive rate is kept (nothing reports how calls go).
     pub fn completed_unreported(&mut self) {

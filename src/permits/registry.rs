@@ -686,6 +686,18 @@ impl Registry {
         self.update_bucket(resource, partition, |def, b, now| b.restore(&s, def, now))
     }
 
+    /// After a restart: every bucket there is starts empty and refills at its limits' rate,
+    /// rather than full, since nothing says what the upstream granted just before (a full
+    /// burst against an upstream that is empty would be refused whole).
+    pub fn resume_empty(&self) {
+        for e in self.entries("") {
+            for b in e.all_buckets() {
+                let now = self.inner.clock.now();
+                b.lock().empty_limits(now);
+            }
+        }
+    }
+
     /// A permit was released as used with no outcome reported: slow start counts the call.
     pub fn completed_unreported(&self, id: &PermitId<'_>) {
         let Some(entry) = self

@@ -193,6 +193,15 @@ async fn restart_keeps_learned_limits_and_cooldowns() {
         let server = TestServer::start_in(dir.path()).await;
         put(&server, guess("kept:headers")).await;
         put(&server, guess("kept:blind")).await;
+        put(
+            &server,
+            crate::support::resource(
+                "kept:known",
+                vec![crate::support::limit("requests", 10, Duration::from_secs(60), 0)],
+                0,
+            ),
+        )
+        .await;
         let mut permits = server.permits().await;
         let g = permits
             .acquire_permit(acquire_req("kept:headers"))
@@ -271,5 +280,8 @@ async fn restart_keeps_learned_limits_and_cooldowns() {
         .expect("the adaptive rate survived");
     assert!(a.reason.contains("cut"), "{}", a.reason);
     assert!(a.rate_per_second > 0.0 && a.rate_per_second < 10.0, "{a:?}");
+    // A known limit restarts empty, refilling at its rate: no fresh burst after a restart.
+    let k = quotas.get_quota(q("kept:known")).await.unwrap().into_inner();
+    assert_eq!(k.dimensions[0].remaining, 0, "{k:?}");
     server.stop().await;
 }
