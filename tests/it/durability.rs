@@ -197,7 +197,12 @@ async fn restart_keeps_learned_limits_and_cooldowns() {
             &server,
             crate::support::resource(
                 "kept:known",
-                vec![crate::support::limit("requests", 10, Duration::from_secs(60), 0)],
+                vec![crate::support::limit(
+                    "requests",
+                    10,
+                    Duration::from_secs(60),
+                    0,
+                )],
                 0,
             ),
         )
@@ -281,7 +286,11 @@ async fn restart_keeps_learned_limits_and_cooldowns() {
     assert!(a.reason.contains("cut"), "{}", a.reason);
     assert!(a.rate_per_second > 0.0 && a.rate_per_second < 10.0, "{a:?}");
     // A known limit restarts empty, refilling at its rate: no fresh burst after a restart.
-    let k = quotas.get_quota(q("kept:known")).await.unwrap().into_inner();
+    let k = quotas
+        .get_quota(q("kept:known"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(k.dimensions[0].remaining, 0, "{k:?}");
     server.stop().await;
 }
