@@ -186,14 +186,9 @@ pub fn render(state: &State) -> String {
         e.family(name, Kind::Gauge, help);
         for r in &resources {
             for d in &r.dimensions {
-                let dim = r
-                    .def
-                    .dimensions
-                    .get(d.dimension)
-                    .map_or("?", String::as_str);
                 e.sample(
                     name,
-                    &[("resource", &r.def.name), ("dimension", dim)],
+                    &[("resource", &r.def.name), ("dimension", dim_name(r, d))],
                     get(d),
                 );
             }
@@ -210,11 +205,7 @@ pub fn render(state: &State) -> String {
     );
     for r in &resources {
         for d in &r.dimensions {
-            let dim = r
-                .def
-                .dimensions
-                .get(d.dimension)
-                .map_or("?", String::as_str);
+            let dim = dim_name(r, d);
             let source = match d.source {
                 crate::permits::resource::Origin::Config => "config",
                 crate::permits::resource::Origin::Learned => "learned",
@@ -498,6 +489,17 @@ fn histogram(e: &mut Exposition, name: &str, resource: &str, h: &Histogram) {
     let counts: Vec<u64> = h.buckets.iter().map(load).collect();
     let sum = secs_from(load(&h.sum_us), 1e6);
     e.histogram(name, &[("resource", resource)], &WAIT_BOUNDS, &counts, sum);
+}
+
+/// A dimension's name as a label.
+fn dim_name<'a>(
+    r: &'a crate::permits::ResourceMetrics,
+    d: &crate::permits::DimensionView,
+) -> &'a str {
+    r.def
+        .dimensions
+        .get(d.dimension)
+        .map_or("?", String::as_str)
 }
 
 #[cfg(test)]
