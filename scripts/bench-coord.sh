@@ -57,7 +57,7 @@ missed=$(grep -c '"target_met":false' "$RAW" || true)
   echo "$cells cells, $missed missed their target. Targets: known: 0 refused and utilisation >= 0.95;"
   echo "high/low/bare with headers: refused < 1 % and utilisation >= 0.90; without headers (\`none\`):"
   echo "refused < 5 % and utilisation >= 0.80; every mode no worse than naive of the same rate, burst,"
-  echo "workers and processes (successful calls within the upstream's hidden tolerance plus one call)."
+  echo "workers and processes (no larger refused share, utilisation at most 5 points below)."
   echo
   echo '```'
   grep -v '^{' "$RAW"
