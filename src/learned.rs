@@ -28,6 +28,10 @@ use crate::store::{RecordStore, StoreError, Write};
 
 /// How often marked buckets are written.
 pub const EVERY: Duration = Duration::from_millis(500);
+/// Records older than this are dropped at start-up instead of restored: the upstream may
+/// have changed since, and slow start learns it again. Also bounds the records of
+/// partitions that came and went.
+pub const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 
 const MAGIC: &str = "permitd-learned 1";
 
@@ -49,6 +53,8 @@ pub struct Record {
     pub state: LearnedState,
     /// The cooldown's end.
     pub cooldown: Option<SystemTime>,
+    /// When the record was written.
+    pub written: SystemTime,
 }
 
 /// Checksum of a definition as stored (its proto encoding).
@@ -81,13 +87,14 @@ fn basis_of(s: &str) -> Option<Basis> {
 /// Encode a record; dimensions by name, so a record survives a reordering of dimensions.
 #[must_use]
 pub fn encode(def: &ResourceDef, r: &Record) -> Vec<u8> {
-    let mut o = format!("{MAGIC}\ndef {:08x}\n", r.definition);
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let mut o = format!(
+        "{MAGIC}\ndef {:08x}\nwritten {}\n",
+        r.definition,
+        ms(r.written)
+    );
     if let Some(at) = r.cooldown {
-        let ms = at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        let _ = writeln!(o, "cooldown {ms}");
+        let _ = writeln!(o, "cooldown {}", ms(at));
     }
     for &(dim, rate, basis) in &r.state.limits {
         if let Some(name) = def.dimensions.get(dim) {
@@ -131,6 +138,7 @@ pub fn decode(def: &ResourceDef, bytes: &[u8]) -> Result<Record, RecordError> {
             cooldown_until: 0,
         },
         cooldown: None,
+        written: UNIX_EPOCH,
     };
     let num = |s: Option<&str>| -> Result<u64, RecordError> {
         s.and_then(|v| v.parse().ok()).ok_or(bad("bad number"))
@@ -143,6 +151,9 @@ pub fn decode(def: &ResourceDef, bytes: &[u8]) -> Result<Record, RecordError> {
                     .next()
                     .and_then(|v| u32::from_str_radix(v, 16).ok())
                     .ok_or(bad("bad definition checksum"))?;
+            }
+            Some("written") => {
+                r.written = UNIX_EPOCH + Duration::from_millis(num(f.next())?);
             }
             Some("cooldown") => {
                 r.cooldown = Some(UNIX_EPOCH + Duration::from_millis(num(f.next())?));
@@ -207,6 +218,7 @@ pub fn persist(registry: &Registry, store: &dyn RecordStore) -> Result<usize, St
                     definition: definition_sum(&def),
                     state,
                     cooldown,
+                    written: SystemTime::now(),
                 };
                 encode(&def, &r)
             });
@@ -275,6 +287,14 @@ pub fn restarted(store: &dyn RecordStore) -> Result<bool, StoreError> {
 pub fn restore(registry: &Registry, store: &dyn RecordStore) -> Result<usize, StoreError> {
     let mut after: Option<Vec<u8>> = None;
     let mut restored = 0;
+    // Records no longer worth keeping (stale, redefined, unknown, unreadable): removed once
+    // the scan is over, so they do not pile up.
+    let mut stale: Vec<Vec<u8>> = Vec::new();
+    let fresh = |r: &Record| {
+        SystemTime::now()
+            .duration_since(r.written)
+            .is_ok_and(|age| age <= KEEP_FOR)
+    };
     loop {
         let page = store.scan(RecordTree::Learned, after.as_deref(), 256)?;
         let done = page.len() < 256;
@@ -282,25 +302,38 @@ pub fn restore(registry: &Registry, store: &dyn RecordStore) -> Result<usize, St
             let Ok((_, resource, partition)) = keys::split_learned_key(&entry.key) else {
                 continue;
             };
-            let (Some(value), Some(def)) = (&entry.value, registry.get(resource)) else {
+            // Resources made on first use from the template count as defined.
+            let def = registry.definition(resource).ok();
+            let (Some(value), Some(def)) = (&entry.value, def) else {
+                stale.push(entry.key.clone());
                 continue;
             };
             match decode(&def, value) {
-                Ok(r) if r.definition == definition_sum(&def) => {
+                Ok(r) if r.definition == definition_sum(&def) && fresh(&r) => {
                     match registry.restore_learned(resource, partition, r.state, r.cooldown) {
                         Ok(()) => restored += 1,
                         Err(error) => tracing::warn!(%resource, %error, "learned state skipped"),
                     }
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%resource, %error, "learned state skipped"),
+                Ok(_) => stale.push(entry.key.clone()),
+                Err(error) => {
+                    tracing::warn!(%resource, %error, "learned state skipped");
+                    stale.push(entry.key.clone());
+                }
             }
         }
         after = page.last().map(|e| e.key.clone());
         if done || after.is_none() {
-            return Ok(restored);
+            break;
         }
     }
+    for key in &stale {
+        store.update(RecordTree::Learned, key, &mut |_| Write::Delete)?;
+    }
+    if !stale.is_empty() {
+        store.flush()?;
+    }
+    Ok(restored)
 }
 
 #[cfg(test)]
@@ -353,6 +386,7 @@ mod tests {
                 cooldown_until: 0,
             },
             cooldown: Some(UNIX_EPOCH + Duration::from_millis(1_764_000_000_123)),
+            written: UNIX_EPOCH + Duration::from_millis(1_764_000_000_000),
         };
         let bytes = encode(&d, &r);
         assert_eq!(decode(&d, &bytes).unwrap(), r);
@@ -367,5 +401,60 @@ mod tests {
         ] {
             assert!(decode(&d, bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A restore puts back fresh records of defined resources, and removes the records of
+    /// unknown resources and those older than a day.
+    #[test]
+    fn restore_keeps_fresh_and_removes_stale() {
+        let store = crate::store::MemoryStore::new();
+        let registry = Registry::new(
+            Arc::new(crate::clock::SystemClock::new()),
+            None,
+            crate::watch::Hub::new(),
+        );
+        let d = def();
+        registry.put(d.clone());
+        let record = |written: SystemTime| Record {
+            definition: definition_sum(&d),
+            state: LearnedState {
+                limits: Vec::new(),
+                adaptive: None,
+                cooldown_until: 0,
+            },
+            cooldown: Some(SystemTime::now() + Duration::from_secs(60)),
+            written,
+        };
+        let put = |resource: &str, r: &Record| {
+            let key = keys::learned_key(DEFAULT_TENANT, resource, "").unwrap();
+            store
+                .update(RecordTree::Learned, &key, &mut |_| {
+                    Write::Put(encode(&d, r))
+                })
+                .unwrap();
+        };
+        put("r", &record(SystemTime::now()));
+        put("gone", &record(SystemTime::now()));
+        put("r2", &record(SystemTime::now()));
+        let mut old = d.clone();
+        old.name = "old".into();
+        registry.put(old);
+        put(
+            "old",
+            &record(SystemTime::now() - KEEP_FOR - Duration::from_secs(1)),
+        );
+        assert_eq!(restore(&registry, &store).unwrap(), 1);
+        assert!(registry.quota("r", "").unwrap().cooldown_until.is_some());
+        assert!(registry.quota("old", "").unwrap().cooldown_until.is_none());
+        let left: Vec<_> = store
+            .scan(RecordTree::Learned, None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(
+            left,
+            vec![keys::learned_key(DEFAULT_TENANT, "r", "").unwrap()]
+        );
     }
 }

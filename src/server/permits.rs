@@ -343,13 +343,11 @@ impl Permits for PermitsService {
                 advice.retry_after = advice.retry_after.max(wait);
             }
         }
-        // What the bucket learned changed (or may have: a header-less answer moves the
-        // adaptive rate): keep it across restarts. A cluster keeps it in Redis already.
+        // What the bucket learned changed: keep it across restarts (a cluster keeps it in
+        // Redis already). The adaptive rate's slow growth between cuts is not worth a write
+        // per success: a restart resumes from the last cut, the safe side.
         if self.cluster.is_none()
-            && (applied.limits_changed > 0
-                || applied.imposed
-                || applied.adapted
-                || obs.dimensions.is_empty())
+            && (applied.limits_changed > 0 || applied.imposed || applied.adapted)
         {
             self.registry.mark_learned(&resource, &partition);
         }
