@@ -149,12 +149,7 @@ impl Adaptive {
     pub fn succeeded(&mut self, cap_milli: Option<u64>, now: Nanos) -> bool {
         self.roll(now);
         self.in_window = self.in_window.saturating_add(1);
-        if self.probe > 0 {
-            self.probed = self.probed.saturating_add(1);
-            if self.probed >= PROBE_SUCCESSES {
-                self.probe = 0;
-            }
-        }
+        self.probed_once();
         if self.milli == 0 {
             return false;
         }
@@ -176,6 +171,11 @@ impl Adaptive {
     /// was made, but nothing says how it went. Counts towards ending slow start, so a fleet
     /// that never reports is not held to the probe. Returns true when probing ended.
     pub fn completed(&mut self) -> bool {
+        self.probed_once()
+    }
+
+    /// Count one call that went well while probing; true when that ended the probing.
+    fn probed_once(&mut self) -> bool {
         if self.probe == 0 {
             return false;
         }

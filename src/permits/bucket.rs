@@ -1068,19 +1068,6 @@ impl BucketState {
         true
     }
 
-    /// The window of the inferred learned limit of `dimension`, if there is one.
-    #[must_use]
-    pub fn learned_period(&self, dimension: usize) -> Option<Nanos> {
-        self.limits
-            .iter()
-            .find(|l| {
-                l.dimension() == dimension
-                    && l.origin == Origin::Learned
-                    && l.basis != Basis::StatedWindow
-            })
-            .map(|l| l.state.rate().period_ns)
-    }
-
     /// Drop the configured limits of `dimension`: they were a guess, and the upstream has
     /// now said what its limit is.
     pub fn drop_guess(&mut self, dimension: usize) -> bool {

@@ -629,14 +629,11 @@ impl Registry {
 
     /// Note that what the bucket of (`resource`, `partition`) learned changed, to be kept.
     pub fn mark_learned(&self, resource: &str, partition: &str) {
-        let mut d = self
-            .inner
+        self.inner
             .learned_dirty
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !d.contains(&(resource.to_owned(), partition.to_owned())) {
-            d.insert((resource.to_owned(), partition.to_owned()));
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((resource.to_owned(), partition.to_owned()));
     }
 
     /// The buckets marked since the last call.

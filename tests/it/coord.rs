@@ -77,6 +77,31 @@ fn matrix(args: &[&str], cell: &str, bound: Duration) -> Vec<String> {
         .collect()
 }
 
+/// One slice of the matrix: rates, bursts, dialects, workers, processes, modes and cells at
+/// once, `cell` long each; its `cells` JSON lines.
+fn slice(lists: [&str; 7], cell: &str, cells: usize) -> Vec<String> {
+    let [rates, bursts, dialects, workers, processes, modes, parallel] = lists;
+    let args = [
+        "--rates",
+        rates,
+        "--bursts",
+        bursts,
+        "--dialects",
+        dialects,
+        "--workers",
+        workers,
+        "--processes",
+        processes,
+        "--modes",
+        modes,
+        "--parallel",
+        parallel,
+    ];
+    let lines = matrix(&args, cell, Duration::from_secs(120));
+    assert_eq!(lines.len(), cells, "{lines:#?}");
+    lines
+}
+
 /// The raw value of `"key":` in a flat JSON line (strings without their quotes).
 fn raw<'a>(line: &'a str, key: &str) -> &'a str {
     let pat = format!("\"{key}\":");
@@ -258,73 +283,31 @@ impl Cell {
 #[test]
 fn coord_matrix_meets_targets() {
     // With headers: 2 rates x 2 bursts x 2 fleets x (known + naive + high x 2 dialects).
-    let mut lines = matrix(
-        &[
-            "--rates",
+    let mut lines = slice(
+        [
             "3,10",
-            "--bursts",
             "1,rate",
-            "--dialects",
             "openai,github",
-            "--workers",
             "8,50",
-            "--processes",
             "1",
-            "--modes",
             "known,high,naive",
-            "--parallel",
             "16",
         ],
         HEADERS,
-        Duration::from_secs(120),
+        32,
     );
-    assert_eq!(lines.len(), 32, "{lines:#?}");
     // Without headers the rate must be found by 429s, whose Retry-After pauses everyone
     // for a second each: a longer run, as the targets are for minutes, not seconds.
-    let blind = matrix(
-        &[
-            "--rates",
-            "3,10",
-            "--bursts",
-            "1,rate",
-            "--dialects",
-            "none",
-            "--workers",
-            "50",
-            "--processes",
-            "1",
-            "--modes",
-            "high,naive",
-            "--parallel",
-            "8",
-        ],
+    lines.extend(slice(
+        ["3,10", "1,rate", "none", "50", "1", "high,naive", "8"],
         BLIND,
-        Duration::from_secs(120),
-    );
-    assert_eq!(blind.len(), 8, "{blind:#?}");
-    lines.extend(blind);
-    let split = matrix(
-        &[
-            "--rates",
-            "10",
-            "--bursts",
-            "rate",
-            "--dialects",
-            "openai",
-            "--workers",
-            "50",
-            "--processes",
-            "3",
-            "--modes",
-            "known,high,naive",
-            "--parallel",
-            "3",
-        ],
+        8,
+    ));
+    lines.extend(slice(
+        ["10", "rate", "openai", "50", "3", "known,high,naive", "3"],
         HEADERS,
-        Duration::from_secs(60),
-    );
-    assert_eq!(split.len(), 3, "{split:#?}");
-    lines.extend(split);
+        3,
+    ));
 
     let cells: Vec<Cell> = lines.iter().map(|l| Cell::parse(l)).collect();
     let mut failures = Vec::new();
