@@ -69,6 +69,12 @@ pub enum AppError {
     /// The cluster engine could not start (a bad Redis URL).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The principals cannot be read.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::PrincipalsError),
+    /// A TLS file cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Bind `config.listen` (and `config.metrics_listen`, if set) and serve until `shutdown`
@@ -110,6 +116,22 @@ pub async fn run_with(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    // Credentials and certificates first: a bad file stops the start before anything opens.
+    let auth = Arc::new(crate::auth::Auth::new(config.auth.clone())?);
+    let tls = config
+        .tls
+        .clone()
+        .map(crate::tls::Tls::load)
+        .transpose()?
+        .map(Arc::new);
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    if !loopback && (auth.mode() == crate::auth::Mode::None || tls.is_none()) {
+        tracing::warn!(
+            "serving a non-loopback address without auth and TLS (--insecure): anyone who \
+             reaches it can redefine limits and read every record"
+        );
+    }
+    let reloader = spawn_reloader(Arc::clone(&auth), tls.clone());
     let (store, records_store): (Arc<dyn ResourceStore>, Arc<dyn RecordStore>) = match &config.redis
     {
         Some(r) => {
@@ -210,6 +232,8 @@ pub async fn run_with(
         feedback_counters: Arc::default(),
         grpc_stats: Arc::new(GrpcStats::served()),
         cluster,
+        auth: Arc::clone(&auth),
+        tls: tls.clone(),
     };
     // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
     // also ends the waits) if the gRPC server stops on its own.
@@ -229,9 +253,11 @@ pub async fn run_with(
             Arc::clone(&settings.grpc_stats),
         )
         .with_records(records.idempotency.clone(), records.cache.clone())
-        .with_cluster(settings.cluster.clone());
+        .with_cluster(settings.cluster.clone())
+        .with_auth(Arc::clone(&auth));
         tokio::spawn(metrics::serve(
             l,
+            tls.clone(),
             state,
             config.shutdown_grace,
             stopped(stop_rx.clone()),
@@ -248,6 +274,9 @@ pub async fn run_with(
     )
     .await;
     stopper.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     // Idempotent; ends the dashboards' feeds even when the gRPC server died on its own.
     hub.close();
     sweeper.abort();
@@ -278,6 +307,48 @@ pub async fn run_with(
     res?;
     http_res?;
     Ok(())
+}
+
+/// Re-read the principals file and the TLS files on every SIGHUP (cert-manager rotates
+/// certificates in place). A file that does not load leaves what is in force, and says why.
+#[cfg(unix)]
+fn spawn_reloader(
+    auth: Arc<crate::auth::Auth>,
+    tls: Option<Arc<crate::tls::Tls>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: no reloads");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(n) => tracing::info!(credentials = n, "principals reloaded"),
+                Err(error) => tracing::error!(%error, "principals not reloaded; the old ones stay"),
+            }
+            if let Some(t) = &tls {
+                match t.reload() {
+                    Ok(()) => tracing::info!("TLS certificates reloaded"),
+                    Err(error) => {
+                        tracing::error!(%error, "TLS certificates not reloaded; the old ones stay");
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// No SIGHUP here: nothing reloads.
+#[cfg(not(unix))]
+fn spawn_reloader(
+    _auth: Arc<crate::auth::Auth>,
+    _tls: Option<Arc<crate::tls::Tls>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    None
 }
 
 /// Opens the idempotency records and the cache (rebuilding its index) over `store`, with

@@ -13,6 +13,7 @@ mod error;
 mod records;
 mod redis;
 mod resources;
+mod security;
 
 use crate::proto::Resource;
 use serde::Deserialize;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use security::SecurityOverrides;
 use resources::{RawResource, parse_duration};
 pub use resources::{parse_resources_toml, resource_to_toml};
 
@@ -73,6 +75,10 @@ pub struct Config {
     /// The `[redis]` section (or `--redis-url`): share every state with other replicas
     /// through Redis. `None`: the embedded default.
     pub redis: Option<crate::cluster::Settings>,
+    /// The `[auth]` section: how callers authenticate, and the principals.
+    pub auth: crate::auth::Settings,
+    /// The `[tls]` section: TLS on both listeners; `None`: plaintext.
+    pub tls: Option<crate::tls::Settings>,
 }
 
 impl Default for Config {
@@ -92,6 +98,8 @@ impl Default for Config {
             idempotency: crate::idempotency::Settings::default(),
             cache: crate::cache::Settings::default(),
             redis: None,
+            auth: crate::auth::Settings::default(),
+            tls: None,
         }
     }
 }
@@ -114,6 +122,8 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     /// `--redis-tls-ca-file` (or `PERMITD_REDIS_TLS_CA_FILE`).
     pub redis_tls_ca_file: Option<PathBuf>,
+    /// The `--auth-*`, `--tls-*` and `--insecure` flags.
+    pub security: SecurityOverrides,
 }
 
 /// The file as written: everything optional, unknown keys refused.
@@ -131,6 +141,10 @@ pub(crate) struct RawFile {
     cache: records::RawCache,
     #[serde(default)]
     redis: redis::RawRedis,
+    #[serde(default)]
+    auth: security::RawAuth,
+    #[serde(default)]
+    tls: security::RawTls,
 }
 
 /// The `[server]` table as written.
@@ -280,7 +294,21 @@ impl Config {
             .redis
             .build(overrides.redis_url, overrides.redis_tls_ca_file)?;
 
+        let auth = raw.auth.build(&overrides.security)?;
+        let tls = raw.tls.build(&overrides.security)?;
+        security::check(
+            &auth,
+            tls.as_ref(),
+            &[
+                ("server.listen", Some(listen)),
+                ("server.metrics_listen", metrics_listen),
+            ],
+            overrides.security.insecure,
+        )?;
+
         Ok(Config {
+            auth,
+            tls,
             listen,
             data_dir,
             metrics_listen,
@@ -550,6 +578,11 @@ name = "github:rest"
             log_filter: Some("warn".to_owned()),
             redis_url: None,
             redis_tls_ca_file: None,
+            // 0.0.0.0 without auth and TLS is refused unless asked for.
+            security: SecurityOverrides {
+                insecure: true,
+                ..SecurityOverrides::default()
+            },
         };
         let c = Config::from_toml_str(FULL, o).unwrap();
         assert_eq!(c.listen, "0.0.0.0:6000".parse().unwrap());

@@ -49,6 +49,7 @@ pub mod proto {
 }
 
 pub mod app;
+pub mod auth;
 pub mod backoff;
 pub mod cache;
 pub mod cli;
@@ -65,4 +66,5 @@ pub mod store;
 pub mod sweeper;
 #[doc(hidden)]
 pub mod testkit;
+pub mod tls;
 pub mod watch;

@@ -26,6 +26,12 @@ struct Cli {
 enum Command {
     /// Run the server
     Serve(ServeArgs),
+    /// Mint bearer tokens for principals
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// The client subcommands, talking to a running server.
     #[command(flatten)]
     Client(ClientCommand),
@@ -61,6 +67,51 @@ struct ServeArgs {
     /// [default: the system roots]
     #[arg(long, env = "PERMITD_REDIS_TLS_CA_FILE", value_name = "FILE")]
     redis_tls_ca_file: Option<PathBuf>,
+    /// How callers authenticate: none, tokens, mtls or any [default: none]
+    #[arg(long, env = "PERMITD_AUTH_MODE", value_name = "MODE")]
+    auth_mode: Option<String>,
+    /// Principals file ([[principals]] tables), re-read on SIGHUP
+    #[arg(long, env = "PERMITD_PRINCIPALS_FILE", value_name = "FILE")]
+    principals_file: Option<PathBuf>,
+    /// Server certificate chain (PEM) for TLS on both listeners, re-read on SIGHUP
+    #[arg(long, env = "PERMITD_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, env = "PERMITD_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs client certificates: enables mTLS
+    #[arg(long, env = "PERMITD_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Client certificates: none, optional or required [default: required with a client CA]
+    #[arg(long, env = "PERMITD_TLS_CLIENT_AUTH", value_name = "MODE")]
+    tls_client_auth: Option<String>,
+    /// Serve a non-loopback address without auth and TLS (logged as a warning)
+    #[arg(long, env = "PERMITD_INSECURE")]
+    insecure: bool,
+}
+
+/// `permitd token` subcommands.
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a fresh token once, and the [[auth.principals]] block that holds its hash
+    New(TokenNewArgs),
+}
+
+/// Flags of `permitd token new`.
+#[derive(Debug, clap::Args)]
+struct TokenNewArgs {
+    /// The principal's name (logs and metrics show it, never the token)
+    #[arg(long)]
+    name: String,
+    /// Its tenant, or "*" for an operator of every tenant
+    #[arg(long)]
+    tenant: String,
+    /// admin, worker or viewer
+    #[arg(long)]
+    role: String,
+    /// Ceiling on the priority its AcquirePermit calls may ask for
+    #[arg(long, allow_negative_numbers = true)]
+    max_priority: Option<i32>,
 }
 
 /// `--log-format` values.
@@ -95,6 +146,9 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Token {
+            command: TokenCommand::New(args),
+        } => token_new(&args),
         Command::Client(cmd) => {
             // One thread suffices for a single call; the load generator uses every core it
             // is given (pin it with taskset to keep it off the server's).
@@ -124,6 +178,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         log_filter: args.log_filter,
         redis_url: args.redis_url,
         redis_tls_ca_file: args.redis_tls_ca_file,
+        security: permitd::config::SecurityOverrides {
+            auth_mode: args.auth_mode,
+            principals_file: args.principals_file,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            tls_client_ca: args.tls_client_ca,
+            tls_client_auth: args.tls_client_auth,
+            insecure: args.insecure,
+        },
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     init_tracing(&config)?;
@@ -136,6 +199,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         permitd::app::serve(config, shutdown).await?;
         anyhow::Ok(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `permitd token new`: check the principal's fields as the server will, then print the
+/// token (once: only its hash is kept) and the config block.
+fn token_new(args: &TokenNewArgs) -> anyhow::Result<ExitCode> {
+    let token = permitd::auth::token::mint()
+        .map_err(|_| anyhow::anyhow!("the OS random source failed"))?;
+    let hash = permitd::auth::token::hex(&permitd::auth::token::sha256(token.as_bytes()));
+    let block = permitd::auth::principals::block(
+        &args.name,
+        &args.tenant,
+        &args.role,
+        args.max_priority,
+        &hash,
+    )?;
+    println!("token: {token}");
+    println!("(shown once; permitd keeps only its SHA-256)\n");
+    print!("{block}");
     Ok(ExitCode::SUCCESS)
 }
 

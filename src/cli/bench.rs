@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tonic::transport::Channel;
+use crate::cli::rpc::Conn as Channel;
 
 use super::ConnArgs;
 use crate::proto::{self, permits_client::PermitsClient, quotas_client::QuotasClient};

@@ -93,6 +93,21 @@ pub struct ConnArgs {
     /// --max-wait longer)
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Bearer token to present (`permitd token new` mints one)
+    #[arg(long, env = "PERMITD_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The tenant to act for (operator principals only; others act for their own)
+    #[arg(long, env = "PERMITD_TENANT", value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// CA certificate (PEM) that signed the server's: speak TLS (https://)
+    #[arg(long, env = "PERMITD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS
+    #[arg(long, env = "PERMITD_CLIENT_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(long, env = "PERMITD_CLIENT_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Flags of `permitd acquire`.

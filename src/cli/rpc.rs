@@ -7,7 +7,82 @@ use anyhow::Context as _;
 use std::fmt;
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A connection that presents the caller's credentials on every call.
+pub(crate) type Conn = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <token>` and the tenant header to every request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Credentials {
+    authorization: Option<AsciiMetadataValue>,
+    tenant: Option<AsciiMetadataValue>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.authorization {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(v) = &self.tenant {
+            req.metadata_mut()
+                .insert(crate::auth::TENANT_HEADER, v.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl Credentials {
+    fn of(conn: &ConnArgs) -> anyhow::Result<Self> {
+        let authorization = conn
+            .token
+            .as_deref()
+            .map(|t| {
+                let mut v: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| anyhow::anyhow!("--token: not a printable ASCII token"))?;
+                v.set_sensitive(true);
+                anyhow::Ok(v)
+            })
+            .transpose()?;
+        let tenant = conn
+            .tenant
+            .as_deref()
+            .map(|t| {
+                MetadataValue::try_from(t)
+                    .map_err(|_| anyhow::anyhow!("--tenant: not a tenant name"))
+            })
+            .transpose()?;
+        Ok(Self {
+            authorization,
+            tenant,
+        })
+    }
+}
+
+/// The TLS settings of `--tls-ca`, `--tls-cert` and `--tls-key`, for `host`.
+fn tls_config(conn: &ConnArgs, host: &str) -> anyhow::Result<ClientTlsConfig> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("{flag}: cannot read {}", p.display()))
+    };
+    let mut tls = ClientTlsConfig::new().domain_name(host.to_owned());
+    match &conn.tls_ca {
+        Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
+        None => anyhow::bail!("https:// needs --tls-ca (the CA that signed the server's certificate)"),
+    }
+    match (&conn.tls_cert, &conn.tls_key) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(Identity::from_pem(
+                read("--tls-cert", c)?,
+                read("--tls-key", k)?,
+            ));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    }
+    Ok(tls)
+}
 
 /// A gRPC error answer, displayed as `CODE: message` (`NOT_FOUND: unknown resource "x"`).
 #[derive(Debug)]
@@ -66,18 +141,30 @@ fn code_name(code: Code) -> &'static str {
 }
 
 /// Connect to the server. `deadline` is how long each call may take once connected.
-pub(super) async fn connect(conn: &ConnArgs, deadline: Duration) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(conn: &ConnArgs, deadline: Duration) -> anyhow::Result<Conn> {
+    let tls_asked = conn.tls_ca.is_some() || conn.tls_cert.is_some();
     let url = if conn.server.contains("://") {
         conn.server.clone()
+    } else if tls_asked {
+        format!("https://{}", conn.server)
     } else {
         format!("http://{}", conn.server)
     };
-    let endpoint = Endpoint::from_shared(url.clone())
+    let credentials = Credentials::of(conn)?;
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("--server: invalid URL \"{}\"", conn.server))?
         .connect_timeout(conn.timeout)
         .timeout(deadline);
+    if url.starts_with("https://") {
+        let host = endpoint.uri().host().unwrap_or("localhost").to_owned();
+        endpoint = endpoint
+            .tls_config(tls_config(conn, &host)?)
+            .context("--server: TLS settings")?;
+    } else if tls_asked {
+        anyhow::bail!("--tls-ca and --tls-cert need an https:// --server");
+    }
     match tokio::time::timeout(conn.timeout, endpoint.connect()).await {
-        Ok(Ok(channel)) => Ok(channel),
+        Ok(Ok(channel)) => Ok(InterceptedService::new(channel, credentials)),
         // tonic's chain repeats itself ("transport error: tcp connect error: tcp connect
         // error: Connection refused"); the root cause alone says what happened.
         Ok(Err(e)) => anyhow::bail!("cannot connect to {url}: {}", root_cause(&e)),

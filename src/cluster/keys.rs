@@ -2,7 +2,11 @@
 //! carries the same hash tag, `{r:<resource>}`, so a permit's bucket, its resource-wide
 //! bucket, its leases and its learned limits live on one Redis Cluster slot and one Lua
 //! script may touch them all. Resource and partition names are restricted to
-//! `[A-Za-z0-9._:/@-]` (no braces), so the tag always ends where the resource does.
+//! `[A-Za-z0-9._:/@-]` (no braces), so the tag always ends where the resource does; a
+//! resource of a tenant other than `default` is `tenant|name` (see
+//! [`crate::auth::tenant`]). A partition is written behind its length (`p:7:user/42`):
+//! names may contain `:`, and without the length partition `V:leases`'s bucket would be
+//! partition `V`'s lease set.
 
 /// The keys of one decision, in the order every script takes them as `KEYS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +31,7 @@ impl BucketKeys {
         let tag = format!("{prefix}{{r:{resource}}}");
         let shared = format!("{tag}:shared");
         let home_id = if per_partition {
-            format!("p:{partition}")
+            format!("p:{}:{partition}", partition.len())
         } else {
             "shared".to_owned()
         };
@@ -67,10 +71,10 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         let k = BucketKeys::new("pd:", "openai:gpt-4o", "user/42", true);
-        assert_eq!(k.home, "pd:{r:openai:gpt-4o}:p:user/42");
-        assert_eq!(k.leases, "pd:{r:openai:gpt-4o}:p:user/42:leases");
-        assert_eq!(k.lease_costs, "pd:{r:openai:gpt-4o}:p:user/42:lcost");
-        assert_eq!(k.learned, "pd:{r:openai:gpt-4o}:p:user/42:learned");
+        assert_eq!(k.home, "pd:{r:openai:gpt-4o}:p:7:user/42");
+        assert_eq!(k.leases, "pd:{r:openai:gpt-4o}:p:7:user/42:leases");
+        assert_eq!(k.lease_costs, "pd:{r:openai:gpt-4o}:p:7:user/42:lcost");
+        assert_eq!(k.learned, "pd:{r:openai:gpt-4o}:p:7:user/42:learned");
         assert_eq!(k.shared, "pd:{r:openai:gpt-4o}:shared");
         let k = BucketKeys::new("pd:", "slack", "ignored", false);
         assert_eq!(k.home, "pd:{r:slack}:shared");
@@ -102,5 +106,20 @@ mod tests {
         let c = BucketKeys::new("pd:", "a:b", "", false);
         let d = BucketKeys::new("pd:", "a", "b", true);
         assert_ne!(c.home, d.home);
+        // No partition's keys are another partition's: every key of every partition of a
+        // set of names that embed the suffixes is distinct.
+        let names = ["V", "V:leases", "V:lcost", "V:learned", "shared", "p:V", "1:V"];
+        let mut seen = std::collections::HashSet::new();
+        for p in names {
+            let k = BucketKeys::new("pd:", "r", p, true);
+            for key in [&k.home, &k.leases, &k.lease_costs, &k.learned] {
+                assert!(seen.insert(key.clone()), "{key} twice");
+            }
+        }
+        assert!(!seen.contains(&BucketKeys::new("pd:", "r", "", true).shared));
+        // Tenants' resources are apart too (their names carry the tenant).
+        let a = BucketKeys::new("pd:", "team-a|x", "p", true);
+        let b = BucketKeys::new("pd:", "x", "p", true);
+        assert_ne!(a.home, b.home);
     }
 }

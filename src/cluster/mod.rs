@@ -1347,6 +1347,7 @@ mod tests {
             failure_policy: None,
             limits_known: true,
             probe_concurrency: 0,
+            accept_feedback_without_permit: false,
         };
         let def = fallback_share(&def, 3);
         assert_eq!(def.limits[0].rate.amount, 3);

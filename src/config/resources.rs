@@ -37,6 +37,7 @@ pub(crate) struct RawResource {
     dimensions: Vec<String>,
     limits_known: Option<bool>,
     probe_concurrency: Option<u32>,
+    accept_feedback_without_permit: Option<bool>,
 }
 
 /// A `[[resources.limits]]` table as written.
@@ -98,6 +99,7 @@ impl RawResource {
             dimensions: self.dimensions,
             limits_known: self.limits_known,
             probe_concurrency: self.probe_concurrency,
+            accept_feedback_without_permit: self.accept_feedback_without_permit,
             failure_policy: match self.failure_policy.as_deref() {
                 None => FailurePolicy::Unspecified,
                 Some("fail_closed") => FailurePolicy::FailClosed,
@@ -266,6 +268,9 @@ pub fn resource_to_toml(r: &Resource) -> String {
     if let Some(n) = r.probe_concurrency {
         line(&mut out, "probe_concurrency", &n.to_string());
     }
+    if let Some(a) = r.accept_feedback_without_permit {
+        line(&mut out, "accept_feedback_without_permit", &a.to_string());
+    }
     if let Some(learn) = r.learn_from_headers {
         line(&mut out, "learn_from_headers", &learn.to_string());
     }
@@ -404,6 +409,7 @@ mod tests {
             learn_from_headers: Some(false),
             limits_known: Some(true),
             probe_concurrency: Some(2),
+            accept_feedback_without_permit: Some(true),
             dimensions: vec!["tokens".to_owned(), "weird \"dim\"".to_owned()],
         }
     }

@@ -508,6 +508,7 @@ mod tests {
             failure_policy: None,
             limits_known: true,
             probe_concurrency: 0,
+            accept_feedback_without_permit: false,
         }
     }
 

@@ -18,6 +18,8 @@
 //! milliseconds *from now* (`cooldown_ms`, `reset_in_ms`) so the page counts down on its
 //! own clock, whatever the skew between it and the server.
 
+use super::prom::View;
+use crate::store::keys::DEFAULT_TENANT;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -50,15 +52,24 @@ pub type EventStream = Sse<axum::response::sse::KeepAliveStream<EventFeed>>;
 pub type EventFeed = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
 /// Start one client's feed.
-pub(super) fn stream(state: &State) -> Result<EventStream, crate::permits::PermitError> {
+pub(super) fn stream(
+    state: &State,
+    view: View,
+) -> Result<EventStream, crate::permits::PermitError> {
     let req = proto::WatchRequest {
         resource_prefix: String::new(),
         min_interval: Some(to_duration(COALESCE)),
     };
-    let watch =
-        crate::server::watch::start(&state.registry, state.cluster.clone(), &state.hub, &req)?;
+    let tenant = view.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into());
+    let watch = crate::server::watch::start(
+        &state.registry,
+        state.cluster.clone(),
+        &state.hub,
+        &tenant,
+        &req,
+    )?;
     let (tx, rx) = mpsc::channel(OUTBOX);
-    tokio::spawn(pump(state.clone(), watch, tx));
+    tokio::spawn(pump(state.clone(), view, watch, tx));
     let feed: EventFeed = Box::pin(ReceiverStream::new(rx).map(Ok));
     Ok(Sse::new(feed).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
@@ -67,11 +78,11 @@ pub(super) fn stream(state: &State) -> Result<EventStream, crate::permits::Permi
 /// or the client leaves. The page is counted (`permitd_dashboard_clients` and
 /// `permitd_dashboard_connections_total`) once its first totals are queued, so whoever sees
 /// it counted knows that later grants reach the page as changes.
-async fn pump(state: State, mut watch: WatchStream, tx: mpsc::Sender<Event>) {
+async fn pump(state: State, view: View, mut watch: WatchStream, tx: mpsc::Sender<Event>) {
     let mut tick = tokio::time::interval(TOTALS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await; // the first tick is now
-    let first = Event::default().event("totals").data(totals_json(&state));
+    let first = Event::default().event("totals").data(totals_json(&state, &view));
     if tx.send(first).await.is_err() {
         return;
     }
@@ -86,7 +97,7 @@ async fn pump(state: State, mut watch: WatchStream, tx: mpsc::Sender<Event>) {
                     return;
                 }
             },
-            _ = tick.tick() => Event::default().event("totals").data(totals_json(&state)),
+            _ = tick.tick() => Event::default().event("totals").data(totals_json(&state, &view)),
             () = tx.closed() => return,
         };
         if tx.send(event).await.is_err() {
@@ -178,7 +189,7 @@ fn quota_json(u: &proto::QuotaUpdate) -> String {
 }
 
 /// Per resource counters and aggregate state, plus the feedback counters.
-fn totals_json(state: &State) -> String {
+fn totals_json(state: &State, view: &View) -> String {
     let now = SystemTime::now();
     let epoch_ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -186,12 +197,14 @@ fn totals_json(state: &State) -> String {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut o = String::with_capacity(512);
     let _ = write!(o, "{{\"t\":{epoch_ms},\"resources\":[");
-    for (i, r) in state.registry.metrics().iter().enumerate() {
+    let resources = state.registry.metrics();
+    let shown = resources.iter().filter(|r| view.shows(&r.def.name));
+    for (i, r) in shown.enumerate() {
         if i > 0 {
             o.push(',');
         }
         o.push_str("{\"name\":");
-        json_str(&mut o, &r.def.name);
+        json_str(&mut o, crate::auth::tenant::split(&r.def.name).1);
         let denied: u64 = r.stats.denied.iter().map(load).sum();
         let _ = write!(
             o,
@@ -243,7 +256,13 @@ fn totals_json(state: &State) -> String {
         }
         o.push_str("]}");
     }
-    let f = &state.feedback;
+    // Server-wide counters: an operator's view only (a tenant's page shows zeros).
+    let none = crate::feedback::apply::Counters::default();
+    let f = if view.tenant.is_none() {
+        &*state.feedback
+    } else {
+        &none
+    };
     let _ = write!(
         o,
         "],\"feedback\":{{\"reports\":{},\"learned\":{},\"ignored\":{},\"cooldowns\":{},\

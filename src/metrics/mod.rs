@@ -48,6 +48,8 @@ pub struct State {
     pub records: Option<(crate::idempotency::Idempotency, crate::cache::Cache)>,
     /// The shared engine when running as a cluster (bucket state is read from Redis).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Who may read (every route but the static page needs a viewer).
+    pub auth: Arc<crate::auth::Auth>,
     /// Pages connected to `/events` now.
     clients: Arc<AtomicU64>,
     /// Pages connected to `/events` since the start.
@@ -76,6 +78,7 @@ impl State {
             grpc,
             records: None,
             cluster: None,
+            auth: Arc::new(crate::auth::Auth::off()),
             clients: Arc::default(),
             connections: Arc::default(),
         }
@@ -97,6 +100,51 @@ impl State {
     pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
         self.cluster = cluster;
         self
+    }
+
+    /// Authenticate HTTP callers with `auth`.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Arc<crate::auth::Auth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The caller of an HTTP request, or the answer that refuses it (401 with a
+    /// `WWW-Authenticate` challenge, 403, or 400 for a bad tenant header).
+    fn caller(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<&crate::tls::Peer>,
+    ) -> Result<Arc<crate::auth::Caller>, Response> {
+        let certs = peer.and_then(|p| p.certs.as_deref());
+        self.auth
+            .authenticate(
+                headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+                headers.get(crate::auth::TENANT_HEADER).map(|v| v.as_bytes()),
+                certs.map(Vec::as_slice),
+            )
+            .map_err(|s| {
+                let code = match s.code() {
+                    tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                    tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                (
+                    code,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"permitd\"")],
+                    format!("{}\n", s.message()),
+                )
+                    .into_response()
+            })
+    }
+
+    /// What `caller` may see of the metrics: everything for an operator, else its tenant.
+    fn view(&self, caller: &crate::auth::Caller, dashboard: bool) -> prom::View {
+        let on = self.auth.mode() != crate::auth::Mode::None;
+        prom::View {
+            tenant: (on && (dashboard || !caller.operator)).then(|| Arc::clone(&caller.tenant)),
+            tenant_label: on,
+        }
     }
 
     /// Pages connected to `/events` now.
@@ -152,18 +200,30 @@ pub fn router(state: State) -> Router {
 /// Serve until `shutdown` resolves, then let open connections finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
     state: State,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), MetricsError> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "metrics and dashboard listening");
+        tracing::info!(%addr, tls = tls.is_some(), "metrics and dashboard listening");
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
+    let stopped = async {
         let _ = stop_rx.await;
-    });
-    let mut task = tokio::spawn(std::future::IntoFuture::into_future(server));
+    };
+    let app = router(state).into_make_service_with_connect_info::<crate::tls::Peer>();
+    let mut task = match tls {
+        Some(tls) => {
+            let listener = crate::tls::HttpListener::new(listener, tls)?;
+            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            tokio::spawn(std::future::IntoFuture::into_future(server))
+        }
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            tokio::spawn(std::future::IntoFuture::into_future(server))
+        }
+    };
     tokio::select! {
         res = &mut task => return Ok(res??),
         () = shutdown => {}
@@ -196,16 +256,37 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
+/// The peer of a request, as the listener recorded it.
+type PeerInfo = axum::extract::ConnectInfo<crate::tls::Peer>;
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<State>,
+    peer: PeerInfo,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let caller = match state.caller(&headers, Some(&peer.0)) {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
+    let view = state.view(&caller, false);
     (
         [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
-        prom::render(&state),
+        prom::render(&state, &view),
     )
         .into_response()
 }
 
-async fn events(axum::extract::State(state): axum::extract::State<State>) -> Response {
-    match events::stream(&state) {
+async fn events(
+    axum::extract::State(state): axum::extract::State<State>,
+    peer: PeerInfo,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let caller = match state.caller(&headers, Some(&peer.0)) {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
+    let view = state.view(&caller, true);
+    match events::stream(&state, view) {
         Ok(sse) => ([(header::CACHE_CONTROL, "no-store")], sse).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

@@ -151,8 +151,13 @@ fn secs_from(units: u64, per_sec: f64) -> f64 {
 
 /// Everything `/metrics` exports, as text.
 #[must_use]
-pub fn render(state: &State) -> String {
-    let resources = state.registry.metrics();
+pub fn render(state: &State, view: &View) -> String {
+    let resources: Vec<_> = state
+        .registry
+        .metrics()
+        .into_iter()
+        .filter(|r| view.shows(&r.def.name))
+        .collect();
     let mut e = Exposition::default();
 
     e.family("permitd_resources", Kind::Gauge, "Resources defined.");
@@ -188,7 +193,7 @@ pub fn render(state: &State) -> String {
             for d in &r.dimensions {
                 e.sample(
                     name,
-                    &[("resource", &r.def.name), ("dimension", dim_name(r, d))],
+                    &view.labels(&r.def.name, &[("dimension", dim_name(r, d))]),
                     get(d),
                 );
             }
@@ -213,11 +218,7 @@ pub fn render(state: &State) -> String {
             };
             e.sample(
                 name,
-                &[
-                    ("resource", &r.def.name),
-                    ("dimension", dim),
-                    ("source", source),
-                ],
+                &view.labels(&r.def.name, &[("dimension", dim), ("source", source)]),
                 d.rate_per_second,
             );
         }
@@ -261,7 +262,7 @@ pub fn render(state: &State) -> String {
     for (name, help, get) in res_families {
         e.family(name, Kind::Gauge, help);
         for r in &resources {
-            e.sample(name, &[("resource", &r.def.name)], get(r));
+            e.sample(name, &view.labels(&r.def.name, &[]), get(r));
         }
     }
 
@@ -274,7 +275,7 @@ pub fn render(state: &State) -> String {
         let n = load(&r.stats.granted);
         e.int(
             "permitd_permits_granted_total",
-            &[("resource", &r.def.name)],
+            &view.labels(&r.def.name, &[]),
             n,
         );
     }
@@ -286,7 +287,7 @@ pub fn render(state: &State) -> String {
     for r in &resources {
         for (i, (_, reason)) in REASONS.iter().enumerate() {
             let n = load(&r.stats.denied[i]);
-            let labels = [("resource", r.def.name.as_str()), ("reason", reason)];
+            let labels = view.labels(&r.def.name, &[("reason", reason)]);
             e.int("permitd_permits_denied_total", &labels, n);
         }
     }
@@ -299,7 +300,7 @@ pub fn render(state: &State) -> String {
         histogram(
             &mut e,
             "permitd_queue_wait_seconds",
-            &r.def.name,
+            &view.labels(&r.def.name, &[]),
             &r.stats.queue_wait,
         );
     }
@@ -311,11 +312,15 @@ pub fn render(state: &State) -> String {
     for r in &resources {
         for (i, class) in STATUS_CLASSES.iter().enumerate() {
             let n = load(&r.stats.upstream[i]);
-            let labels = [("resource", r.def.name.as_str()), ("class", class)];
+            let labels = view.labels(&r.def.name, &[("class", class)]);
             e.int("permitd_upstream_responses_total", &labels, n);
         }
     }
 
+    // Server-wide counters would show other tenants' traffic: operators only.
+    if view.tenant.is_some() {
+        return e.finish();
+    }
     let f = &state.feedback;
     for (name, help, c) in [
         (
@@ -485,10 +490,48 @@ pub fn render(state: &State) -> String {
 }
 
 /// A queue-wait histogram (sum kept in microseconds).
-fn histogram(e: &mut Exposition, name: &str, resource: &str, h: &Histogram) {
+fn histogram(e: &mut Exposition, name: &str, labels: &[(&str, &str)], h: &Histogram) {
     let counts: Vec<u64> = h.buckets.iter().map(load).collect();
     let sum = secs_from(load(&h.sum_us), 1e6);
-    e.histogram(name, &[("resource", resource)], &WAIT_BOUNDS, &counts, sum);
+    e.histogram(name, labels, &WAIT_BOUNDS, &counts, sum);
+}
+
+/// Whose metrics a scrape shows, and how resources are labelled.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// One tenant's resources only (a tenant principal); `None`: everything (an operator).
+    pub tenant: Option<std::sync::Arc<str>>,
+    /// Label each resource's series with its `tenant` (auth on).
+    pub tenant_label: bool,
+}
+
+impl View {
+    /// Everything, unlabelled: auth off.
+    #[must_use]
+    pub fn all() -> Self {
+        Self {
+            tenant: None,
+            tenant_label: false,
+        }
+    }
+
+    pub(super) fn shows(&self, qualified: &str) -> bool {
+        self.tenant
+            .as_deref()
+            .is_none_or(|t| crate::auth::tenant::split(qualified).0 == t)
+    }
+
+    /// `resource` (as its tenant names it), `tenant` when labelled, then `extra`.
+    fn labels<'a>(&self, qualified: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let (tenant, name) = crate::auth::tenant::split(qualified);
+        let mut out = Vec::with_capacity(2 + extra.len());
+        out.push(("resource", name));
+        if self.tenant_label {
+            out.push(("tenant", tenant));
+        }
+        out.extend_from_slice(extra);
+        out
+    }
 }
 
 /// A dimension's name as a label.

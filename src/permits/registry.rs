@@ -289,11 +289,24 @@ impl Registry {
     /// at most `limit`.
     #[must_use]
     pub fn list(&self, prefix: &str, after: &str, limit: usize) -> Vec<Arc<ResourceDef>> {
+        self.list_where(prefix, after, limit, |_| true)
+    }
+
+    /// [`Self::list`] of the names `keep` accepts (one tenant's).
+    pub fn list_where(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<Arc<ResourceDef>> {
         let mut v: Vec<Arc<ResourceDef>> = self
             .inner
             .resources
             .iter()
-            .filter(|e| e.key().starts_with(prefix) && e.key().as_str() > after)
+            .filter(|e| {
+                e.key().starts_with(prefix) && e.key().as_str() > after && keep(e.key())
+            })
             .map(|e| Arc::clone(&e.def))
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));

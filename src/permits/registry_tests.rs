@@ -39,6 +39,7 @@ fn def(name: &str, per_partition: bool, amount: u64, concurrency: u32) -> Resour
         failure_policy: None,
         limits_known: true,
         probe_concurrency: 0,
+        accept_feedback_without_permit: false,
     }
 }
 

@@ -193,6 +193,8 @@ pub struct ResourceDef {
     pub limits_known: bool,
     /// Slow start: permits in flight while the limits are unconfirmed (0 = off).
     pub probe_concurrency: u32,
+    /// Whether workers may report outcomes without a permit (admins always may).
+    pub accept_feedback_without_permit: bool,
 }
 
 impl ResourceDef {

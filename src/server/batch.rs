@@ -33,6 +33,7 @@ const START_PER_POLL: usize = 64;
 /// `requests` holds more than [`MAX_BATCH`] items. Every other failure is an item's.
 pub(super) async fn acquire_all(
     service: &PermitsService,
+    caller: &crate::auth::Caller,
     requests: &[proto::AcquirePermitRequest],
     deadline: Option<Duration>,
 ) -> Result<proto::AcquirePermitsResponse, PermitError> {
@@ -44,7 +45,7 @@ pub(super) async fn acquire_all(
     }
     let items = requests
         .iter()
-        .map(|r| Box::pin(service.acquire_one(r, deadline)))
+        .map(|r| Box::pin(service.acquire_one(caller, r, deadline)))
         .collect();
     let answers = join_in_order(items).await;
     let results = answers
@@ -62,18 +63,16 @@ pub(super) async fn acquire_all(
 
 /// An item's error as the status the unary call would have failed with; a field name gets
 /// the item's index (`requests[3].cost.tokens`).
-fn item_error(index: usize, e: PermitError) -> proto::PermitItemError {
-    let e = match e {
-        PermitError::Invalid { field, message } => PermitError::Invalid {
-            field: format!("requests[{index}].{field}"),
-            message,
-        },
-        other => other,
+fn item_error(index: usize, status: Status) -> proto::PermitItemError {
+    // An invalid field's message starts with the field: name it within the batch.
+    let message = if status.code() == tonic::Code::InvalidArgument {
+        format!("requests[{index}].{}", status.message())
+    } else {
+        status.message().to_owned()
     };
-    let status = Status::from(e);
     proto::PermitItemError {
         code: status.code() as i32,
-        message: status.message().to_owned(),
+        message,
     }
 }
 
@@ -186,11 +185,12 @@ mod tests {
             PermitError::Invalid {
                 field: "cost.tokens".into(),
                 message: "bad".into(),
-            },
+            }
+            .into(),
         );
         assert_eq!(e.code, tonic::Code::InvalidArgument as i32);
         assert_eq!(e.message, "requests[3].cost.tokens: bad");
-        let e = item_error(0, PermitError::UnknownResource("x".into()));
+        let e = item_error(0, PermitError::UnknownResource("x".into()).into());
         assert_eq!(e.code, tonic::Code::NotFound as i32);
         assert_eq!(e.message, "unknown resource \"x\"");
     }

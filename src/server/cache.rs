@@ -1,5 +1,5 @@
 //! `permitd.v1.Cache`: protobuf <-> [`crate::cache`] and nothing else. Reads `now` from the
-//! clock (as Unix ms), passes the default tenant until auth lands, and maps errors through
+//! clock (as Unix ms), scopes every entry to the caller's tenant, and maps errors through
 //! [`ServiceError`].
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use super::error::ServiceError;
 use crate::cache::Cache;
 use crate::clock::{Clock, from_unix_ms, unix_ms};
 use crate::proto;
-use crate::store::keys::DEFAULT_TENANT;
+use crate::auth::{self, Role};
 
 /// The Cache service.
 #[derive(Debug, Clone)]
@@ -39,10 +39,12 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         request: Request<proto::CacheGetRequest>,
     ) -> Result<Response<proto::CacheGetResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "Cache.Get")?;
         let r = request.into_inner();
         let hit = self
             .cache
-            .get(DEFAULT_TENANT, &r.namespace, &r.key, self.now())
+            .get(&caller.tenant, &r.namespace, &r.key, self.now())
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(match hit {
@@ -59,12 +61,14 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         request: Request<proto::CachePutRequest>,
     ) -> Result<Response<proto::CachePutResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "Cache.Put")?;
         let r = request.into_inner();
         let ttl = r.ttl.as_ref().map(|d| duration(d, "ttl")).transpose()?;
         let expires_at_ms = self
             .cache
             .put(
-                DEFAULT_TENANT,
+                &caller.tenant,
                 &r.namespace,
                 &r.key,
                 r.value,
@@ -82,10 +86,12 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         request: Request<proto::CacheDeleteRequest>,
     ) -> Result<Response<proto::CacheDeleteResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "Cache.Delete")?;
         let r = request.into_inner();
         let deleted = self
             .cache
-            .delete(DEFAULT_TENANT, &r.namespace, &r.key, self.now())
+            .delete(&caller.tenant, &r.namespace, &r.key, self.now())
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(proto::CacheDeleteResponse { deleted }))
@@ -93,8 +99,9 @@ impl proto::cache_server::Cache for CacheService {
 
     async fn stats(
         &self,
-        _request: Request<proto::CacheStatsRequest>,
+        request: Request<proto::CacheStatsRequest>,
     ) -> Result<Response<proto::CacheStatsResponse>, Status> {
+        auth::caller(&request)?.require_operator("Cache.Stats")?;
         let s = self.cache.stats();
         Ok(Response::new(proto::CacheStatsResponse {
             hits: s.hits,

@@ -80,7 +80,10 @@ pub fn name(s: &str, field: &str, required: bool, max: usize) -> Result<(), Perm
 /// Validate a proto resource into a definition; `field` prefixes error names (`resource`
 /// for the API, `resources[3]` for the config file).
 pub fn resource_from_proto(r: &proto::Resource, field: &str) -> Result<ResourceDef, PermitError> {
-    name(&r.name, &format!("{field}.name"), true, MAX_NAME_LEN)?;
+    // Definitions arrive with their tenant already in the name (the edge qualified it, or
+    // the store kept it): both parts are checked.
+    crate::auth::tenant::check_qualified(&r.name, MAX_NAME_LEN)
+        .map_err(|e| invalid(format!("{field}.name"), e.to_string()))?;
     let mut dimensions = vec![REQUESTS.to_owned()];
     let mut declared = Vec::new();
     for (i, d) in r.dimensions.iter().enumerate() {
@@ -207,6 +210,7 @@ pub fn resource_from_proto(r: &proto::Resource, field: &str) -> Result<ResourceD
             r.max_queue
         },
         learn_from_headers: r.learn_from_headers.unwrap_or(true),
+        accept_feedback_without_permit: r.accept_feedback_without_permit.unwrap_or(false),
         limits_known: r.limits_known.unwrap_or(false),
         probe_concurrency: match r.probe_concurrency {
             Some(n) if n > MAX_PROBE_CONCURRENCY => {
@@ -336,6 +340,7 @@ pub fn resource_to_proto(d: &ResourceDef) -> proto::Resource {
         learn_from_headers: Some(d.learn_from_headers),
         limits_known: Some(d.limits_known),
         probe_concurrency: Some(d.probe_concurrency),
+        accept_feedback_without_permit: Some(d.accept_feedback_without_permit),
         dimensions: d.declared_dimensions.clone(),
         failure_policy: match d.failure_policy {
             None => proto::FailurePolicy::Unspecified,

@@ -51,6 +51,13 @@ impl From<ServiceError> for Status {
                 CacheError::Task(_) => Code::Internal,
             },
         };
+        if let ServiceError::Permit(PermitError::UnknownResource(name)) = &e {
+            // Registry names carry the tenant; the caller knows its names without it.
+            return Status::not_found(format!(
+                "unknown resource {:?}",
+                crate::auth::tenant::split(name).1
+            ));
+        }
         if code == Code::Internal {
             // Details go to the log, not to the client.
             tracing::error!(error = ?e, "internal error");

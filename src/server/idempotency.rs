@@ -1,5 +1,5 @@
 //! `permitd.v1.Idempotency`: protobuf <-> [`crate::idempotency`] and nothing else. Reads
-//! `now` from the clock (as Unix ms), passes the default tenant until auth lands, and maps
+//! `now` from the clock (as Unix ms), scopes every key to the caller's tenant, and maps
 //! errors through [`ServiceError`].
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use super::error::ServiceError;
 use crate::clock::{Clock, from_unix_ms, unix_ms};
 use crate::idempotency::{BeginOutcome, BeginRequest, Idempotency, IdempotencyError, StoredResult};
 use crate::proto::{self, IdempotencyState};
-use crate::store::keys::DEFAULT_TENANT;
+use crate::auth::{self, Role};
 
 /// The Idempotency service.
 #[derive(Debug, Clone)]
@@ -54,9 +54,14 @@ fn result_to_proto(r: StoredResult) -> proto::StoredResult {
     }
 }
 
-/// An optional token: empty means none.
-fn token(t: String) -> Option<String> {
-    (!t.is_empty()).then_some(t)
+/// The lock token Begin handed out: required, so only its holder completes or abandons.
+fn token(t: String) -> Result<Option<String>, Status> {
+    if t.is_empty() {
+        return Err(Status::invalid_argument(
+            "lock_token: is required (the token Begin returned)",
+        ));
+    }
+    Ok(Some(t))
 }
 
 #[tonic::async_trait]
@@ -65,6 +70,8 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::BeginRequest>,
     ) -> Result<Response<proto::BeginResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "Idempotency.Begin")?;
         let r = request.into_inner();
         let ttl = r.ttl.as_ref().map(|d| duration(d, "ttl")).transpose()?;
         let lock_ttl = r
@@ -79,7 +86,7 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         };
         let outcome = self
             .idempotency
-            .begin(DEFAULT_TENANT, &r.key, req, self.now())
+            .begin(&caller.tenant, &r.key, req, self.now())
             .await
             .map_err(ServiceError::from)?;
         let mut resp = proto::BeginResponse::default();
@@ -111,6 +118,8 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::CompleteRequest>,
     ) -> Result<Response<proto::CompleteResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "Idempotency.Complete")?;
         let r = request.into_inner();
         let result = r.result.map(result_from_proto).ok_or_else(|| {
             ServiceError::from(IdempotencyError::Invalid {
@@ -120,9 +129,9 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         })?;
         self.idempotency
             .complete(
-                DEFAULT_TENANT,
+                &caller.tenant,
                 &r.key,
-                token(r.lock_token),
+                token(r.lock_token)?,
                 result,
                 self.now(),
             )
@@ -135,9 +144,11 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::AbandonRequest>,
     ) -> Result<Response<proto::AbandonResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "Idempotency.Abandon")?;
         let r = request.into_inner();
         self.idempotency
-            .abandon(DEFAULT_TENANT, &r.key, token(r.lock_token), self.now())
+            .abandon(&caller.tenant, &r.key, token(r.lock_token)?, self.now())
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(proto::AbandonResponse {}))
@@ -147,10 +158,12 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "Idempotency.Get")?;
         let r = request.into_inner();
         let view = self
             .idempotency
-            .get(DEFAULT_TENANT, &r.key, self.now())
+            .get(&caller.tenant, &r.key, self.now())
             .await
             .map_err(ServiceError::from)?;
         let state = if view.result.is_some() {
@@ -171,8 +184,9 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
 
     async fn stats(
         &self,
-        _request: Request<proto::IdempotencyStatsRequest>,
+        request: Request<proto::IdempotencyStatsRequest>,
     ) -> Result<Response<proto::IdempotencyStatsResponse>, Status> {
+        auth::caller(&request)?.require_operator("Idempotency.Stats")?;
         let s = self.idempotency.stats();
         Ok(Response::new(proto::IdempotencyStatsResponse {
             acquired: s.acquired,

@@ -52,6 +52,10 @@ pub struct Settings {
     pub grpc_stats: Arc<grpc_stats::GrpcStats>,
     /// The shared engine when running as a cluster over Redis.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Who may call: every call passes through it once ([`crate::auth::layer`]).
+    pub auth: Arc<crate::auth::Auth>,
+    /// TLS on the listener; `None`: plaintext.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Server failures.
@@ -167,12 +171,10 @@ pub async fn run(
         })
     });
 
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = Server::builder()
         .layer(settings.grpc_stats.layer())
+        .layer(crate::auth::layer::AuthLayer(Arc::clone(&settings.auth)))
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -183,9 +185,24 @@ pub async fn run(
         .add_service(quotas)
         .add_service(idempotency)
         .add_service(cache);
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let stopped = async {
         let _ = stop_rx.await;
-    }));
+    };
+    let mut server = match &settings.tls {
+        Some(tls) => {
+            use tokio_stream::StreamExt as _;
+            let accepted = crate::tls::accept(listener, Arc::clone(tls), crate::tls::Alpn::H2);
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
+                .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
     tracing::info!("serving");
 
     tokio::select! {

@@ -8,7 +8,10 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::convert::{name, opt_duration, to_duration, to_timestamp};
+use crate::auth::tenant::check_qualified;
+use crate::auth::{self, Caller, Role};
 use crate::backoff::{self, Retryable};
+use crate::permits::resource::check_name;
 use crate::clock::Nanos;
 use crate::cluster::Cluster;
 use crate::feedback::{
@@ -66,17 +69,20 @@ impl PermitsService {
     /// `max_wait`. Shared by AcquirePermit and each item of AcquirePermits.
     pub(super) async fn acquire_one(
         &self,
+        caller: &Caller,
         r: &proto::AcquirePermitRequest,
         deadline: Option<Duration>,
-    ) -> Result<proto::AcquirePermitResponse, PermitError> {
-        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+    ) -> Result<proto::AcquirePermitResponse, Status> {
+        caller.check_priority(r.priority)?;
+        let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
         name(&r.partition, "partition", false, MAX_NAME_LEN)?;
         check_cost(&r.cost, "cost")?;
         if r.client_id.len() > MAX_NAME_LEN {
             return Err(PermitError::Invalid {
                 field: "client_id".into(),
                 message: format!("{} bytes, at most {MAX_NAME_LEN}", r.client_id.len()),
-            });
+            }
+            .into());
         }
         let mut max_wait = opt_duration(r.max_wait.as_ref(), "max_wait", Duration::ZERO, MAX_WAIT)?
             .unwrap_or_default();
@@ -85,7 +91,7 @@ impl PermitsService {
         }
         let lease = opt_duration(r.lease.as_ref(), "lease", MIN_LEASE, MAX_LEASE)?;
         let req = AcquireRequest {
-            resource: &r.resource,
+            resource: &resource,
             partition: &r.partition,
             cost: &r.cost,
             max_wait,
@@ -97,6 +103,21 @@ impl PermitsService {
             None => self.registry.acquire(req).await?,
         };
         Ok(acquire_response(outcome))
+    }
+
+    /// The permit id `id` of the caller's tenant: malformed ids are INVALID_ARGUMENT, and
+    /// another tenant's (or a forged name) is NOT_FOUND, as an unknown permit.
+    fn own_permit<'a>(caller: &Caller, id: &'a str) -> Result<permits::id::PermitId<'a>, PermitError> {
+        let id = permits::id::parse(permit_id(id)?).ok_or(PermitError::MalformedPermit)?;
+        if check_qualified(id.resource, MAX_NAME_LEN).is_err()
+            || check_name(id.partition, false, MAX_NAME_LEN).is_err()
+        {
+            return Err(PermitError::MalformedPermit);
+        }
+        if !caller.owns(id.resource) {
+            return Err(PermitError::UnknownPermit);
+        }
+        Ok(id)
     }
 }
 
@@ -219,8 +240,11 @@ impl Permits for PermitsService {
         request: Request<proto::AcquirePermitRequest>,
     ) -> Result<Response<proto::AcquirePermitResponse>, Status> {
         let deadline = grpc_timeout(&request);
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "AcquirePermit")?;
         Ok(Response::new(
-            self.acquire_one(&request.into_inner(), deadline).await?,
+            self.acquire_one(&caller, &request.into_inner(), deadline)
+                .await?,
         ))
     }
 
@@ -229,9 +253,11 @@ impl Permits for PermitsService {
         request: Request<proto::AcquirePermitsRequest>,
     ) -> Result<Response<proto::AcquirePermitsResponse>, Status> {
         let deadline = grpc_timeout(&request);
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "AcquirePermits")?;
         let r = request.into_inner();
         Ok(Response::new(
-            super::batch::acquire_all(self, &r.requests, deadline).await?,
+            super::batch::acquire_all(self, &caller, &r.requests, deadline).await?,
         ))
     }
 
@@ -239,6 +265,8 @@ impl Permits for PermitsService {
         &self,
         request: Request<proto::ReportOutcomeRequest>,
     ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "ReportOutcome")?;
         let r = request.into_inner();
         check_cost(&r.actual_cost, "actual_cost")?;
         check_headers(&r.headers)?;
@@ -251,18 +279,33 @@ impl Permits for PermitsService {
             .into());
         }
         let (resource, partition, seq) = if r.permit_id.is_empty() {
-            name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+            let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
             name(&r.partition, "partition", false, MAX_NAME_LEN)?;
+            // Feedback without a permit can pause a resource for everyone: a worker may
+            // send it only where the resource says so.
+            if caller.role < Role::Admin {
+                let def = self
+                    .registry
+                    .get(&resource)
+                    .ok_or_else(|| PermitError::UnknownResource(resource.clone()))?;
+                if !def.accept_feedback_without_permit {
+                    return Err(Status::permission_denied(format!(
+                        "role {} cannot ReportOutcome without a permit_id on resource {:?} \
+                         (its accept_feedback_without_permit is off)",
+                        caller.role.name(),
+                        r.resource
+                    )));
+                }
+            }
             match &self.cluster {
-                Some(c) => c.charge(&r.resource, &r.partition, &r.actual_cost).await?,
+                Some(c) => c.charge(&resource, &r.partition, &r.actual_cost).await?,
                 None => self
                     .registry
-                    .charge(&r.resource, &r.partition, &r.actual_cost)?,
+                    .charge(&resource, &r.partition, &r.actual_cost)?,
             }
-            (r.resource.clone(), r.partition.clone(), None)
+            (resource, r.partition.clone(), None)
         } else {
-            let id =
-                permits::id::parse(permit_id(&r.permit_id)?).ok_or(PermitError::MalformedPermit)?;
+            let id = Self::own_permit(&caller, &r.permit_id)?;
             let settlement = if r.actual_cost.is_empty() {
                 Settlement::Keep
             } else {
@@ -377,8 +420,10 @@ impl Permits for PermitsService {
         &self,
         request: Request<proto::ComputeBackoffRequest>,
     ) -> Result<Response<proto::ComputeBackoffResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "ComputeBackoff")?;
         let r = request.into_inner();
-        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+        let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
         name(&r.partition, "partition", false, MAX_NAME_LEN)?;
         check_headers(&r.headers)?;
         if r.attempt == 0 {
@@ -390,8 +435,8 @@ impl Permits for PermitsService {
         }
         let def = self
             .registry
-            .get(&r.resource)
-            .ok_or_else(|| PermitError::UnknownResource(r.resource.clone()))?;
+            .get(&resource)
+            .ok_or_else(|| PermitError::UnknownResource(resource.clone()))?;
         let clock = self.registry.clock();
         let obs = feedback::parse(
             r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -410,7 +455,7 @@ impl Permits for PermitsService {
         // Retrying sooner than the bucket could grant it only buys a denial.
         if advice.retry
             && self.cluster.is_none()
-            && let Some(wait) = self.registry.retry_wait(&r.resource, &r.partition)
+            && let Some(wait) = self.registry.retry_wait(&resource, &r.partition)
         {
             advice.retry_after = advice.retry_after.max(wait);
         }
@@ -425,14 +470,15 @@ impl Permits for PermitsService {
         &self,
         request: Request<proto::ReleasePermitRequest>,
     ) -> Result<Response<proto::ReleasePermitResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Worker, "ReleasePermit")?;
         let r = request.into_inner();
         let settlement = if r.refund {
             Settlement::Refund
         } else {
             Settlement::Keep
         };
-        let id =
-            permits::id::parse(permit_id(&r.permit_id)?).ok_or(PermitError::MalformedPermit)?;
+        let id = Self::own_permit(&caller, &r.permit_id)?;
         match &self.cluster {
             Some(c) => c.release(&id, settlement).await?,
             None => {

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{name, resource_from_proto, resource_to_proto, to_duration, to_timestamp};
 use super::error::ServiceError;
+use crate::auth::{self, Caller, Role};
 use crate::cluster::Cluster;
 use crate::permits::resource::{MAX_NAME_LEN, Origin};
 use crate::permits::{QuotaView, Registry};
@@ -59,6 +60,13 @@ impl QuotasService {
     }
 }
 
+/// A definition on the wire as its tenant names it.
+fn local_proto(caller: &Caller, def: &crate::permits::ResourceDef) -> proto::Resource {
+    let mut r = resource_to_proto(def);
+    r.name = caller.local(&def.name).to_owned();
+    r
+}
+
 /// A bucket view on the wire.
 #[must_use]
 pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::QuotaUpdate {
@@ -101,10 +109,13 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<super::watch::WatchStream>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Viewer, "Watch")?;
         let stream = super::watch::start(
             &self.registry,
             self.cluster.clone(),
             &self.hub,
+            &caller.tenant,
             request.get_ref(),
         )?;
         Ok(Response::new(stream))
@@ -114,12 +125,14 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::GetQuotaRequest>,
     ) -> Result<Response<proto::QuotaUpdate>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Viewer, "GetQuota")?;
         let r = request.into_inner();
-        name(&r.resource, "resource", true, MAX_NAME_LEN)?;
+        let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
         name(&r.partition, "partition", false, MAX_NAME_LEN)?;
         let v = match &self.cluster {
-            Some(c) => c.quota(&r.resource, &r.partition).await?,
-            None => self.registry.quota(&r.resource, &r.partition)?,
+            Some(c) => c.quota(&resource, &r.partition).await?,
+            None => self.registry.quota(&resource, &r.partition)?,
         };
         Ok(Response::new(quota_update(&r.resource, &r.partition, &v)))
     }
@@ -128,23 +141,33 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::ListResourcesRequest>,
     ) -> Result<Response<proto::ListResourcesResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Viewer, "ListResources")?;
         let r = request.into_inner();
-        name(&r.prefix, "prefix", false, MAX_NAME_LEN)?;
-        name(&r.page_token, "page_token", false, MAX_NAME_LEN)?;
+        let prefix = caller.qualify_prefix(&r.prefix, "prefix", MAX_NAME_LEN)?;
+        let after = if r.page_token.is_empty() {
+            String::new()
+        } else {
+            caller.qualify(&r.page_token, "page_token", MAX_NAME_LEN)?
+        };
         let size = match usize::try_from(r.page_size).unwrap_or(usize::MAX) {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
         // One extra tells whether another page follows.
-        let mut defs = self.registry.list(&r.prefix, &r.page_token, size + 1);
+        let mut defs = self
+            .registry
+            .list_where(&prefix, &after, size + 1, |n| caller.owns(n));
         let next_page_token = if defs.len() > size {
             defs.truncate(size);
-            defs.last().map(|d| d.name.clone()).unwrap_or_default()
+            defs.last()
+                .map(|d| caller.local(&d.name).to_owned())
+                .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(proto::ListResourcesResponse {
-            resources: defs.iter().map(|d| resource_to_proto(d)).collect(),
+            resources: defs.iter().map(|d| local_proto(&caller, d)).collect(),
             next_page_token,
         }))
     }
@@ -153,12 +176,16 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::PutResourceRequest>,
     ) -> Result<Response<proto::PutResourceResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Admin, "PutResource")?;
         let r = request.into_inner();
-        let resource = r
+        let mut resource = r
             .resource
             .ok_or_else(|| Status::invalid_argument("resource: is required"))?;
+        resource.name = caller.qualify(&resource.name, "resource.name", MAX_NAME_LEN)?;
         let def = resource_from_proto(&resource, "resource")?;
         let stored = resource_to_proto(&def);
+        let answer = local_proto(&caller, &def);
         let bytes = stored.encode_to_vec();
         let _admin = self.admin.lock().await;
         let store = Arc::clone(&self.store);
@@ -173,7 +200,7 @@ impl Quotas for QuotasService {
         }
         tracing::info!(resource = %stored.name, replaced, "resource defined");
         Ok(Response::new(proto::PutResourceResponse {
-            resource: Some(stored),
+            resource: Some(answer),
             replaced,
         }))
     }
@@ -182,25 +209,27 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::DeleteResourceRequest>,
     ) -> Result<Response<proto::DeleteResourceResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require(Role::Admin, "DeleteResource")?;
         let r = request.into_inner();
-        name(&r.name, "name", true, MAX_NAME_LEN)?;
+        let qualified = caller.qualify(&r.name, "name", MAX_NAME_LEN)?;
         let _admin = self.admin.lock().await;
         let store = Arc::clone(&self.store);
-        let key = r.name.clone();
+        let key = qualified.clone();
         let existed_on_disk = tokio::task::spawn_blocking(move || store.delete_resource(&key))
             .await
             .map_err(ServiceError::from)?
             .map_err(ServiceError::from)?;
         // Config-file resources live only in memory: deleting one is allowed too (until the
         // next start re-applies the file).
-        let existed = self.registry.delete(&r.name) || existed_on_disk;
+        let existed = self.registry.delete(&qualified) || existed_on_disk;
         if let Some(c) = &self.cluster {
-            c.resource_changed(&r.name).await;
+            c.resource_changed(&qualified).await;
         }
         if !existed {
             return Err(Status::not_found(format!("unknown resource {:?}", r.name)));
         }
-        tracing::info!(resource = %r.name, "resource deleted");
+        tracing::info!(resource = %qualified, "resource deleted");
         Ok(Response::new(proto::DeleteResourceResponse {}))
     }
 }

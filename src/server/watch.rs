@@ -18,6 +18,7 @@ use tonic::Status;
 
 use super::convert::{name, opt_duration};
 use super::quotas::quota_update;
+use crate::auth::tenant;
 use crate::cluster::Cluster;
 use crate::permits::resource::MAX_NAME_LEN;
 use crate::permits::{PermitError, QuotaView, Registry};
@@ -78,9 +79,14 @@ pub fn start(
     registry: &Registry,
     cluster: Option<Arc<Cluster>>,
     hub: &Hub,
+    tenant: &str,
     req: &proto::WatchRequest,
 ) -> Result<WatchStream, PermitError> {
     name(&req.resource_prefix, "resource_prefix", false, MAX_NAME_LEN)?;
+    let scope = Scope {
+        tenant: tenant.into(),
+        prefix: tenant::qualify(tenant, &req.resource_prefix).into_owned(),
+    };
     let interval = opt_duration(
         req.min_interval.as_ref(),
         "min_interval",
@@ -98,20 +104,35 @@ pub fn start(
             cluster,
         },
         sub,
-        req.resource_prefix.clone(),
+        scope,
         interval,
         tx,
     ));
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
+/// What one subscriber sees: its tenant's buckets under its prefix (qualified).
+struct Scope {
+    tenant: Arc<str>,
+    prefix: String,
+}
+
+impl Scope {
+    fn holds(&self, resource: &str) -> bool {
+        resource.starts_with(self.prefix.as_str()) && tenant::split(resource).0 == &*self.tenant
+    }
+}
+
 type Outbox = mpsc::Sender<Result<proto::QuotaUpdate, Status>>;
 
 /// Send every matching bucket's state; false when the client is gone.
-async fn send_snapshot(source: &Source, prefix: &str, tx: &Outbox) -> bool {
-    for (k, v) in source.snapshot(prefix).await {
+async fn send_snapshot(source: &Source, scope: &Scope, tx: &Outbox) -> bool {
+    for (k, v) in source.snapshot(&scope.prefix).await {
+        if !scope.holds(&k.resource) {
+            continue;
+        }
         if tx
-            .send(Ok(quota_update(&k.resource, &k.partition, &v)))
+            .send(Ok(quota_update(tenant::split(&k.resource).1, &k.partition, &v)))
             .await
             .is_err()
         {
@@ -131,11 +152,11 @@ async fn shutting_down(tx: &Outbox) {
 async fn run(
     registry: Source,
     mut sub: Subscription,
-    prefix: String,
+    scope: Scope,
     interval: Duration,
     tx: Outbox,
 ) {
-    if !send_snapshot(&registry, &prefix, &tx).await {
+    if !send_snapshot(&registry, &scope, &tx).await {
         return;
     }
     let mut next = tokio::time::Instant::now();
@@ -159,7 +180,7 @@ async fn run(
         let mut dirty: HashSet<Arc<BucketKey>> = HashSet::new();
         let mut lagged = false;
         let mut take = |r: Result<Arc<BucketKey>, bool>| match r {
-            Ok(k) if k.resource.starts_with(prefix.as_str()) => {
+            Ok(k) if scope.holds(&k.resource) => {
                 dirty.insert(k);
             }
             Ok(_) => {}
@@ -175,13 +196,17 @@ async fn run(
         }
         let ok = if lagged {
             // Fell a ring behind: skip the history, send the present.
-            send_snapshot(&registry, &prefix, &tx).await
+            send_snapshot(&registry, &scope, &tx).await
         } else {
             let mut ok = true;
             for k in dirty {
                 if let Ok(v) = registry.quota(&k.resource, &k.partition).await {
                     ok &= tx
-                        .send(Ok(quota_update(&k.resource, &k.partition, &v)))
+                        .send(Ok(quota_update(
+                            tenant::split(&k.resource).1,
+                            &k.partition,
+                            &v,
+                        )))
                         .await
                         .is_ok();
                 }

@@ -206,11 +206,17 @@ async fn lock_expiry_lets_another_worker_acquire() {
 async fn refused_completes_change_nothing() {
     let server = TestServer::start().await;
     let mut c = server.idempotency().await;
-    let e = complete(&mut c, "never", "", full_result("x"))
+    let e = complete(&mut c, "never", "not-a-token", full_result("x"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("call Begin"), "{}", e.message());
+    // Only the holder completes: the lock token is required.
+    let e = complete(&mut c, "never", "", full_result("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("lock_token:"), "{}", e.message());
     assert_eq!(
         get(&mut c, "never").await.unwrap_err().code(),
         Code::NotFound
@@ -268,11 +274,19 @@ async fn refused_completes_change_nothing() {
     let e = c
         .abandon(proto::AbandonRequest {
             key: "unknown".into(),
-            lock_token: String::new(),
+            lock_token: "not-a-token".into(),
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = c
+        .abandon(proto::AbandonRequest {
+            key: "unknown".into(),
+            lock_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
     server.stop().await;
 }
 

@@ -82,6 +82,19 @@ impl TestServer {
         s
     }
 
+    /// Start on a fresh temporary data directory, with metrics, and `tune` applied (auth).
+    pub async fn start_secure(tune: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        tune(&mut config);
+        let mut s = Self::start_inner(config, true).await;
+        s._dir = Some(dir);
+        s
+    }
+
     async fn start_inner(config: Config, metrics: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use tonic::transport::Channel;
+use crate::cli::rpc::Conn as Channel;
 
 use super::ConnArgs;
 use crate::proto::{self, quotas_client::QuotasClient};

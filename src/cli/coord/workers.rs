@@ -8,7 +8,7 @@ use axum::body::Body;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tonic::transport::Channel;
+use crate::cli::rpc::Conn as Channel;
 
 use crate::backoff;
 use crate::cli::rpc;
