@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
-pub use security::SecurityOverrides;
 use resources::{RawResource, parse_duration};
 pub use resources::{parse_resources_toml, resource_to_toml};
+pub use security::SecurityOverrides;
 
 /// Smallest accepted `server.max_message_bytes` (4 KiB).
 const MIN_MESSAGE_BYTES: u64 = 4 * 1024;

@@ -205,8 +205,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// `permitd token new`: check the principal's fields as the server will, then print the
 /// token (once: only its hash is kept) and the config block.
 fn token_new(args: &TokenNewArgs) -> anyhow::Result<ExitCode> {
-    let token = permitd::auth::token::mint()
-        .map_err(|_| anyhow::anyhow!("the OS random source failed"))?;
+    let token =
+        permitd::auth::token::mint().map_err(|_| anyhow::anyhow!("the OS random source failed"))?;
     let hash = permitd::auth::token::hex(&permitd::auth::token::sha256(token.as_bytes()));
     let block = permitd::auth::principals::block(
         &args.name,

@@ -265,22 +265,54 @@ async fn handshake(
     let mut first = [0u8; 1];
     let n = tcp.peek(&mut first).await?;
     if n == 1 && first[0] != 0x16 {
-        if alpn == Alpn::Http1 {
-            let mut tcp = tcp;
-            let body = "this port speaks TLS: use https://\n";
-            let res = format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tcp.write_all(res.as_bytes()).await;
-            let _ = tcp.shutdown().await;
-        }
+        let mut tcp = tcp;
+        let reply = match alpn {
+            Alpn::Http1 => {
+                let body = "this port speaks TLS: use https://\n";
+                format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            }
+            Alpn::H2 => goaway(b"this port speaks TLS: use https://"),
+        };
+        // Read what the client sent first (its request, or the HTTP/2 preface), so closing
+        // does not reset the connection before it reads the answer.
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::io::AsyncReadExt::read(&mut tcp, &mut sink),
+        )
+        .await;
+        let _ = tcp.write_all(&reply).await;
+        let _ = tcp.shutdown().await;
+        // Drain until the client closes (bounded): closing with its bytes unread would
+        // reset the connection and lose the answer.
+        let drain = async {
+            while tokio::io::AsyncReadExt::read(&mut tcp, &mut sink)
+                .await
+                .is_ok_and(|n| n > 0)
+            {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "plaintext connection to a TLS port",
         ));
     }
     acceptor.accept(tcp).await
+}
+
+/// An HTTP/2 server preface (empty SETTINGS) and a GOAWAY with INADEQUATE_SECURITY and
+/// `debug` as its text, which h2 clients report as the reason.
+fn goaway(debug: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    let len = u32::try_from(8 + debug.len()).unwrap_or(8).to_be_bytes();
+    out.extend_from_slice(&[len[1], len[2], len[3], 0x7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x0c]);
+    out.extend_from_slice(debug);
+    out
 }
 
 /// [`accept`] as an axum listener (the HTTP side).
@@ -349,9 +381,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Http
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
-    for Peer
-{
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
         Peer {
             addr: *stream.remote_addr(),

@@ -52,8 +52,10 @@ pub fn authenticate_parts(
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(TlsConnectInfo::peer_certs);
     auth.authenticate(
-        headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
-        headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes),
+        headers.get(TENANT_HEADER).map(http::HeaderValue::as_bytes),
         certs.as_deref().map(Vec::as_slice),
     )
 }

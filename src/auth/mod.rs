@@ -374,7 +374,9 @@ impl Auth {
                 return Err(Status::unauthenticated(match mode {
                     Mode::Tokens => "no credentials: send \"authorization: Bearer <token>\"",
                     Mode::Mtls => "no credentials: present a client certificate",
-                    _ => "no credentials: send \"authorization: Bearer <token>\" or present a client certificate",
+                    _ => {
+                        "no credentials: send \"authorization: Bearer <token>\" or present a client certificate"
+                    }
                 }));
             }
         };
@@ -471,9 +473,16 @@ mod tests {
         assert_eq!(&*c.tenant, "team-a");
         assert_eq!(c.role, Role::Worker);
         assert!(!c.operator);
-        let c = a.authenticate(Some(b"bearer   pmt_aaa "), None, None).unwrap();
+        let c = a
+            .authenticate(Some(b"bearer   pmt_aaa "), None, None)
+            .unwrap();
         assert_eq!(&*c.principal, "team-a-worker");
-        for bad in [&b"Bearer pmt_bbb"[..], b"Basic pmt_aaa", b"Bearerpmt_aaa", b"Bearer "] {
+        for bad in [
+            &b"Bearer pmt_bbb"[..],
+            b"Basic pmt_aaa",
+            b"Bearerpmt_aaa",
+            b"Bearer ",
+        ] {
             let e = a.authenticate(Some(bad), None, None).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated);
             assert!(!e.message().contains("pmt_"), "{}", e.message());

@@ -116,7 +116,12 @@ impl RawPrincipal {
             }
         };
         let role = match self.role.as_deref() {
-            None => return Err(invalid("role", "is required (admin, worker, viewer)".into())),
+            None => {
+                return Err(invalid(
+                    "role",
+                    "is required (admin, worker, viewer)".into(),
+                ));
+            }
             Some(r) => Role::parse(r).ok_or_else(|| {
                 invalid("role", format!("{r:?} is not one of admin, worker, viewer"))
             })?,
@@ -155,7 +160,8 @@ impl RawPrincipal {
         let max_priority = self
             .max_priority
             .map(|p| {
-                i32::try_from(p).map_err(|_| invalid("max_priority", format!("{p} is out of range")))
+                i32::try_from(p)
+                    .map_err(|_| invalid("max_priority", format!("{p} is out of range")))
             })
             .transpose()?;
         Ok(Principal {
@@ -311,7 +317,12 @@ mod tests {
         assert!(e.to_string().starts_with("p.role:"), "{e}");
         let mut r = raw("a", "t", "viewer");
         r.token_sha256 = Some("abc".into());
-        assert!(r.build("p").unwrap_err().to_string().starts_with("p.token_sha256:"));
+        assert!(
+            r.build("p")
+                .unwrap_err()
+                .to_string()
+                .starts_with("p.token_sha256:")
+        );
         let mut r = raw("a", "t", "viewer");
         r.token_sha256 = None;
         assert!(r.clone().build("p").is_err());

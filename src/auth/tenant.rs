@@ -59,7 +59,10 @@ pub fn check_qualified(qualified: &str, max_name: usize) -> Result<(), NameError
     if let Some((tenant, name)) = qualified.split_once(SEP) {
         check_tenant(tenant)?;
         if tenant == DEFAULT_TENANT {
-            return Err(NameError::BadChar { found: SEP, at: tenant.len() });
+            return Err(NameError::BadChar {
+                found: SEP,
+                at: tenant.len(),
+            });
         }
         check_name(name, true, max_name)
     } else {
@@ -85,9 +88,17 @@ mod tests {
     /// refused.
     #[test]
     fn qualified_names_are_unambiguous() {
-        let pairs = [("default", "a"), ("a", "default"), ("a", "b"), ("a:b", "c"), ("a", "b:c")];
-        let q: std::collections::HashSet<String> =
-            pairs.iter().map(|(t, n)| qualify(t, n).into_owned()).collect();
+        let pairs = [
+            ("default", "a"),
+            ("a", "default"),
+            ("a", "b"),
+            ("a:b", "c"),
+            ("a", "b:c"),
+        ];
+        let q: std::collections::HashSet<String> = pairs
+            .iter()
+            .map(|(t, n)| qualify(t, n).into_owned())
+            .collect();
         assert_eq!(q.len(), pairs.len());
         assert!(check_qualified("team-a|x", 256).is_ok());
         assert!(check_qualified("x", 256).is_ok());

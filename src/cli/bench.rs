@@ -15,8 +15,8 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use crate::cli::rpc::Conn as Channel;
+use anyhow::Context as _;
 
 use super::ConnArgs;
 use crate::proto::{self, permits_client::PermitsClient, quotas_client::QuotasClient};

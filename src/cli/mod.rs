@@ -94,7 +94,12 @@ pub struct ConnArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Bearer token to present (`permitd token new` mints one)
-    #[arg(long, env = "PERMITD_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PERMITD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// The tenant to act for (operator principals only; others act for their own)
     #[arg(long, env = "PERMITD_TENANT", value_name = "TENANT")]

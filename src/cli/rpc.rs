@@ -69,7 +69,9 @@ fn tls_config(conn: &ConnArgs, host: &str) -> anyhow::Result<ClientTlsConfig> {
     let mut tls = ClientTlsConfig::new().domain_name(host.to_owned());
     match &conn.tls_ca {
         Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
-        None => anyhow::bail!("https:// needs --tls-ca (the CA that signed the server's certificate)"),
+        None => {
+            anyhow::bail!("https:// needs --tls-ca (the CA that signed the server's certificate)")
+        }
     }
     match (&conn.tls_cert, &conn.tls_key) {
         (Some(c), Some(k)) => {

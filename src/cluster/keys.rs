@@ -108,7 +108,15 @@ mod tests {
         assert_ne!(c.home, d.home);
         // No partition's keys are another partition's: every key of every partition of a
         // set of names that embed the suffixes is distinct.
-        let names = ["V", "V:leases", "V:lcost", "V:learned", "shared", "p:V", "1:V"];
+        let names = [
+            "V",
+            "V:leases",
+            "V:lcost",
+            "V:learned",
+            "shared",
+            "p:V",
+            "1:V",
+        ];
         let mut seen = std::collections::HashSet::new();
         for p in names {
             let k = BucketKeys::new("pd:", "r", p, true);

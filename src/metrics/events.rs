@@ -82,7 +82,9 @@ async fn pump(state: State, view: View, mut watch: WatchStream, tx: mpsc::Sender
     let mut tick = tokio::time::interval(TOTALS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await; // the first tick is now
-    let first = Event::default().event("totals").data(totals_json(&state, &view));
+    let first = Event::default()
+        .event("totals")
+        .data(totals_json(&state, &view));
     if tx.send(first).await.is_err() {
         return;
     }

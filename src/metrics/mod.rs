@@ -115,12 +115,16 @@ impl State {
         &self,
         headers: &axum::http::HeaderMap,
         peer: Option<&crate::tls::Peer>,
-    ) -> Result<Arc<crate::auth::Caller>, Response> {
+    ) -> Result<Arc<crate::auth::Caller>, Box<Response>> {
         let certs = peer.and_then(|p| p.certs.as_deref());
         self.auth
             .authenticate(
-                headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-                headers.get(crate::auth::TENANT_HEADER).map(|v| v.as_bytes()),
+                headers
+                    .get(header::AUTHORIZATION)
+                    .map(axum::http::HeaderValue::as_bytes),
+                headers
+                    .get(crate::auth::TENANT_HEADER)
+                    .map(axum::http::HeaderValue::as_bytes),
                 certs.map(Vec::as_slice),
             )
             .map_err(|s| {
@@ -129,12 +133,14 @@ impl State {
                     tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
                     _ => StatusCode::BAD_REQUEST,
                 };
-                (
-                    code,
-                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"permitd\"")],
-                    format!("{}\n", s.message()),
+                Box::new(
+                    (
+                        code,
+                        [(header::WWW_AUTHENTICATE, "Bearer realm=\"permitd\"")],
+                        format!("{}\n", s.message()),
+                    )
+                        .into_response(),
                 )
-                    .into_response()
             })
     }
 
@@ -266,7 +272,7 @@ async fn metrics(
 ) -> Response {
     let caller = match state.caller(&headers, Some(&peer.0)) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let view = state.view(&caller, false);
     (
@@ -283,7 +289,7 @@ async fn events(
 ) -> Response {
     let caller = match state.caller(&headers, Some(&peer.0)) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let view = state.view(&caller, true);
     match events::stream(&state, view) {

@@ -522,7 +522,11 @@ impl View {
     }
 
     /// `resource` (as its tenant names it), `tenant` when labelled, then `extra`.
-    fn labels<'a>(&self, qualified: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    fn labels<'a>(
+        &self,
+        qualified: &'a str,
+        extra: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
         let (tenant, name) = crate::auth::tenant::split(qualified);
         let mut out = Vec::with_capacity(2 + extra.len());
         out.push(("resource", name));

@@ -304,9 +304,7 @@ impl Registry {
             .inner
             .resources
             .iter()
-            .filter(|e| {
-                e.key().starts_with(prefix) && e.key().as_str() > after && keep(e.key())
-            })
+            .filter(|e| e.key().starts_with(prefix) && e.key().as_str() > after && keep(e.key()))
             .map(|e| Arc::clone(&e.def))
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));

@@ -54,7 +54,7 @@ pub(super) async fn acquire_all(
         .map(|(i, answer)| proto::AcquirePermitResult {
             result: Some(match answer {
                 Ok(resp) => proto::acquire_permit_result::Result::Response(resp),
-                Err(e) => proto::acquire_permit_result::Result::Error(item_error(i, e)),
+                Err(e) => proto::acquire_permit_result::Result::Error(item_error(i, &e)),
             }),
         })
         .collect();
@@ -63,7 +63,7 @@ pub(super) async fn acquire_all(
 
 /// An item's error as the status the unary call would have failed with; a field name gets
 /// the item's index (`requests[3].cost.tokens`).
-fn item_error(index: usize, status: Status) -> proto::PermitItemError {
+fn item_error(index: usize, status: &Status) -> proto::PermitItemError {
     // An invalid field's message starts with the field: name it within the batch.
     let message = if status.code() == tonic::Code::InvalidArgument {
         format!("requests[{index}].{}", status.message())
@@ -182,7 +182,7 @@ mod tests {
     fn item_errors_name_the_index() {
         let e = item_error(
             3,
-            PermitError::Invalid {
+            &PermitError::Invalid {
                 field: "cost.tokens".into(),
                 message: "bad".into(),
             }
@@ -190,7 +190,7 @@ mod tests {
         );
         assert_eq!(e.code, tonic::Code::InvalidArgument as i32);
         assert_eq!(e.message, "requests[3].cost.tokens: bad");
-        let e = item_error(0, PermitError::UnknownResource("x".into()).into());
+        let e = item_error(0, &PermitError::UnknownResource("x".into()).into());
         assert_eq!(e.code, tonic::Code::NotFound as i32);
         assert_eq!(e.message, "unknown resource \"x\"");
     }

@@ -8,10 +8,10 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{duration, to_timestamp};
 use super::error::ServiceError;
+use crate::auth::{self, Role};
 use crate::cache::Cache;
 use crate::clock::{Clock, from_unix_ms, unix_ms};
 use crate::proto;
-use crate::auth::{self, Role};
 
 /// The Cache service.
 #[derive(Debug, Clone)]

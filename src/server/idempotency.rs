@@ -9,10 +9,10 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{duration, to_duration, to_timestamp};
 use super::error::ServiceError;
+use crate::auth::{self, Role};
 use crate::clock::{Clock, from_unix_ms, unix_ms};
 use crate::idempotency::{BeginOutcome, BeginRequest, Idempotency, IdempotencyError, StoredResult};
 use crate::proto::{self, IdempotencyState};
-use crate::auth::{self, Role};
 
 /// The Idempotency service.
 #[derive(Debug, Clone)]

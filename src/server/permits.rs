@@ -11,13 +11,13 @@ use super::convert::{name, opt_duration, to_duration, to_timestamp};
 use crate::auth::tenant::check_qualified;
 use crate::auth::{self, Caller, Role};
 use crate::backoff::{self, Retryable};
-use crate::permits::resource::check_name;
 use crate::clock::Nanos;
 use crate::cluster::Cluster;
 use crate::feedback::{
     self,
     apply::{Counters, Target, is_cooldown_status},
 };
+use crate::permits::resource::check_name;
 use crate::permits::resource::{MAX_DIMENSION_LEN, MAX_LEASE, MAX_NAME_LEN, MIN_LEASE};
 use crate::permits::{
     self, AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, ResourceDef,
@@ -107,7 +107,10 @@ impl PermitsService {
 
     /// The permit id `id` of the caller's tenant: malformed ids are INVALID_ARGUMENT, and
     /// another tenant's (or a forged name) is NOT_FOUND, as an unknown permit.
-    fn own_permit<'a>(caller: &Caller, id: &'a str) -> Result<permits::id::PermitId<'a>, PermitError> {
+    fn own_permit<'a>(
+        caller: &Caller,
+        id: &'a str,
+    ) -> Result<permits::id::PermitId<'a>, PermitError> {
         let id = permits::id::parse(permit_id(id)?).ok_or(PermitError::MalformedPermit)?;
         if check_qualified(id.resource, MAX_NAME_LEN).is_err()
             || check_name(id.partition, false, MAX_NAME_LEN).is_err()

@@ -132,7 +132,11 @@ async fn send_snapshot(source: &Source, scope: &Scope, tx: &Outbox) -> bool {
             continue;
         }
         if tx
-            .send(Ok(quota_update(tenant::split(&k.resource).1, &k.partition, &v)))
+            .send(Ok(quota_update(
+                tenant::split(&k.resource).1,
+                &k.partition,
+                &v,
+            )))
             .await
             .is_err()
         {

@@ -43,6 +43,8 @@ fn run(dir: &Path, args: &[&str]) {
     );
 }
 
+static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
+
 const EC: [&str; 5] = [
     "-newkey",
     "ec",
@@ -114,12 +116,29 @@ impl Certs {
         args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
         run(dir, &args);
         let (ca_pem, ca_key, days) = (format!("{ca}.pem"), format!("{ca}.key"), days.to_string());
-        let serial = format!("{}", std::process::id() ^ name.len() as u32 ^ (days.len() as u32) << 16);
+        // Distinct serials within one CA (clients would see a reused one as a forgery).
+        let serial = SERIAL
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string();
         run(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-set_serial",
-                &serial, "-days", &days, "-extfile", &extf, "-out", &pem,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-set_serial",
+                &serial,
+                "-days",
+                &days,
+                "-extfile",
+                &extf,
+                "-out",
+                &pem,
             ],
         );
     }

@@ -37,4 +37,5 @@ mod service;
 mod soak;
 mod spawned;
 mod support;
+mod tls;
 mod watch;

@@ -29,7 +29,7 @@ const A_RESULT: &str = "RESULT-A-BODY";
 
 /// Adds a bearer token to every call.
 #[derive(Clone)]
-pub struct Token(Option<String>);
+pub struct Token(pub Option<String>);
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -142,7 +142,13 @@ struct Table {
 }
 
 impl Table {
-    fn check<T: Debug>(&mut self, call: &str, who: Who, want: Code, got: &Result<T, tonic::Status>) {
+    fn check<T: Debug>(
+        &mut self,
+        call: &str,
+        who: Who,
+        want: Code,
+        got: &Result<T, tonic::Status>,
+    ) {
         self.rows += 1;
         let code = match got {
             Ok(_) => Code::Ok,
@@ -168,8 +174,9 @@ impl Table {
         }
         for marker in markers {
             if text.contains(marker) {
-                self.failures
-                    .push(format!("{call} as {who:?}: answer carries {marker:?}: {text}"));
+                self.failures.push(format!(
+                    "{call} as {who:?}: answer carries {marker:?}: {text}"
+                ));
             }
         }
     }
@@ -177,12 +184,21 @@ impl Table {
 
 /// One HTTP/1.1 GET with an optional bearer token: (status, head and body so far). For a
 /// stream (`/events`) reading stops once `until` has been read.
-async fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>, until: &str) -> (u16, String) {
+async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    until: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
     let mut buf = Vec::new();
     let read = async {
         let mut chunk = [0u8; 8192];
@@ -210,15 +226,34 @@ async fn run_table(server: &TestServer) -> Table {
 
     // A's world: a resource only A has, one both name (with other limits), a permit, a
     // completed idempotency record, a cache entry. B defines its own "shared" resource.
-    let mut a_only = resource(A_ONLY, vec![limit("requests", A_AMOUNT, Duration::from_secs(60), 0)], 0);
+    let mut a_only = resource(
+        A_ONLY,
+        vec![limit("requests", A_AMOUNT, Duration::from_secs(60), 0)],
+        0,
+    );
     a_only.concurrency = 0;
-    for r in [a_only, resource(SHARED, vec![limit("requests", A_AMOUNT, Duration::from_secs(60), 0)], 0)] {
-        a_admin.quotas.put_resource(proto::PutResourceRequest { resource: Some(r) }).await.expect("A defines");
+    for r in [
+        a_only,
+        resource(
+            SHARED,
+            vec![limit("requests", A_AMOUNT, Duration::from_secs(60), 0)],
+            0,
+        ),
+    ] {
+        a_admin
+            .quotas
+            .put_resource(proto::PutResourceRequest { resource: Some(r) })
+            .await
+            .expect("A defines");
     }
     b_admin
         .quotas
         .put_resource(proto::PutResourceRequest {
-            resource: Some(resource(SHARED, vec![limit("requests", 5, Duration::from_secs(60), 0)], 0)),
+            resource: Some(resource(
+                SHARED,
+                vec![limit("requests", 5, Duration::from_secs(60), 0)],
+                0,
+            )),
         })
         .await
         .expect("B defines its own");
@@ -226,12 +261,21 @@ async fn run_table(server: &TestServer) -> Table {
         resource: res.into(),
         ..Default::default()
     };
-    let permit = a_worker.permits.acquire_permit(acquire(A_ONLY)).await.expect("A acquires").into_inner();
+    let permit = a_worker
+        .permits
+        .acquire_permit(acquire(A_ONLY))
+        .await
+        .expect("A acquires")
+        .into_inner();
     assert!(permit.granted);
     let a_permit = permit.permit_id;
     let begun = a_worker
         .idem
-        .begin(proto::BeginRequest { key: "k1".into(), fingerprint: "fp".into(), ..Default::default() })
+        .begin(proto::BeginRequest {
+            key: "k1".into(),
+            fingerprint: "fp".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -240,19 +284,32 @@ async fn run_table(server: &TestServer) -> Table {
         .complete(proto::CompleteRequest {
             key: "k1".into(),
             lock_token: begun.lock_token,
-            result: Some(proto::StoredResult { status_code: 200, body: A_RESULT.into(), ..Default::default() }),
+            result: Some(proto::StoredResult {
+                status_code: 200,
+                body: A_RESULT.into(),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap();
     let open = a_worker
         .idem
-        .begin(proto::BeginRequest { key: "k2".into(), fingerprint: "fp".into(), ..Default::default() })
+        .begin(proto::BeginRequest {
+            key: "k2".into(),
+            fingerprint: "fp".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     a_worker
         .cache
-        .put(proto::CachePutRequest { namespace: "ns".into(), key: "k".into(), value: A_SECRET.into(), ttl: Some(dur(Duration::from_secs(600))) })
+        .put(proto::CachePutRequest {
+            namespace: "ns".into(),
+            key: "k".into(),
+            value: A_SECRET.into(),
+            ttl: Some(dur(Duration::from_secs(600))),
+        })
         .await
         .unwrap();
 
@@ -260,18 +317,33 @@ async fn run_table(server: &TestServer) -> Table {
         let mut c = clients(server, who).await;
         let any_ok = |role: Role| who.expect(role, Code::Ok);
         // Reads.
-        let r = c.quotas.get_quota(proto::GetQuotaRequest { resource: A_ONLY.into(), ..Default::default() }).await;
+        let r = c
+            .quotas
+            .get_quota(proto::GetQuotaRequest {
+                resource: A_ONLY.into(),
+                ..Default::default()
+            })
+            .await;
         t.check("GetQuota", who, any_ok(Role::Viewer), &r);
-        let r = c.quotas.list_resources(proto::ListResourcesRequest::default()).await;
+        let r = c
+            .quotas
+            .list_resources(proto::ListResourcesRequest::default())
+            .await;
         let want = match who {
             Who::Nobody | Who::Forged => Code::Unauthenticated,
             _ => Code::Ok,
         };
         t.check("ListResources", who, want, &r);
         if let (Who::A(_), Ok(list)) = (who, &r) {
-            let names: Vec<&str> = list.get_ref().resources.iter().map(|r| r.name.as_str()).collect();
+            let names: Vec<&str> = list
+                .get_ref()
+                .resources
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
             if names != [A_ONLY, SHARED] {
-                t.failures.push(format!("ListResources as {who:?}: {names:?}"));
+                t.failures
+                    .push(format!("ListResources as {who:?}: {names:?}"));
             }
         }
         if let (Who::B(_), Ok(list)) = (who, &r) {
@@ -280,7 +352,13 @@ async fn run_table(server: &TestServer) -> Table {
                 t.failures.push(format!("ListResources as {who:?}: {l:?}"));
             }
         }
-        let r = c.quotas.get_quota(proto::GetQuotaRequest { resource: SHARED.into(), ..Default::default() }).await;
+        let r = c
+            .quotas
+            .get_quota(proto::GetQuotaRequest {
+                resource: SHARED.into(),
+                ..Default::default()
+            })
+            .await;
         let want = match who {
             Who::Nobody | Who::Forged => Code::Unauthenticated,
             _ => Code::Ok,
@@ -289,10 +367,17 @@ async fn run_table(server: &TestServer) -> Table {
         if let (Who::B(_), Ok(q)) = (who, &r)
             && q.get_ref().dimensions.first().map(|d| d.limit) != Some(5)
         {
-            t.failures.push(format!("GetQuota(shared) as {who:?} sees {q:?}"));
+            t.failures
+                .push(format!("GetQuota(shared) as {who:?} sees {q:?}"));
         }
         // Watch: the first message of the snapshot, or its error.
-        let w = c.quotas.watch(proto::WatchRequest { resource_prefix: String::new(), min_interval: None }).await;
+        let w = c
+            .quotas
+            .watch(proto::WatchRequest {
+                resource_prefix: String::new(),
+                min_interval: None,
+            })
+            .await;
         let w = match w {
             Ok(s) => {
                 let mut s = s.into_inner();
@@ -303,9 +388,11 @@ async fn run_table(server: &TestServer) -> Table {
         };
         t.check("Watch", who, want, &w);
         if let (Who::A(_), Ok(text)) = (who, &w)
-            && !text.contains(A_ONLY) && !text.contains(SHARED)
+            && !text.contains(A_ONLY)
+            && !text.contains(SHARED)
         {
-            t.failures.push(format!("Watch as {who:?} saw nothing of A: {text}"));
+            t.failures
+                .push(format!("Watch as {who:?} saw nothing of A: {text}"));
         }
         // Permits.
         let r = c.permits.acquire_permit(acquire(A_ONLY)).await;
@@ -313,9 +400,20 @@ async fn run_table(server: &TestServer) -> Table {
         if let Ok(p) = &r
             && p.get_ref().granted
         {
-            let _ = c.permits.release_permit(proto::ReleasePermitRequest { permit_id: p.get_ref().permit_id.clone(), refund: true }).await;
+            let _ = c
+                .permits
+                .release_permit(proto::ReleasePermitRequest {
+                    permit_id: p.get_ref().permit_id.clone(),
+                    refund: true,
+                })
+                .await;
         }
-        let r = c.permits.acquire_permits(proto::AcquirePermitsRequest { requests: vec![acquire(A_ONLY)] }).await;
+        let r = c
+            .permits
+            .acquire_permits(proto::AcquirePermitsRequest {
+                requests: vec![acquire(A_ONLY)],
+            })
+            .await;
         // A batch answers per item: the call itself is OK for anyone with the role.
         let want_batch = match who.expect(Role::Worker, Code::Ok) {
             Code::NotFound => Code::Ok,
@@ -324,44 +422,88 @@ async fn run_table(server: &TestServer) -> Table {
         t.check("AcquirePermits", who, want_batch, &r);
         if let (Who::B(_), Ok(b)) = (who, &r) {
             match &b.get_ref().results[0].result {
-                Some(proto::acquire_permit_result::Result::Error(e)) if e.code == Code::NotFound as i32 => {}
-                other => t.failures.push(format!("AcquirePermits item as {who:?}: {other:?}")),
+                Some(proto::acquire_permit_result::Result::Error(e))
+                    if e.code == Code::NotFound as i32 => {}
+                other => t
+                    .failures
+                    .push(format!("AcquirePermits item as {who:?}: {other:?}")),
             }
         }
         if let (Who::A(_), Ok(b)) = (who, &r)
-            && let Some(proto::acquire_permit_result::Result::Response(p)) = &b.get_ref().results[0].result
+            && let Some(proto::acquire_permit_result::Result::Response(p)) =
+                &b.get_ref().results[0].result
         {
-            let _ = c.permits.release_permit(proto::ReleasePermitRequest { permit_id: p.permit_id.clone(), refund: true }).await;
+            let _ = c
+                .permits
+                .release_permit(proto::ReleasePermitRequest {
+                    permit_id: p.permit_id.clone(),
+                    refund: true,
+                })
+                .await;
         }
         let r = c
             .permits
-            .acquire_permit(proto::AcquirePermitRequest { priority: 9, ..acquire(A_ONLY) })
+            .acquire_permit(proto::AcquirePermitRequest {
+                priority: 9,
+                ..acquire(A_ONLY)
+            })
             .await;
         let want = match who {
-            Who::A(Role::Worker) | Who::B(Role::Worker) | Who::A(Role::Viewer) | Who::B(Role::Viewer) => Code::PermissionDenied,
+            Who::A(Role::Worker)
+            | Who::B(Role::Worker)
+            | Who::A(Role::Viewer)
+            | Who::B(Role::Viewer) => Code::PermissionDenied,
             other => other.expect(Role::Worker, Code::Ok),
         };
         t.check("AcquirePermit(priority over the ceiling)", who, want, &r);
         if let Ok(p) = &r {
-            let _ = c.permits.release_permit(proto::ReleasePermitRequest { permit_id: p.get_ref().permit_id.clone(), refund: true }).await;
+            let _ = c
+                .permits
+                .release_permit(proto::ReleasePermitRequest {
+                    permit_id: p.get_ref().permit_id.clone(),
+                    refund: true,
+                })
+                .await;
         }
         // A's permit in other hands: NOT_FOUND, and the lease stays A's (released at the
         // end by A).
         if who.outsider() {
             let r = c
                 .permits
-                .report_outcome(proto::ReportOutcomeRequest { permit_id: a_permit.clone(), status_code: 429, headers: HashMap::from([("retry-after".into(), "1".into())]), ..Default::default() })
+                .report_outcome(proto::ReportOutcomeRequest {
+                    permit_id: a_permit.clone(),
+                    status_code: 429,
+                    headers: HashMap::from([("retry-after".into(), "1".into())]),
+                    ..Default::default()
+                })
                 .await;
-            t.check("ReportOutcome(A's permit)", who, who.expect(Role::Worker, Code::NotFound), &r);
+            t.check(
+                "ReportOutcome(A's permit)",
+                who,
+                who.expect(Role::Worker, Code::NotFound),
+                &r,
+            );
             let r = c
                 .permits
-                .release_permit(proto::ReleasePermitRequest { permit_id: a_permit.clone(), refund: false })
+                .release_permit(proto::ReleasePermitRequest {
+                    permit_id: a_permit.clone(),
+                    refund: false,
+                })
                 .await;
-            t.check("ReleasePermit(A's permit)", who, who.expect(Role::Worker, Code::NotFound), &r);
+            t.check(
+                "ReleasePermit(A's permit)",
+                who,
+                who.expect(Role::Worker, Code::NotFound),
+                &r,
+            );
         }
         let r = c
             .permits
-            .report_outcome(proto::ReportOutcomeRequest { resource: A_ONLY.into(), status_code: 200, ..Default::default() })
+            .report_outcome(proto::ReportOutcomeRequest {
+                resource: A_ONLY.into(),
+                status_code: 200,
+                ..Default::default()
+            })
             .await;
         let want = match who {
             Who::A(Role::Admin) => Code::Ok,
@@ -371,35 +513,92 @@ async fn run_table(server: &TestServer) -> Table {
         t.check("ReportOutcome(no permit)", who, want, &r);
         let r = c
             .permits
-            .compute_backoff(proto::ComputeBackoffRequest { resource: A_ONLY.into(), attempt: 1, status_code: 429, ..Default::default() })
+            .compute_backoff(proto::ComputeBackoffRequest {
+                resource: A_ONLY.into(),
+                attempt: 1,
+                status_code: 429,
+                ..Default::default()
+            })
             .await;
         t.check("ComputeBackoff", who, any_ok(Role::Worker), &r);
         // Administration: B's admin defining A_ONLY makes B's own, so it is tested last.
-        let r = c.quotas.delete_resource(proto::DeleteResourceRequest { name: "nothing-here".into() }).await;
-        t.check("DeleteResource(absent)", who, who.expect(Role::Admin, Code::NotFound), &r);
+        let r = c
+            .quotas
+            .delete_resource(proto::DeleteResourceRequest {
+                name: "nothing-here".into(),
+            })
+            .await;
+        t.check(
+            "DeleteResource(absent)",
+            who,
+            who.expect(Role::Admin, Code::NotFound),
+            &r,
+        );
         if who.outsider() {
-            let r = c.quotas.delete_resource(proto::DeleteResourceRequest { name: A_ONLY.into() }).await;
-            t.check("DeleteResource(A's)", who, who.expect(Role::Admin, Code::NotFound), &r);
+            let r = c
+                .quotas
+                .delete_resource(proto::DeleteResourceRequest {
+                    name: A_ONLY.into(),
+                })
+                .await;
+            t.check(
+                "DeleteResource(A's)",
+                who,
+                who.expect(Role::Admin, Code::NotFound),
+                &r,
+            );
         }
         // Records.
         let r = c.idem.get(proto::GetRequest { key: "k1".into() }).await;
-        t.check("Idempotency.Get", who, who.expect(Role::Worker, Code::Ok), &r);
-        let r = c.idem.complete(proto::CompleteRequest { key: "k2".into(), lock_token: "guessed".into(), result: Some(proto::StoredResult::default()) }).await;
+        t.check(
+            "Idempotency.Get",
+            who,
+            who.expect(Role::Worker, Code::Ok),
+            &r,
+        );
+        let r = c
+            .idem
+            .complete(proto::CompleteRequest {
+                key: "k2".into(),
+                lock_token: "guessed".into(),
+                result: Some(proto::StoredResult::default()),
+            })
+            .await;
         let want = match who.expect(Role::Worker, Code::FailedPrecondition) {
             // Another tenant's key is one it never began: the same answer as any such key.
             Code::NotFound => Code::FailedPrecondition,
             c => c,
         };
         t.check("Idempotency.Complete(wrong token)", who, want, &r);
-        let r = c.idem.abandon(proto::AbandonRequest { key: "k2".into(), lock_token: "guessed".into() }).await;
+        let r = c
+            .idem
+            .abandon(proto::AbandonRequest {
+                key: "k2".into(),
+                lock_token: "guessed".into(),
+            })
+            .await;
         t.check("Idempotency.Abandon(wrong token)", who, want, &r);
-        let r = c.idem.complete(proto::CompleteRequest { key: "k2".into(), lock_token: String::new(), result: Some(proto::StoredResult::default()) }).await;
+        let r = c
+            .idem
+            .complete(proto::CompleteRequest {
+                key: "k2".into(),
+                lock_token: String::new(),
+                result: Some(proto::StoredResult::default()),
+            })
+            .await;
         let want_token = match who.expect(Role::Worker, Code::InvalidArgument) {
             Code::NotFound => Code::InvalidArgument,
             c => c,
         };
         t.check("Idempotency.Complete(no token)", who, want_token, &r);
-        let r = c.idem.begin(proto::BeginRequest { key: "k1".into(), fingerprint: "fp".into(), ..Default::default() }).await;
+        let r = c
+            .idem
+            .begin(proto::BeginRequest {
+                key: "k1".into(),
+                fingerprint: "fp".into(),
+                ..Default::default()
+            })
+            .await;
         let want = match who.expect(Role::Worker, Code::Ok) {
             Code::NotFound => Code::Ok,
             c => c,
@@ -408,11 +607,18 @@ async fn run_table(server: &TestServer) -> Table {
         if let (Who::B(_), Ok(b)) = (who, &r)
             && b.get_ref().state() != proto::IdempotencyState::Acquired
         {
-            t.failures.push(format!("Begin(k1) as {who:?} did not start afresh: {b:?}"));
+            t.failures
+                .push(format!("Begin(k1) as {who:?} did not start afresh: {b:?}"));
         }
         if let (Who::B(_), Ok(b)) = (who, &r) {
             // Leave B's namesake record as it was found: absent.
-            let _ = c.idem.abandon(proto::AbandonRequest { key: "k1".into(), lock_token: b.get_ref().lock_token.clone() }).await;
+            let _ = c
+                .idem
+                .abandon(proto::AbandonRequest {
+                    key: "k1".into(),
+                    lock_token: b.get_ref().lock_token.clone(),
+                })
+                .await;
         }
         let r = c.idem.stats(proto::IdempotencyStatsRequest {}).await;
         let want = match who {
@@ -420,15 +626,28 @@ async fn run_table(server: &TestServer) -> Table {
             _ => Code::PermissionDenied,
         };
         t.check("Idempotency.Stats", who, want, &r);
-        let r = c.cache.get(proto::CacheGetRequest { namespace: "ns".into(), key: "k".into() }).await;
+        let r = c
+            .cache
+            .get(proto::CacheGetRequest {
+                namespace: "ns".into(),
+                key: "k".into(),
+            })
+            .await;
         t.check("Cache.Get", who, want_batch, &r);
         if let (Who::B(_), Ok(g)) = (who, &r)
             && g.get_ref().found
         {
-            t.failures.push(format!("Cache.Get as {who:?} found A's entry"));
+            t.failures
+                .push(format!("Cache.Get as {who:?} found A's entry"));
         }
         if who.outsider() {
-            let r = c.cache.delete(proto::CacheDeleteRequest { namespace: "ns".into(), key: "k".into() }).await;
+            let r = c
+                .cache
+                .delete(proto::CacheDeleteRequest {
+                    namespace: "ns".into(),
+                    key: "k".into(),
+                })
+                .await;
             t.check("Cache.Delete(A's key)", who, want_batch, &r);
         }
         let r = c.cache.stats(proto::CacheStatsRequest {}).await;
@@ -447,12 +666,14 @@ async fn run_table(server: &TestServer) -> Table {
         };
         t.rows += 1;
         if status != want {
-            t.failures.push(format!("GET /metrics as {who:?}: {status}"));
+            t.failures
+                .push(format!("GET /metrics as {who:?}: {status}"));
         }
         if who.outsider() {
             t.no_leak("GET /metrics", who, &body, true);
         } else if !body.contains(A_ONLY) {
-            t.failures.push(format!("GET /metrics as {who:?} lacks A's resource"));
+            t.failures
+                .push(format!("GET /metrics as {who:?} lacks A's resource"));
         }
         let (status, body) = http_get(m, "/events", tok.as_deref(), "event: totals").await;
         t.rows += 1;
@@ -462,12 +683,14 @@ async fn run_table(server: &TestServer) -> Table {
         if who.outsider() {
             t.no_leak("GET /events", who, &body, true);
         } else if !body.contains(A_ONLY) {
-            t.failures.push(format!("GET /events as {who:?} lacks A's resource: {body}"));
+            t.failures
+                .push(format!("GET /events as {who:?} lacks A's resource: {body}"));
         }
         let (status, _) = http_get(m, "/", None, "").await;
         t.rows += 1;
         if status != 200 {
-            t.failures.push(format!("GET / (the static page) as {who:?}: {status}"));
+            t.failures
+                .push(format!("GET / (the static page) as {who:?}: {status}"));
         }
     }
     // Defining a resource of A's name defines the caller's own (tested after the rest, so
@@ -476,7 +699,13 @@ async fn run_table(server: &TestServer) -> Table {
         let mut c = clients(server, who).await;
         let r = c
             .quotas
-            .put_resource(proto::PutResourceRequest { resource: Some(resource(A_ONLY, vec![limit("requests", 1, Duration::from_secs(60), 0)], 0)) })
+            .put_resource(proto::PutResourceRequest {
+                resource: Some(resource(
+                    A_ONLY,
+                    vec![limit("requests", 1, Duration::from_secs(60), 0)],
+                    0,
+                )),
+            })
             .await;
         let want = match who.expect(Role::Admin, Code::Ok) {
             Code::NotFound => Code::Ok,
@@ -486,7 +715,9 @@ async fn run_table(server: &TestServer) -> Table {
     }
     // Health stays open.
     let mut h = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let r = h.check(tonic_health::pb::HealthCheckRequest::default()).await;
+    let r = h
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await;
     t.check("Health/Check", Who::Nobody, Code::Ok, &r);
 
     // A's things are as A left them, whatever B did.
@@ -500,30 +731,59 @@ async fn run_table(server: &TestServer) -> Table {
     if amounts != [A_AMOUNT, A_AMOUNT] {
         t.failures.push(format!("A's resources changed: {q:?}"));
     }
-    let g = a_worker.cache.get(proto::CacheGetRequest { namespace: "ns".into(), key: "k".into() }).await.unwrap().into_inner();
+    let g = a_worker
+        .cache
+        .get(proto::CacheGetRequest {
+            namespace: "ns".into(),
+            key: "k".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     if g.value != A_SECRET.as_bytes() {
         t.failures.push("A's cache entry changed".into());
     }
-    let g = a_worker.idem.get(proto::GetRequest { key: "k1".into() }).await.unwrap().into_inner();
+    let g = a_worker
+        .idem
+        .get(proto::GetRequest { key: "k1".into() })
+        .await
+        .unwrap()
+        .into_inner();
     if g.result.map(|r| r.body) != Some(A_RESULT.as_bytes().to_vec()) {
         t.failures.push("A's idempotency record changed".into());
     }
     a_worker
         .idem
-        .abandon(proto::AbandonRequest { key: "k2".into(), lock_token: open.lock_token })
+        .abandon(proto::AbandonRequest {
+            key: "k2".into(),
+            lock_token: open.lock_token,
+        })
         .await
         .expect("A's holder abandons with its token");
     a_worker
         .permits
-        .release_permit(proto::ReleasePermitRequest { permit_id: a_permit, refund: false })
+        .release_permit(proto::ReleasePermitRequest {
+            permit_id: a_permit,
+            refund: false,
+        })
         .await
         .expect("A's permit is still A's");
     t
 }
 
 fn report(name: &str, t: &Table) {
-    println!("RESULT {name} rows={} failures={}", t.rows, t.failures.len());
-    assert!(t.failures.is_empty(), "{} of {} rows failed:\n{}", t.failures.len(), t.rows, t.failures.join("\n"));
+    println!(
+        "RESULT {name} rows={} failures={}",
+        t.rows,
+        t.failures.len()
+    );
+    assert!(
+        t.failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        t.failures.len(),
+        t.rows,
+        t.failures.join("\n")
+    );
 }
 
 /// The table on the embedded engine.

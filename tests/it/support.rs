@@ -113,6 +113,7 @@ impl TestServer {
             .as_ref()
             .map(|l| l.local_addr().expect("metrics addr"));
         let data_dir = config.data_dir.clone();
+        let tls = config.tls.is_some();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(permitd::app::run_with(
             config,
@@ -130,7 +131,10 @@ impl TestServer {
             _dir: None,
             data_dir,
         };
-        s.wait_ready().await;
+        // Over TLS the test waits itself (it holds the CA).
+        if !tls {
+            s.wait_ready().await;
+        }
         s
     }
 

@@ -43,8 +43,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context as _;
 use crate::cli::rpc::Conn as Channel;
+use anyhow::Context as _;
 
 use super::ConnArgs;
 use crate::proto::{self, quotas_client::QuotasClient};

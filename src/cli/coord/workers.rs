@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::cli::rpc::Conn as Channel;
 use axum::body::Body;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use crate::cli::rpc::Conn as Channel;
 
 use crate::backoff;
 use crate::cli::rpc;
