@@ -285,7 +285,7 @@ impl Config {
             .resources
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.into_proto(&format!("resources[{i}]")))
+            .map(|(i, r)| r.into_server_proto(&format!("resources[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
 
         let idempotency = raw.idempotency.build()?;

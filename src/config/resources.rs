@@ -24,6 +24,8 @@ const KINDS: &str = "exponential, full_jitter, equal_jitter, decorrelated_jitter
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawResource {
     name: Option<String>,
+    /// The tenant the resource belongs to (server config only); absent: `default`.
+    tenant: Option<String>,
     #[serde(default)]
     limits: Vec<RawLimit>,
     concurrency: Option<u32>,
@@ -67,6 +69,14 @@ impl RawResource {
     /// A declared resource: `name` is required. `at` is the table's path
     /// (`resources[2]`, or empty for a top-level snippet).
     pub(crate) fn into_proto(mut self, at: &str) -> Result<Resource, ConfigError> {
+        if self.tenant.is_some() {
+            return Err(ConfigError::Conflict {
+                field: join(at, "tenant"),
+                reason: "only the server's config file names tenants; a client acts for its \
+                         token's"
+                    .to_owned(),
+            });
+        }
         let name = self.name.take().ok_or_else(|| ConfigError::Missing {
             field: join(at, "name"),
         })?;
@@ -75,8 +85,38 @@ impl RawResource {
         Ok(r)
     }
 
+    /// A resource of the server's config file: as [`Self::into_proto`], its name qualified
+    /// with its `tenant` (see [`crate::auth::tenant`]).
+    pub(crate) fn into_server_proto(mut self, at: &str) -> Result<Resource, ConfigError> {
+        let tenant = self.tenant.take();
+        let mut r = self.into_proto(at)?;
+        if let Some(t) = tenant {
+            crate::auth::tenant::check_tenant(&t).map_err(|e| ConfigError::Conflict {
+                field: join(at, "tenant"),
+                reason: e.to_string(),
+            })?;
+            crate::permits::resource::check_name(
+                &r.name,
+                true,
+                crate::permits::resource::MAX_NAME_LEN,
+            )
+            .map_err(|e| ConfigError::Conflict {
+                field: join(at, "name"),
+                reason: e.to_string(),
+            })?;
+            r.name = crate::auth::tenant::qualify(&t, &r.name).into_owned();
+        }
+        Ok(r)
+    }
+
     /// A template (`[default_resource]`): any name is ignored and left empty.
     pub(crate) fn into_template(self, at: &str) -> Result<Resource, ConfigError> {
+        if self.tenant.is_some() {
+            return Err(ConfigError::Conflict {
+                field: join(at, "tenant"),
+                reason: "a template serves every tenant: it names none".to_owned(),
+            });
+        }
         let limits = self
             .limits
             .into_iter()

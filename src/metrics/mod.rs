@@ -115,13 +115,22 @@ impl State {
         &self,
         headers: &axum::http::HeaderMap,
         peer: Option<&crate::tls::Peer>,
+        feed: bool,
     ) -> Result<Arc<crate::auth::Caller>, Box<Response>> {
         let certs = peer.and_then(|p| p.certs.as_deref());
+        // The dashboard's feed (EventSource sends no header) carries the token in a cookie.
+        let cookie = (headers.get(header::AUTHORIZATION).is_none() && feed)
+            .then(|| token_cookie(headers))
+            .flatten();
+        let authorization = match &cookie {
+            Some(t) => Some(t.as_bytes()),
+            None => headers
+                .get(header::AUTHORIZATION)
+                .map(axum::http::HeaderValue::as_bytes),
+        };
         self.auth
             .authenticate(
-                headers
-                    .get(header::AUTHORIZATION)
-                    .map(axum::http::HeaderValue::as_bytes),
+                authorization,
                 headers
                     .get(crate::auth::TENANT_HEADER)
                     .map(axum::http::HeaderValue::as_bytes),
@@ -262,6 +271,17 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
+/// `Bearer <token>` of the dashboard's `permitd_token` cookie, if any.
+fn token_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("permitd_token="))
+        .map(|t| format!("Bearer {t}"))
+}
+
 /// The peer of a request, as the listener recorded it.
 type PeerInfo = axum::extract::ConnectInfo<crate::tls::Peer>;
 
@@ -270,7 +290,7 @@ async fn metrics(
     peer: PeerInfo,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let caller = match state.caller(&headers, Some(&peer.0)) {
+    let caller = match state.caller(&headers, Some(&peer.0), false) {
         Ok(c) => c,
         Err(refused) => return *refused,
     };
@@ -287,7 +307,7 @@ async fn events(
     peer: PeerInfo,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let caller = match state.caller(&headers, Some(&peer.0)) {
+    let caller = match state.caller(&headers, Some(&peer.0), true) {
         Ok(c) => c,
         Err(refused) => return *refused,
     };

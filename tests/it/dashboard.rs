@@ -289,3 +289,71 @@ async fn dashboard_in_chromium() {
     waiter.abort();
     server.stop().await;
 }
+
+/// With auth on, the page shows the tenant of the token it was opened with (`/#token=`),
+/// nothing of another tenant's, and says it needs a token when opened without one.
+#[tokio::test]
+async fn dashboard_with_a_token_in_chromium() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed; CI must install it (apt-get install -y chromium)"
+        );
+        println!("SKIP dashboard_with_a_token_in_chromium: chromium is not installed");
+        return;
+    };
+    let server = TestServer::start_secure(|c| {
+        c.auth = permitd::auth::Settings {
+            mode: permitd::auth::Mode::Tokens,
+            principals: crate::security::principals(),
+            principals_file: None,
+        };
+    })
+    .await;
+    let m = server.metrics_addr.unwrap();
+    for (tenant, name) in [("team-a", "dash-a:api"), ("team-b", "dash-b:secret")] {
+        let token = format!("pmt_{tenant}_admin");
+        let mut q = proto::quotas_client::QuotasClient::with_interceptor(
+            server.channel().await,
+            crate::security::Token(Some(token)),
+        );
+        q.put_resource(proto::PutResourceRequest {
+            resource: Some(resource(name, vec![limit("requests", 10, HOUR, 0)], 0)),
+        })
+        .await
+        .unwrap();
+    }
+    let (out, _) = run_chromium(
+        &bin,
+        &format!("http://{m}/?for=2#token=pmt_team-a_viewer"),
+        &["--dump-dom".to_owned()],
+    )
+    .await;
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("data-resource=\"dash-a:api\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dom.contains("dash-b"),
+        "another tenant's resource on the page"
+    );
+    assert!(
+        !dom.contains("pmt_team-a_viewer"),
+        "the token stayed in the page"
+    );
+    let (out, _) = run_chromium(
+        &bin,
+        &format!("http://{m}/?for=2"),
+        &["--dump-dom".to_owned()],
+    )
+    .await;
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(dom.contains("needs a token"), "{dom}");
+    assert!(
+        !dom.contains("dash-a:api") && !dom.contains("dash-b"),
+        "{dom}"
+    );
+    server.stop().await;
+}

@@ -29,10 +29,12 @@ from .errors import (
     IdempotencyInProgress,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     PermitDenied,
     PermitdError,
     PermitdUnavailable,
     RetriesExhausted,
+    Unauthenticated,
 )
 
 __version__ = "0.1.0"
@@ -53,11 +55,13 @@ __all__ = [
     "LearnedLimit",
     "Limit",
     "NotFound",
+    "PermissionDenied",
     "Outcome",
     "Permit",
     "PermitDenied",
     "PermitdError",
     "PermitdUnavailable",
+    "Unauthenticated",
     "QuotaUpdate",
     "RetriesExhausted",
     "StoredResult",

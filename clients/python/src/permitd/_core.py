@@ -25,6 +25,8 @@ from .v1 import idempotency_pb2, permits_pb2, quotas_pb2, resource_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "PERMITD_TARGET"
+TOKEN_ENV = "PERMITD_TOKEN"
+TENANT_HEADER = "x-permitd-tenant"
 MAX_NAME_BYTES = 200
 MAX_KEY_BYTES = 255
 MAX_FINGERPRINT_BYTES = 512
@@ -52,6 +54,60 @@ def check_target(target: Optional[str]) -> str:
     if not target.strip():
         raise ValueError("target must not be empty")
     return target
+
+
+PemLike = Union[bytes, str, "os.PathLike[str]"]
+"""PEM data as bytes, or the path of a PEM file."""
+
+
+def _pem(value: Optional[PemLike], field: str) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            with open(value, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise ValueError(f"{field}: cannot read {value!s}: {e.strerror}") from e
+    raise TypeError(f"{field} must be PEM bytes or a file path, not {type(value).__name__}")
+
+
+def security(
+    *,
+    token: Optional[str],
+    tenant: Optional[str],
+    root_certificates: Optional[PemLike],
+    client_cert: Optional[PemLike],
+    client_key: Optional[PemLike],
+    credentials: Optional[grpc.ChannelCredentials],
+) -> Tuple[Optional[grpc.ChannelCredentials], Tuple[Tuple[str, str], ...]]:
+    """The channel credentials (``None``: plaintext) and the metadata every call carries:
+    the bearer token (argument, else ``$PERMITD_TOKEN``) and the tenant an operator acts
+    for. The token travels as call metadata, so it works over TLS and over plaintext to a
+    loopback server alike."""
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    metadata: list[Tuple[str, str]] = []
+    if token is not None:
+        if not isinstance(token, str) or not token.strip() or not token.isascii() or any(c in token for c in "\r\n"):
+            raise ValueError("token must be a non-empty ASCII str (permitd token new prints one)")
+        metadata.append(("authorization", f"Bearer {token.strip()}"))
+    if tenant is not None:
+        metadata.append((TENANT_HEADER, check_name(tenant, "tenant")))
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key go together")
+    tls = root_certificates is not None or client_cert is not None
+    if tls and credentials is not None:
+        raise ValueError("give either credentials or root_certificates/client_cert/client_key, not both")
+    if tls:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_pem(root_certificates, "root_certificates"),
+            private_key=_pem(client_key, "client_key"),
+            certificate_chain=_pem(client_cert, "client_cert"),
+        )
+    return credentials, tuple(metadata)
 
 
 def check_name(value: Any, field: str, *, required: bool = True) -> str:
@@ -229,6 +285,10 @@ def map_rpc_error(e: grpc.RpcError, what: str) -> errors.PermitdError:
         return errors.InvalidArgument(msg, code=name)
     if code == grpc.StatusCode.NOT_FOUND:
         return errors.NotFound(msg, code=name)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return errors.Unauthenticated(msg, code=name)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return errors.PermissionDenied(msg, code=name)
     return errors.PermitdError(f"{msg} ({name})", code=name)
 
 
@@ -572,6 +632,7 @@ def resource_message(
     failure_policy: Any = None,
     limits_known: Any = None,
     probe_concurrency: Any = None,
+    accept_feedback_without_permit: Any = None,
 ) -> resource_pb2.Resource:
     r = resource_pb2.Resource(name=check_name(name, "name"))
     if limits is None:
@@ -649,6 +710,11 @@ def resource_message(
         r.limits_known = limits_known
     if probe_concurrency is not None:
         r.probe_concurrency = check_int(probe_concurrency, "probe_concurrency", 0, 1000)
+    if accept_feedback_without_permit is not None:
+        # Whether workers may report outcomes without a permit (admins always may).
+        if not isinstance(accept_feedback_without_permit, bool):
+            raise TypeError("accept_feedback_without_permit must be a bool or None")
+        r.accept_feedback_without_permit = accept_feedback_without_permit
     return r
 
 

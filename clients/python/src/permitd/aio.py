@@ -232,12 +232,25 @@ class AsyncClient:
         client_id: str = "",
         credentials: Optional[grpc.ChannelCredentials] = None,
         options: Sequence[Tuple[str, Any]] = (),
+        token: Optional[str] = None,
+        tenant: Optional[str] = None,
+        root_certificates: Optional[core.PemLike] = None,
+        client_cert: Optional[core.PemLike] = None,
+        client_key: Optional[core.PemLike] = None,
     ) -> None:
         self.target = core.check_target(target)
         self.timeout = core.check_seconds(timeout, "timeout", allow_zero=False, optional=False) or 10.0
         if not isinstance(client_id, str) or len(client_id.encode()) > core.MAX_NAME_BYTES:
             raise ValueError("client_id must be a str of at most 200 bytes")
         self.client_id = client_id
+        credentials, self._metadata = core.security(
+            token=token,
+            tenant=tenant,
+            root_certificates=root_certificates,
+            client_cert=client_cert,
+            client_key=client_key,
+            credentials=credentials,
+        )
         self._credentials = credentials
         self._options = list(options)
         self._channel: Optional[grpc.aio.Channel] = None
@@ -275,7 +288,9 @@ class AsyncClient:
 
     async def _rpc(self, method: Any, request: Any, what: str, timeout: Optional[float] = None) -> Any:
         try:
-            return await method(request, timeout=timeout if timeout is not None else self.timeout)
+            return await method(
+                request, timeout=timeout if timeout is not None else self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise core.map_rpc_error(e, what) from e
 
@@ -530,7 +545,7 @@ class AsyncClient:
         mi = core.check_seconds(min_interval, "min_interval")
         if mi is not None:
             req.min_interval.CopyFrom(core.duration(mi))
-        return AsyncWatch(self._stubs()[1].Watch(req))
+        return AsyncWatch(self._stubs()[1].Watch(req, metadata=self._metadata))
 
     async def get_quota(self, resource: str, *, partition: str = "") -> QuotaUpdate:
         """See :meth:`permitd.Client.get_quota`."""
@@ -555,6 +570,7 @@ class AsyncClient:
         failure_policy: Optional[str] = None,
         limits_known: Optional[bool] = None,
         probe_concurrency: Optional[int] = None,
+        accept_feedback_without_permit: Optional[bool] = None,
     ) -> resource_pb2.Resource:
         """See :meth:`permitd.Client.put_resource`."""
         res = core.resource_message(
@@ -570,6 +586,7 @@ class AsyncClient:
             failure_policy,
             limits_known,
             probe_concurrency,
+            accept_feedback_without_permit,
         )
         r = await self._rpc(self._stubs()[1].PutResource, quotas_pb2.PutResourceRequest(resource=res), "Quotas.PutResource")
         stored: resource_pb2.Resource = r.resource

@@ -211,9 +211,14 @@ class Client:
     """A synchronous permitd client.
 
     ``target`` is ``host:port``; without it ``$PERMITD_TARGET``, else ``127.0.0.1:50051``.
-    ``timeout`` bounds each RPC (an acquire gets its ``max_wait`` on top). ``credentials``
-    (``grpc.ssl_channel_credentials(...)``) makes a TLS channel. The channel connects lazily:
-    constructing a client makes no call.
+    ``timeout`` bounds each RPC (an acquire gets its ``max_wait`` on top).
+
+    Security: ``token`` (else ``$PERMITD_TOKEN``) is sent as ``authorization: Bearer`` on
+    every call; ``root_certificates`` (the CA that signed the server's certificate) makes a
+    TLS channel, and ``client_cert`` with ``client_key`` present a client certificate (mTLS);
+    each is PEM bytes or a file path. ``tenant`` picks the tenant an operator principal acts
+    for. ``credentials`` (``grpc.ssl_channel_credentials(...)``) may be given instead of the
+    certificate arguments. The channel connects lazily: constructing a client makes no call.
     """
 
     def __init__(
@@ -224,12 +229,25 @@ class Client:
         client_id: str = "",
         credentials: Optional[grpc.ChannelCredentials] = None,
         options: Sequence[Tuple[str, Any]] = (),
+        token: Optional[str] = None,
+        tenant: Optional[str] = None,
+        root_certificates: Optional[core.PemLike] = None,
+        client_cert: Optional[core.PemLike] = None,
+        client_key: Optional[core.PemLike] = None,
     ) -> None:
         self.target = core.check_target(target)
         self.timeout = core.check_seconds(timeout, "timeout", allow_zero=False, optional=False) or 10.0
         if not isinstance(client_id, str) or len(client_id.encode()) > core.MAX_NAME_BYTES:
             raise ValueError("client_id must be a str of at most 200 bytes")
         self.client_id = client_id
+        credentials, self._metadata = core.security(
+            token=token,
+            tenant=tenant,
+            root_certificates=root_certificates,
+            client_cert=client_cert,
+            client_key=client_key,
+            credentials=credentials,
+        )
         opts = list(options)
         if credentials is not None:
             self._channel = grpc.secure_channel(self.target, credentials, options=opts)
@@ -256,7 +274,9 @@ class Client:
 
     def _rpc(self, method: Any, request: Any, what: str, timeout: Optional[float] = None) -> Any:
         try:
-            return method(request, timeout=timeout if timeout is not None else self.timeout)
+            return method(
+                request, timeout=timeout if timeout is not None else self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise core.map_rpc_error(e, what) from e
 
@@ -529,7 +549,7 @@ class Client:
         mi = core.check_seconds(min_interval, "min_interval")
         if mi is not None:
             req.min_interval.CopyFrom(core.duration(mi))
-        return Watch(self._quotas.Watch(req))
+        return Watch(self._quotas.Watch(req, metadata=self._metadata))
 
     def get_quota(self, resource: str, *, partition: str = "") -> QuotaUpdate:
         """The current state of one bucket."""
@@ -554,6 +574,7 @@ class Client:
         failure_policy: Optional[str] = None,
         limits_known: Optional[bool] = None,
         probe_concurrency: Optional[int] = None,
+        accept_feedback_without_permit: Optional[bool] = None,
     ) -> resource_pb2.Resource:
         """Define or replace a resource (admin); returns it as stored."""
         res = core.resource_message(
@@ -569,6 +590,7 @@ class Client:
             failure_policy,
             limits_known,
             probe_concurrency,
+            accept_feedback_without_permit,
         )
         r = self._rpc(self._quotas.PutResource, quotas_pb2.PutResourceRequest(resource=res), "Quotas.PutResource")
         stored: resource_pb2.Resource = r.resource

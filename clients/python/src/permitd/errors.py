@@ -46,6 +46,15 @@ class NotFound(PermitdError, LookupError):
     """Unknown resource, permit or key (``NOT_FOUND``)."""
 
 
+class Unauthenticated(PermitdError):
+    """No credential, an unknown token or an untrusted certificate (``UNAUTHENTICATED``)."""
+
+
+class PermissionDenied(PermitdError, PermissionError):
+    """The caller's role (or priority ceiling) does not allow the call
+    (``PERMISSION_DENIED``); the message names what is missing."""
+
+
 class PermitDenied(PermitdError):
     """A permit was not granted.
 

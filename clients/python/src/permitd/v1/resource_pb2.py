@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19permitd/v1/resource.proto\x12\npermitd.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb1\x03\n\x08Resource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x03(\x0b\x32\x11.permitd.v1.Limit\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12(\n\x05lease\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rper_partition\x18\x05 \x01(\x08\x12*\n\x07\x62\x61\x63koff\x18\x06 \x01(\x0b\x32\x19.permitd.v1.BackoffPolicy\x12\x11\n\tmax_queue\x18\x07 \x01(\r\x12\x1f\n\x12learn_from_headers\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\ndimensions\x18\t \x03(\t\x12\x31\n\x0e\x66\x61ilure_policy\x18\n \x01(\x0e\x32\x19.permitd.v1.FailurePolicy\x12\x19\n\x0climits_known\x18\x0b \x01(\x08H\x01\x88\x01\x01\x12\x1e\n\x11probe_concurrency\x18\x0c \x01(\rH\x02\x88\x01\x01\x42\x15\n\x13_learn_from_headersB\x0f\n\r_limits_knownB\x14\n\x12_probe_concurrency\"\x8b\x01\n\x05Limit\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12)\n\x06period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x62urst\x18\x04 \x01(\x04\x12%\n\x05scope\x18\x05 \x01(\x0e\x32\x16.permitd.v1.LimitScope\"\xe5\x01\n\rBackoffPolicy\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.permitd.v1.BackoffKind\x12\'\n\x04\x62\x61se\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03max\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\r\x12\x32\n\x0fmax_retry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration*r\n\rFailurePolicy\x12\x1e\n\x1a\x46\x41ILURE_POLICY_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46\x41ILURE_POLICY_FAIL_CLOSED\x10\x01\x12!\n\x1d\x46\x41ILURE_POLICY_LOCAL_FALLBACK\x10\x02*^\n\nLimitScope\x12\x1b\n\x17LIMIT_SCOPE_UNSPECIFIED\x10\x00\x12\x18\n\x14LIMIT_SCOPE_RESOURCE\x10\x01\x12\x19\n\x15LIMIT_SCOPE_PARTITION\x10\x02*\xac\x01\n\x0b\x42\x61\x63koffKind\x12\x1c\n\x18\x42\x41\x43KOFF_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42\x41\x43KOFF_KIND_EXPONENTIAL\x10\x01\x12\x1c\n\x18\x42\x41\x43KOFF_KIND_FULL_JITTER\x10\x02\x12\x1d\n\x19\x42\x41\x43KOFF_KIND_EQUAL_JITTER\x10\x03\x12$\n BACKOFF_KIND_DECORRELATED_JITTER\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19permitd/v1/resource.proto\x12\npermitd.v1\x1a\x1egoogle/protobuf/duration.proto\"\x81\x04\n\x08Resource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x06limits\x18\x02 \x03(\x0b\x32\x11.permitd.v1.Limit\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12(\n\x05lease\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rper_partition\x18\x05 \x01(\x08\x12*\n\x07\x62\x61\x63koff\x18\x06 \x01(\x0b\x32\x19.permitd.v1.BackoffPolicy\x12\x11\n\tmax_queue\x18\x07 \x01(\r\x12\x1f\n\x12learn_from_headers\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\ndimensions\x18\t \x03(\t\x12\x31\n\x0e\x66\x61ilure_policy\x18\n \x01(\x0e\x32\x19.permitd.v1.FailurePolicy\x12\x19\n\x0climits_known\x18\x0b \x01(\x08H\x01\x88\x01\x01\x12\x1e\n\x11probe_concurrency\x18\x0c \x01(\rH\x02\x88\x01\x01\x12+\n\x1e\x61\x63\x63\x65pt_feedback_without_permit\x18\r \x01(\x08H\x03\x88\x01\x01\x42\x15\n\x13_learn_from_headersB\x0f\n\r_limits_knownB\x14\n\x12_probe_concurrencyB!\n\x1f_accept_feedback_without_permit\"\x8b\x01\n\x05Limit\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12)\n\x06period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x62urst\x18\x04 \x01(\x04\x12%\n\x05scope\x18\x05 \x01(\x0e\x32\x16.permitd.v1.LimitScope\"\xe5\x01\n\rBackoffPolicy\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.permitd.v1.BackoffKind\x12\'\n\x04\x62\x61se\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03max\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\r\x12\x32\n\x0fmax_retry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration*r\n\rFailurePolicy\x12\x1e\n\x1a\x46\x41ILURE_POLICY_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46\x41ILURE_POLICY_FAIL_CLOSED\x10\x01\x12!\n\x1d\x46\x41ILURE_POLICY_LOCAL_FALLBACK\x10\x02*^\n\nLimitScope\x12\x1b\n\x17LIMIT_SCOPE_UNSPECIFIED\x10\x00\x12\x18\n\x14LIMIT_SCOPE_RESOURCE\x10\x01\x12\x19\n\x15LIMIT_SCOPE_PARTITION\x10\x02*\xac\x01\n\x0b\x42\x61\x63koffKind\x12\x1c\n\x18\x42\x41\x43KOFF_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42\x41\x43KOFF_KIND_EXPONENTIAL\x10\x01\x12\x1c\n\x18\x42\x41\x43KOFF_KIND_FULL_JITTER\x10\x02\x12\x1d\n\x19\x42\x41\x43KOFF_KIND_EQUAL_JITTER\x10\x03\x12$\n BACKOFF_KIND_DECORRELATED_JITTER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'permitd.v1.resource_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAILUREPOLICY']._serialized_start=883
-  _globals['_FAILUREPOLICY']._serialized_end=997
-  _globals['_LIMITSCOPE']._serialized_start=999
-  _globals['_LIMITSCOPE']._serialized_end=1093
-  _globals['_BACKOFFKIND']._serialized_start=1096
-  _globals['_BACKOFFKIND']._serialized_end=1268
+  _globals['_FAILUREPOLICY']._serialized_start=963
+  _globals['_FAILUREPOLICY']._serialized_end=1077
+  _globals['_LIMITSCOPE']._serialized_start=1079
+  _globals['_LIMITSCOPE']._serialized_end=1173
+  _globals['_BACKOFFKIND']._serialized_start=1176
+  _globals['_BACKOFFKIND']._serialized_end=1348
   _globals['_RESOURCE']._serialized_start=74
-  _globals['_RESOURCE']._serialized_end=507
-  _globals['_LIMIT']._serialized_start=510
-  _globals['_LIMIT']._serialized_end=649
-  _globals['_BACKOFFPOLICY']._serialized_start=652
-  _globals['_BACKOFFPOLICY']._serialized_end=881
+  _globals['_RESOURCE']._serialized_end=587
+  _globals['_LIMIT']._serialized_start=590
+  _globals['_LIMIT']._serialized_end=729
+  _globals['_BACKOFFPOLICY']._serialized_start=732
+  _globals['_BACKOFFPOLICY']._serialized_end=961
 # @@protoc_insertion_point(module_scope)

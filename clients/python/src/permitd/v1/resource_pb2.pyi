@@ -42,7 +42,7 @@ BACKOFF_KIND_EQUAL_JITTER: BackoffKind
 BACKOFF_KIND_DECORRELATED_JITTER: BackoffKind
 
 class Resource(_message.Message):
-    __slots__ = ("name", "limits", "concurrency", "lease", "per_partition", "backoff", "max_queue", "learn_from_headers", "dimensions", "failure_policy", "limits_known", "probe_concurrency")
+    __slots__ = ("name", "limits", "concurrency", "lease", "per_partition", "backoff", "max_queue", "learn_from_headers", "dimensions", "failure_policy", "limits_known", "probe_concurrency", "accept_feedback_without_permit")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class Resource(_message.Message):
     FAILURE_POLICY_FIELD_NUMBER: _ClassVar[int]
     LIMITS_KNOWN_FIELD_NUMBER: _ClassVar[int]
     PROBE_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FEEDBACK_WITHOUT_PERMIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     limits: _containers.RepeatedCompositeFieldContainer[Limit]
     concurrency: int
@@ -67,7 +68,8 @@ class Resource(_message.Message):
     failure_policy: FailurePolicy
     limits_known: bool
     probe_concurrency: int
-    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., concurrency: _Optional[int] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_partition: bool = ..., backoff: _Optional[_Union[BackoffPolicy, _Mapping]] = ..., max_queue: _Optional[int] = ..., learn_from_headers: bool = ..., dimensions: _Optional[_Iterable[str]] = ..., failure_policy: _Optional[_Union[FailurePolicy, str]] = ..., limits_known: bool = ..., probe_concurrency: _Optional[int] = ...) -> None: ...
+    accept_feedback_without_permit: bool
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ..., concurrency: _Optional[int] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_partition: bool = ..., backoff: _Optional[_Union[BackoffPolicy, _Mapping]] = ..., max_queue: _Optional[int] = ..., learn_from_headers: bool = ..., dimensions: _Optional[_Iterable[str]] = ..., failure_policy: _Optional[_Union[FailurePolicy, str]] = ..., limits_known: bool = ..., probe_concurrency: _Optional[int] = ..., accept_feedback_without_permit: bool = ...) -> None: ...
 
 class Limit(_message.Message):
     __slots__ = ("dimension", "amount", "period", "burst", "scope")
