@@ -74,6 +74,53 @@ for dialect in ietf openai; do
 done
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
+# TLS and bearer tokens: one server over TLS with auth on (a throwaway CA made with openssl,
+# an admin token minted by `permitd token new`), one plaintext without auth, Health/Check and
+# granted AcquirePermit on each at concurrency 64. The TLS run's ratios are against
+# Health/Check over TLS; the summary compares TLS with plaintext.
+TLS=$DATA/tls; mkdir -p "$TLS"
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+( cd "$TLS"
+  openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj "/CN=bench CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  openssl req "${ec[@]}" -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 2 \
+    -extfile server.ext -out server.pem 2>/dev/null )
+minted=$("$BIN" token new --name bench --tenant bench --role admin)
+TOKEN=$(sed -n 's/^token: //p' <<<"$minted")
+{ echo '[auth]'; echo 'mode = "tokens"'; sed -n '/^\[\[auth.principals\]\]/,$p' <<<"$minted"; } > "$TLS/permitd.toml"
+n=$((n+1))
+taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$n" --log-filter warn \
+  --config "$TLS/permitd.toml" --tls-cert "$TLS/server.pem" --tls-key "$TLS/server.key" &
+SERVER=$!
+TLS_ARGS=(--server "https://127.0.0.1:$PORT" --tls-ca "$TLS/ca.pem" --token "$TOKEN")
+for _ in $(seq 100); do
+  "$BIN" quota x "${TLS_ARGS[@]}" 2>&1 | grep -q NOT_FOUND && break
+  sleep 0.1
+done
+echo "## TLS + bearer token, concurrency 64, 1 bucket (floor: Health/Check over TLS)" >> "$OUT"
+echo '```' >> "$OUT"
+taskset -c 1 "$BIN" bench "${TLS_ARGS[@]}" --concurrency 64 --phases health,grant --duration "$DURATION" --server-pid "$SERVER" | tee -a "$OUT" | tail -1 > "$TLS/tls.json"
+echo '```' >> "$OUT"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+n=$((n+1)); start_server "$n"
+taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency 64 --phases health,grant --duration "$DURATION" --server-pid "$SERVER" --json > "$TLS/plain.json"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+echo '```' >> "$OUT"
+python3 - "$TLS/tls.json" "$TLS/plain.json" <<'PY' | tee -a "$OUT"
+import json, sys
+tls, plain = (json.load(open(p)) for p in sys.argv[1:3])
+for name in ("health", "grant"):
+    t, p = tls["phases"][name], plain["phases"][name]
+    print(f"{name:6}  TLS{'+token' if name == 'grant' else '      '} {t['rps']:>7.0f} req/s {t['cpu_us_per_req']:>5.1f} us/req"
+          f"   plaintext {p['rps']:>7.0f} req/s {p['cpu_us_per_req']:>5.1f} us/req"
+          f"   TLS/plaintext: throughput {t['rps'] / p['rps']:.2f}x, cpu {t['cpu_us_per_req'] / p['cpu_us_per_req']:.2f}x")
+g, h = tls["phases"]["grant"], tls["phases"]["health"]
+print(f"over TLS, grant with a token vs Health/Check over TLS: throughput {g['rps'] / h['rps']:.2f}x, cpu {g['cpu_us_per_req'] / h['cpu_us_per_req']:.2f}x")
+PY
+echo '```' >> "$OUT"
+
 # Memory per live bucket: 500 000 partition buckets holding a lease, then 500 000 without, built in-process
 # so the count is exact (RSS growth / buckets).
 echo "## memory per live bucket" >> "$OUT"

@@ -26,7 +26,9 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
-            auth: Arc::clone(&self.0),
+            // With auth off there is nothing to check: no shared counter to bump per call
+            // (the service is cloned for every request).
+            auth: (self.0.mode() != super::Mode::None).then(|| Arc::clone(&self.0)),
         }
     }
 }
@@ -35,7 +37,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct AuthService<S> {
     inner: S,
-    auth: Arc<Auth>,
+    auth: Option<Arc<Auth>>,
 }
 
 /// Authenticate an HTTP request's head: its headers and, over TLS, the client certificate
@@ -63,12 +65,11 @@ pub fn authenticate_parts(
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for AuthService<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = AuthFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -76,18 +77,61 @@ where
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
         let path = req.uri().path();
-        if !OPEN.iter().any(|p| path.starts_with(p)) {
-            match authenticate_parts(&self.auth, req.headers(), req.extensions()) {
+        // With auth off the handlers know every caller already: nothing to put in the call.
+        if let Some(auth) = &self.auth
+            && !OPEN.iter().any(|p| path.starts_with(p))
+        {
+            match authenticate_parts(auth, req.headers(), req.extensions()) {
                 Ok(caller) => {
                     req.extensions_mut().insert(caller);
                 }
                 Err(status) => {
                     tracing::debug!(path, reason = status.message(), "call refused");
-                    let res = status.into_http::<ResBody>();
-                    return Box::pin(async move { Ok(res) });
+                    return AuthFuture::Refused {
+                        answer: Some(status.into_http::<ResBody>()),
+                    };
                 }
             }
         }
-        Box::pin(self.inner.call(req))
+        AuthFuture::Pass {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pub use future::AuthFuture;
+
+mod future {
+    // The macro's projection type has no docs of its own.
+    #![allow(missing_docs)]
+    use super::http;
+
+    pin_project_lite::pin_project! {
+        /// The inner service's future, or the refusal: no allocation per call.
+        #[project = AuthProj]
+        pub enum AuthFuture<F, B> {
+            /// Authenticated: the call runs.
+            Pass { #[pin] inner: F },
+            /// Refused: the UNAUTHENTICATED (or PERMISSION_DENIED) answer, once.
+            Refused { answer: Option<http::Response<B>> },
+        }
+    }
+}
+
+impl<F, B, E> Future for AuthFuture<F, B>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            future::AuthProj::Pass { inner } => inner.poll(cx),
+            future::AuthProj::Refused { answer } => match answer.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                // Polled again after it was ready: a caller bug; never ready again.
+                None => Poll::Pending,
+            },
+        }
     }
 }

@@ -186,9 +186,14 @@ impl Caller {
     ///
     /// # Errors
     /// INVALID_ARGUMENT naming `field` when the name fails the checks.
-    pub fn qualify(&self, name: &str, field: &str, max: usize) -> Result<String, PermitError> {
+    pub fn qualify<'a>(
+        &self,
+        name: &'a str,
+        field: &str,
+        max: usize,
+    ) -> Result<std::borrow::Cow<'a, str>, PermitError> {
         crate::server::convert::name(name, field, true, max)?;
-        Ok(tenant::qualify(&self.tenant, name).into_owned())
+        Ok(tenant::qualify(&self.tenant, name))
     }
 
     /// Like [`Self::qualify`] for a prefix: may be empty.
@@ -218,32 +223,50 @@ impl Caller {
     }
 }
 
+/// A principal and, for a one-tenant principal, the caller every call of it is (built
+/// once, so a call costs no allocation).
+#[derive(Debug)]
+struct Entry {
+    principal: Principal,
+    caller: Option<Arc<Caller>>,
+}
+
 /// The principals in force, indexed by credential.
 #[derive(Debug, Default)]
 struct Table {
-    by_token: HashMap<[u8; 32], Arc<Principal>>,
-    by_cert: HashMap<String, Arc<Principal>>,
+    by_token: HashMap<[u8; 32], Arc<Entry>>,
+    by_cert: HashMap<String, Arc<Entry>>,
 }
 
 impl Table {
     fn new(principals: impl IntoIterator<Item = Principal>) -> Result<Self, PrincipalsError> {
         let mut t = Self::default();
-        for p in principals {
-            let p = Arc::new(p);
-            if let Some(h) = p.token_sha256
+        for principal in principals {
+            let caller = match &principal.tenant {
+                TenantScope::One(tenant) => Some(Arc::new(Caller {
+                    principal: principal.name.as_str().into(),
+                    tenant: tenant.as_str().into(),
+                    role: principal.role,
+                    max_priority: principal.max_priority,
+                    operator: false,
+                })),
+                TenantScope::All => None,
+            };
+            let p = Arc::new(Entry { principal, caller });
+            if let Some(h) = p.principal.token_sha256
                 && t.by_token.insert(h, Arc::clone(&p)).is_some()
             {
                 return Err(PrincipalsError::Duplicate {
                     what: "token_sha256",
-                    principal: p.name.clone(),
+                    principal: p.principal.name.clone(),
                 });
             }
-            if let Some(id) = &p.cert_identity
+            if let Some(id) = &p.principal.cert_identity
                 && t.by_cert.insert(id.clone(), Arc::clone(&p)).is_some()
             {
                 return Err(PrincipalsError::Duplicate {
                     what: "cert_identity",
-                    principal: p.name.clone(),
+                    principal: p.principal.name.clone(),
                 });
             }
         }
@@ -363,8 +386,8 @@ impl Auth {
             }
             None => None,
         };
-        let principal = match (by_token, by_cert) {
-            (Some(a), Some(b)) if a.name != b.name => {
+        let entry = match (by_token, by_cert) {
+            (Some(a), Some(b)) if !Arc::ptr_eq(&a, &b) => {
                 return Err(Status::unauthenticated(
                     "the bearer token and the client certificate name different principals",
                 ));
@@ -392,23 +415,29 @@ impl Auth {
                     })
             })
             .transpose()?;
-        let (tenant, operator): (Arc<str>, bool) = match (&principal.tenant, asked) {
-            (TenantScope::All, Some(t)) => (t.into(), true),
-            (TenantScope::All, None) => (tenant::DEFAULT_TENANT.into(), true),
+        let principal = &entry.principal;
+        let tenant: Arc<str> = match (&principal.tenant, asked) {
+            (TenantScope::All, Some(t)) => t.into(),
+            (TenantScope::All, None) => tenant::DEFAULT_TENANT.into(),
             (TenantScope::One(t), Some(a)) if a != t => {
                 return Err(Status::permission_denied(format!(
                     "principal {} acts only for its own tenant",
                     principal.name
                 )));
             }
-            (TenantScope::One(t), _) => (t.as_str().into(), false),
+            (TenantScope::One(_), _) => {
+                if let Some(c) = &entry.caller {
+                    return Ok(Arc::clone(c));
+                }
+                return Err(Status::internal("principal table is inconsistent"));
+            }
         };
         Ok(Arc::new(Caller {
             principal: principal.name.as_str().into(),
             tenant,
             role: principal.role,
             max_priority: principal.max_priority,
-            operator,
+            operator: true,
         }))
     }
 }
@@ -424,15 +453,46 @@ fn bearer(v: &[u8]) -> Option<&[u8]> {
     (rest.first().is_some_and(u8::is_ascii_whitespace) && !token.is_empty()).then_some(token)
 }
 
-/// The caller of a gRPC request, as [`layer`] put it there.
-///
-/// # Errors
-/// UNAUTHENTICATED when the request did not pass through the layer (fail closed).
-pub fn caller<T>(req: &tonic::Request<T>) -> Result<Arc<Caller>, Status> {
-    req.extensions()
-        .get::<Arc<Caller>>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("not authenticated"))
+/// The caller everyone is when auth is off.
+static ANONYMOUS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::anonymous);
+
+/// A handler's caller: the anonymous admin (auth off: no per-call allocation or shared
+/// counter), or the principal [`layer`] authenticated.
+#[derive(Debug, Clone)]
+pub enum CallerRef {
+    /// Auth is off.
+    Anonymous(&'static Caller),
+    /// Authenticated by the layer.
+    Authenticated(Arc<Caller>),
+}
+
+impl std::ops::Deref for CallerRef {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        match self {
+            Self::Anonymous(c) => c,
+            Self::Authenticated(c) => c,
+        }
+    }
+}
+
+impl Auth {
+    /// The caller of a gRPC request, as [`layer`] put it there.
+    ///
+    /// # Errors
+    /// UNAUTHENTICATED when auth is on and the request did not pass through the layer
+    /// (fail closed).
+    pub fn caller<T>(&self, req: &tonic::Request<T>) -> Result<CallerRef, Status> {
+        if self.settings.mode == Mode::None {
+            return Ok(CallerRef::Anonymous(&ANONYMOUS));
+        }
+        req.extensions()
+            .get::<Arc<Caller>>()
+            .cloned()
+            .map(CallerRef::Authenticated)
+            .ok_or_else(|| Status::unauthenticated("not authenticated"))
+    }
 }
 
 /// Check a principal's name: the name alphabet.

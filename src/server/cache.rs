@@ -18,13 +18,14 @@ use crate::proto;
 pub struct CacheService {
     cache: Cache,
     clock: Arc<dyn Clock>,
+    auth: Arc<auth::Auth>,
 }
 
 impl CacheService {
     /// A service over the cache, reading time from `clock`.
     #[must_use]
-    pub fn new(cache: Cache, clock: Arc<dyn Clock>) -> Self {
-        Self { cache, clock }
+    pub fn new(cache: Cache, clock: Arc<dyn Clock>, auth: Arc<auth::Auth>) -> Self {
+        Self { cache, clock, auth }
     }
 
     /// Now, in Unix milliseconds.
@@ -39,7 +40,7 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         request: Request<proto::CacheGetRequest>,
     ) -> Result<Response<proto::CacheGetResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "Cache.Get")?;
         let r = request.into_inner();
         let hit = self
@@ -61,7 +62,7 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         request: Request<proto::CachePutRequest>,
     ) -> Result<Response<proto::CachePutResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "Cache.Put")?;
         let r = request.into_inner();
         let ttl = r.ttl.as_ref().map(|d| duration(d, "ttl")).transpose()?;
@@ -86,7 +87,7 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         request: Request<proto::CacheDeleteRequest>,
     ) -> Result<Response<proto::CacheDeleteResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "Cache.Delete")?;
         let r = request.into_inner();
         let deleted = self
@@ -101,7 +102,9 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         request: Request<proto::CacheStatsRequest>,
     ) -> Result<Response<proto::CacheStatsResponse>, Status> {
-        auth::caller(&request)?.require_operator("Cache.Stats")?;
+        self.auth
+            .caller(&request)?
+            .require_operator("Cache.Stats")?;
         let s = self.cache.stats();
         Ok(Response::new(proto::CacheStatsResponse {
             hits: s.hits,

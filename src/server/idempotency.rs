@@ -19,13 +19,18 @@ use crate::proto::{self, IdempotencyState};
 pub struct IdempotencyService {
     idempotency: Idempotency,
     clock: Arc<dyn Clock>,
+    auth: Arc<auth::Auth>,
 }
 
 impl IdempotencyService {
     /// A service over the domain, reading time from `clock`.
     #[must_use]
-    pub fn new(idempotency: Idempotency, clock: Arc<dyn Clock>) -> Self {
-        Self { idempotency, clock }
+    pub fn new(idempotency: Idempotency, clock: Arc<dyn Clock>, auth: Arc<auth::Auth>) -> Self {
+        Self {
+            idempotency,
+            clock,
+            auth,
+        }
     }
 
     /// Now, in Unix milliseconds.
@@ -70,7 +75,7 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::BeginRequest>,
     ) -> Result<Response<proto::BeginResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "Idempotency.Begin")?;
         let r = request.into_inner();
         let ttl = r.ttl.as_ref().map(|d| duration(d, "ttl")).transpose()?;
@@ -118,7 +123,7 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::CompleteRequest>,
     ) -> Result<Response<proto::CompleteResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "Idempotency.Complete")?;
         let r = request.into_inner();
         let result = r.result.map(result_from_proto).ok_or_else(|| {
@@ -144,7 +149,7 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::AbandonRequest>,
     ) -> Result<Response<proto::AbandonResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "Idempotency.Abandon")?;
         let r = request.into_inner();
         self.idempotency
@@ -158,7 +163,7 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "Idempotency.Get")?;
         let r = request.into_inner();
         let view = self
@@ -186,7 +191,9 @@ impl proto::idempotency_server::Idempotency for IdempotencyService {
         &self,
         request: Request<proto::IdempotencyStatsRequest>,
     ) -> Result<Response<proto::IdempotencyStatsResponse>, Status> {
-        auth::caller(&request)?.require_operator("Idempotency.Stats")?;
+        self.auth
+            .caller(&request)?
+            .require_operator("Idempotency.Stats")?;
         let s = self.idempotency.stats();
         Ok(Response::new(proto::IdempotencyStatsResponse {
             acquired: s.acquired,

@@ -115,6 +115,7 @@ pub async fn run(
         crate::backoff::Retryable::new(settings.retryable_status.iter().copied()),
         Arc::clone(&settings.feedback_counters),
         settings.cluster.clone(),
+        Arc::clone(&settings.auth),
     ))
     .max_decoding_message_size(max);
     let quotas = QuotasServer::new(quotas::QuotasService::new(
@@ -122,6 +123,7 @@ pub async fn run(
         hub.clone(),
         store,
         settings.cluster.clone(),
+        Arc::clone(&settings.auth),
     ))
     .max_decoding_message_size(max);
     // A capped payload (a result, a value) just over its cap must reach the domain to be
@@ -131,10 +133,15 @@ pub async fn run(
     let idempotency = IdempotencyServer::new(idempotency::IdempotencyService::new(
         records.idempotency,
         Arc::clone(&records.clock),
+        Arc::clone(&settings.auth),
     ))
     .max_decoding_message_size(max.max(result_cap.saturating_add(ENVELOPE_BYTES)));
-    let cache = CacheServer::new(cache::CacheService::new(records.cache, records.clock))
-        .max_decoding_message_size(max.max(value_cap.saturating_add(ENVELOPE_BYTES)));
+    let cache = CacheServer::new(cache::CacheService::new(
+        records.cache,
+        records.clock,
+        Arc::clone(&settings.auth),
+    ))
+    .max_decoding_message_size(max.max(value_cap.saturating_add(ENVELOPE_BYTES)));
 
     health
         .set_serving::<PermitsServer<permits::PermitsService>>()

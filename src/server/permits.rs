@@ -44,6 +44,7 @@ pub struct PermitsService {
     counters: Arc<Counters>,
     /// The shared engine when running as a cluster; `None`: the embedded registry decides.
     cluster: Option<Arc<Cluster>>,
+    auth: Arc<auth::Auth>,
 }
 
 impl PermitsService {
@@ -55,12 +56,14 @@ impl PermitsService {
         retryable: Retryable,
         counters: Arc<Counters>,
         cluster: Option<Arc<Cluster>>,
+        auth: Arc<auth::Auth>,
     ) -> Self {
         Self {
             registry,
             retryable: Arc::new(retryable),
             counters,
             cluster,
+            auth,
         }
     }
 
@@ -243,7 +246,7 @@ impl Permits for PermitsService {
         request: Request<proto::AcquirePermitRequest>,
     ) -> Result<Response<proto::AcquirePermitResponse>, Status> {
         let deadline = grpc_timeout(&request);
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "AcquirePermit")?;
         Ok(Response::new(
             self.acquire_one(&caller, &request.into_inner(), deadline)
@@ -256,7 +259,7 @@ impl Permits for PermitsService {
         request: Request<proto::AcquirePermitsRequest>,
     ) -> Result<Response<proto::AcquirePermitsResponse>, Status> {
         let deadline = grpc_timeout(&request);
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "AcquirePermits")?;
         let r = request.into_inner();
         Ok(Response::new(
@@ -268,7 +271,7 @@ impl Permits for PermitsService {
         &self,
         request: Request<proto::ReportOutcomeRequest>,
     ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "ReportOutcome")?;
         let r = request.into_inner();
         check_cost(&r.actual_cost, "actual_cost")?;
@@ -282,7 +285,9 @@ impl Permits for PermitsService {
             .into());
         }
         let (resource, partition, seq) = if r.permit_id.is_empty() {
-            let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
+            let resource = caller
+                .qualify(&r.resource, "resource", MAX_NAME_LEN)?
+                .into_owned();
             name(&r.partition, "partition", false, MAX_NAME_LEN)?;
             // Feedback without a permit can pause a resource for everyone: a worker may
             // send it only where the resource says so.
@@ -423,10 +428,12 @@ impl Permits for PermitsService {
         &self,
         request: Request<proto::ComputeBackoffRequest>,
     ) -> Result<Response<proto::ComputeBackoffResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "ComputeBackoff")?;
         let r = request.into_inner();
-        let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
+        let resource = caller
+            .qualify(&r.resource, "resource", MAX_NAME_LEN)?
+            .into_owned();
         name(&r.partition, "partition", false, MAX_NAME_LEN)?;
         check_headers(&r.headers)?;
         if r.attempt == 0 {
@@ -473,7 +480,7 @@ impl Permits for PermitsService {
         &self,
         request: Request<proto::ReleasePermitRequest>,
     ) -> Result<Response<proto::ReleasePermitResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Worker, "ReleasePermit")?;
         let r = request.into_inner();
         let settlement = if r.refund {

@@ -33,6 +33,7 @@ pub struct QuotasService {
     store: Arc<dyn ResourceStore>,
     admin: Arc<Mutex<()>>,
     cluster: Option<Arc<Cluster>>,
+    auth: Arc<auth::Auth>,
 }
 
 impl std::fmt::Debug for QuotasService {
@@ -49,6 +50,7 @@ impl QuotasService {
         hub: Hub,
         store: Arc<dyn ResourceStore>,
         cluster: Option<Arc<Cluster>>,
+        auth: Arc<auth::Auth>,
     ) -> Self {
         Self {
             registry,
@@ -56,6 +58,7 @@ impl QuotasService {
             store,
             admin: Arc::new(Mutex::new(())),
             cluster,
+            auth,
         }
     }
 }
@@ -109,7 +112,7 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<super::watch::WatchStream>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Viewer, "Watch")?;
         let stream = super::watch::start(
             &self.registry,
@@ -125,7 +128,7 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::GetQuotaRequest>,
     ) -> Result<Response<proto::QuotaUpdate>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Viewer, "GetQuota")?;
         let r = request.into_inner();
         let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
@@ -141,14 +144,16 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::ListResourcesRequest>,
     ) -> Result<Response<proto::ListResourcesResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Viewer, "ListResources")?;
         let r = request.into_inner();
         let prefix = caller.qualify_prefix(&r.prefix, "prefix", MAX_NAME_LEN)?;
         let after = if r.page_token.is_empty() {
             String::new()
         } else {
-            caller.qualify(&r.page_token, "page_token", MAX_NAME_LEN)?
+            caller
+                .qualify(&r.page_token, "page_token", MAX_NAME_LEN)?
+                .into_owned()
         };
         let size = match usize::try_from(r.page_size).unwrap_or(usize::MAX) {
             0 => DEFAULT_PAGE,
@@ -176,13 +181,15 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::PutResourceRequest>,
     ) -> Result<Response<proto::PutResourceResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Admin, "PutResource")?;
         let r = request.into_inner();
         let mut resource = r
             .resource
             .ok_or_else(|| Status::invalid_argument("resource: is required"))?;
-        resource.name = caller.qualify(&resource.name, "resource.name", MAX_NAME_LEN)?;
+        resource.name = caller
+            .qualify(&resource.name, "resource.name", MAX_NAME_LEN)?
+            .into_owned();
         let def = resource_from_proto(&resource, "resource")?;
         let stored = resource_to_proto(&def);
         let answer = local_proto(&caller, &def);
@@ -209,10 +216,10 @@ impl Quotas for QuotasService {
         &self,
         request: Request<proto::DeleteResourceRequest>,
     ) -> Result<Response<proto::DeleteResourceResponse>, Status> {
-        let caller = auth::caller(&request)?;
+        let caller = self.auth.caller(&request)?;
         caller.require(Role::Admin, "DeleteResource")?;
         let r = request.into_inner();
-        let qualified = caller.qualify(&r.name, "name", MAX_NAME_LEN)?;
+        let qualified = caller.qualify(&r.name, "name", MAX_NAME_LEN)?.into_owned();
         let _admin = self.admin.lock().await;
         let store = Arc::clone(&self.store);
         let key = qualified.clone();
