@@ -24,6 +24,9 @@ fi
 # and the integration tests (real server on 127.0.0.1:0, real clients, real sled on disk, the
 # dashboard in headless Chromium).
 cargo test --locked --all-targets "$@"
+# The bounded coordination matrix measures timing: on its own, so nothing else competes
+# for the two cores while its fleets pace their calls.
+cargo test --locked --test it coord::coord_matrix_meets_targets -- --ignored --exact
 
 # The Python client's tests (a venv with grpcio, pytest) against the binary just built.
 target_dir="${CARGO_TARGET_DIR:-target}"

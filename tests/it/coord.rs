@@ -16,7 +16,8 @@
 //! The targets are recomputed here from the raw figures of each JSON line, so a wrong
 //! verdict in the command shows up too. Shapes permitd does not bring to their targets yet
 //! (GitHub headers on a token bucket; no headers at all) are held to floors that catch a
-//! storm or a starved fleet instead, and named in the output (`KNOWN GAP`).
+//! storm or a starved fleet instead, and named in the output (`KNOWN GAP`). It runs on its
+//! own, after the rest of the suite (`scripts/test.sh`).
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
@@ -280,7 +281,12 @@ impl Cell {
 }
 
 /// Every cell of the bounded matrix meets its target, and the command says so too.
+///
+/// Its figures are timing: with the rest of the suite running beside it on two cores the
+/// fleet's pacing slows and cells miss by a point or two, so `scripts/test.sh` runs it on
+/// its own after the rest (`--ignored`), where it is held to its targets.
 #[test]
+#[ignore = "timing: run alone, after the rest (scripts/test.sh does)"]
 fn coord_matrix_meets_targets() {
     // With headers: 2 rates x 2 bursts x 2 fleets x (known + naive + high x 2 dialects).
     let mut lines = slice(

@@ -813,3 +813,72 @@ async fn isolation_table_redis() {
     report("isolation_table_redis", &t);
     server.stop().await;
 }
+
+/// A data directory written before auth keeps its resources as tenant `default`'s: a
+/// principal of `default` sees and uses them, another tenant's sees nothing of them.
+#[tokio::test]
+async fn upgraded_data_directory_is_tenant_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = TestServer::start_in(dir.path()).await;
+    crate::support::put(
+        &old,
+        resource(
+            "legacy:x",
+            vec![limit("requests", 42, Duration::from_secs(60), 0)],
+            0,
+        ),
+    )
+    .await;
+    old.stop().await;
+    let mut principals = principals();
+    principals.push(Principal {
+        name: "default-admin".into(),
+        tenant: TenantScope::One("default".into()),
+        role: Role::Admin,
+        max_priority: None,
+        token_sha256: Some(token::sha256(b"pmt_default_admin")),
+        cert_identity: None,
+    });
+    let server = TestServer::start_with(Config {
+        data_dir: dir.path().to_path_buf(),
+        auth: Settings {
+            mode: Mode::Tokens,
+            principals,
+            principals_file: None,
+        },
+        ..Config::default()
+    })
+    .await;
+    let ch = server.channel().await;
+    let mut legacy =
+        QuotasClient::with_interceptor(ch.clone(), Token(Some("pmt_default_admin".into())));
+    let list = legacy
+        .list_resources(proto::ListResourcesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.resources.len(), 1);
+    assert_eq!(
+        (
+            list.resources[0].name.as_str(),
+            list.resources[0].limits[0].amount
+        ),
+        ("legacy:x", 42)
+    );
+    let mut a = QuotasClient::with_interceptor(ch, Token(Some("pmt_team-a_admin".into())));
+    let list = a
+        .list_resources(proto::ListResourcesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(list.resources.is_empty(), "{list:?}");
+    let e = a
+        .get_quota(proto::GetQuotaRequest {
+            resource: "legacy:x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    server.stop().await;
+}
