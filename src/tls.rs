@@ -389,3 +389,68 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpL
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            cert_file: dir.join("cert.pem"),
+            key_file: dir.join("key.pem"),
+            client_ca_file: None,
+            client_auth: ClientAuth::None,
+        }
+    }
+
+    /// A missing or non-PEM file is refused at start, naming its setting.
+    #[test]
+    fn bad_files_name_their_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Tls::load(settings(dir.path())).unwrap_err();
+        assert_eq!(e.field, "tls.cert_file");
+        assert!(e.to_string().contains("cannot read"), "{e}");
+        std::fs::write(dir.path().join("cert.pem"), "not pem").unwrap();
+        let e = Tls::load(settings(dir.path())).unwrap_err();
+        assert_eq!(e.field, "tls.cert_file");
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("key.pem"), "nothing").unwrap();
+        let e = Tls::load(settings(dir.path())).unwrap_err();
+        assert_eq!(e.field, "tls.key_file");
+        let mut s = settings(dir.path());
+        s.client_ca_file = Some(dir.path().join("ca.pem"));
+        s.client_auth = ClientAuth::Required;
+        std::fs::write(
+            dir.path().join("key.pem"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = Tls::load(s).unwrap_err();
+        assert_eq!(e.field, "tls.client_ca_file");
+    }
+
+    /// The GOAWAY a plaintext HTTP/2 client gets: a SETTINGS frame, then GOAWAY
+    /// (type 7, stream 0, last stream 0, INADEQUATE_SECURITY) with the reason.
+    #[test]
+    fn goaway_frame() {
+        let f = goaway(b"why");
+        assert_eq!(&f[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(&f[9..18], &[0, 0, 11, 7, 0, 0, 0, 0, 0]);
+        assert_eq!(&f[18..26], &[0, 0, 0, 0, 0, 0, 0, 0x0c]);
+        assert_eq!(&f[26..], b"why");
+    }
+
+    /// Config values parse; others are refused.
+    #[test]
+    fn client_auth_names() {
+        assert_eq!(ClientAuth::parse("optional"), Some(ClientAuth::Optional));
+        assert_eq!(ClientAuth::parse("required"), Some(ClientAuth::Required));
+        assert_eq!(ClientAuth::parse("none"), Some(ClientAuth::None));
+        assert_eq!(ClientAuth::parse("yes"), None);
+    }
+}

@@ -368,6 +368,22 @@ pub(super) async fn resources_delete(conn: &ConnArgs, name: String) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// `permitd resources reset`.
+pub(super) async fn resources_reset(conn: &ConnArgs, name: String) -> anyhow::Result<ExitCode> {
+    let mut client = QuotasClient::new(connect(conn, conn.timeout).await?);
+    let msg = crate::proto::ResetResourceRequest { name: name.clone() };
+    let r = client
+        .reset_resource(request(msg, conn.timeout))
+        .await
+        .map_err(RpcError::from)?
+        .into_inner();
+    emit(&format!(
+        "reset {name}: cooldowns, blocks and learned limits cleared ({} live buckets)\n",
+        r.buckets
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `permitd quota`.
 pub(super) async fn quota(args: QuotaArgs) -> anyhow::Result<ExitCode> {
     let mut client = QuotasClient::new(connect(&args.conn, args.conn.timeout).await?);

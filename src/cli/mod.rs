@@ -237,6 +237,14 @@ pub enum ResourcesCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Clear what feedback imposed on a resource: cooldowns, blocks, learned limits (admin)
+    Reset {
+        /// The resource's name
+        name: String,
+        /// Connection flags.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
 }
 
 /// Flags of `permitd quota`.
@@ -287,6 +295,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             ResourcesCommand::Delete { name, conn } => {
                 commands::resources_delete(&conn, name).await
             }
+            ResourcesCommand::Reset { name, conn } => commands::resources_reset(&conn, name).await,
         },
         ClientCommand::Quota(args) => commands::quota(args).await,
         ClientCommand::Watch(args) => watch::watch(args).await,

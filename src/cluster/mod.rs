@@ -202,6 +202,7 @@ struct Scripts {
     settle: redis::Script,
     feedback: redis::Script,
     peek: redis::Script,
+    reset: redis::Script,
 }
 
 impl Scripts {
@@ -212,8 +213,21 @@ impl Scripts {
             settle: s(include_str!("lua/settle.lua")),
             feedback: s(include_str!("lua/feedback.lua")),
             peek: s(include_str!("lua/peek.lua")),
+            reset: redis::Script::new(include_str!("lua/reset.lua")),
         }
     }
+}
+
+/// `s` with Redis glob characters escaped, for a SCAN MATCH pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// One Redis node (a reconnecting connection manager) or a Redis Cluster (a slot-routed
@@ -473,6 +487,32 @@ impl Cluster {
         if let Ok(mut g) = self.on_resource.lock() {
             *g = Some(Box::new(f));
         }
+    }
+
+    /// Clear a resource's state in Redis (an admin's ResetResource): every key of its hash
+    /// tag is deleted by one script on the node that holds the tag, so its buckets start
+    /// afresh on every replica. Returns the keys deleted.
+    ///
+    /// # Errors
+    /// Unknown resource, or Redis failed.
+    pub async fn reset(&self, name: &str) -> Result<usize, PermitError> {
+        let def = self
+            .registry
+            .get(name)
+            .ok_or_else(|| PermitError::UnknownResource(name.to_owned()))?;
+        let keys = self.keys(&def, "");
+        let tag = keys
+            .shared
+            .strip_suffix(":shared")
+            .unwrap_or(&keys.shared)
+            .to_owned();
+        let pattern = format!("{}:*", glob_escape(&tag));
+        let n: i64 = self
+            .script(&self.scripts.reset, "reset", &keys, &[pattern])
+            .await?;
+        self.fallback.reset(name).ok();
+        self.resource_changed(name).await;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Tell every replica that `name`'s definition changed (after it was stored).
@@ -768,7 +808,10 @@ impl Cluster {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (seq, tag) = (fastrand::u64(..) | CLUSTER_SEQ, fastrand::u64(..));
+            let (seq, tag) = (
+                fastrand::u64(..) | CLUSTER_SEQ,
+                crate::permits::id::random_tag(),
+            );
             let member = format!("{seq:x}.{tag:x}");
             let tried = self
                 .try_acquire(&def, &keys, req.partition, &cost, lease, &member)
@@ -1147,6 +1190,8 @@ impl Cluster {
             upstream_429_total: u64::try_from(v[4]).unwrap_or(0),
             at,
             probing: false,
+            // The cluster does not record why a pause was set (only until when).
+            cooldown_reason: String::new(),
         })
     }
 }

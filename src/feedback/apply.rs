@@ -65,6 +65,8 @@ pub struct Applied {
     pub unknown_dimensions: usize,
     /// Whether a 429 without rate-limit headers cut the adaptive rate.
     pub adapted: bool,
+    /// Whether a pause this report asked for was cut to `max_retry_after`.
+    pub capped: bool,
 }
 
 /// Whether a status pauses the resource for everyone.
@@ -121,6 +123,9 @@ pub trait Target {
     fn block_dimension(&mut self, dimension: usize, until: Nanos);
     /// The cooldown in force (0: none).
     fn cooldown_until(&self) -> Nanos;
+    /// Say why a pause is in force (the cooldown when `dimension` is `None`), for GetQuota
+    /// and Watch. Engines that cannot show it ignore it.
+    fn explain(&mut self, _dimension: Option<usize>, _why: String) {}
 }
 
 impl Target for BucketState {
@@ -184,6 +189,9 @@ impl Target for BucketState {
     fn cooldown_until(&self) -> Nanos {
         BucketState::cooldown_until(self)
     }
+    fn explain(&mut self, dimension: Option<usize>, why: String) {
+        BucketState::explain(self, dimension, why);
+    }
 }
 
 /// Apply `obs` to the bucket; `cooldown` is the pause to impose (already decided by the
@@ -202,9 +210,23 @@ pub fn apply(
     if status == 429 {
         bucket.count_429();
     }
+    // No report may stop the resource longer than the operator allows: every pause it
+    // imposes (cooldown, exhausted-dimension block, unknown-dimension pause, one unit of a
+    // learned limit) ends by `max_retry_after` from now.
+    let max_pause = nanos(def.backoff.max_retry_after);
+    let latest = now.saturating_add(max_pause);
     if let Some(c) = cooldown {
         out.imposed = true;
-        bucket.cool_down(now.saturating_add(nanos(c)));
+        let capped = c > def.backoff.max_retry_after;
+        bucket.cool_down(now.saturating_add(nanos(c)).min(latest));
+        bucket.explain(
+            None,
+            format!(
+                "upstream answered {status}: paused {}{}",
+                secs(c.min(def.backoff.max_retry_after)),
+                capped_note(capped, def)
+            ),
+        );
     }
     let mut confirmed = false;
     let mut probes: Vec<(usize, Nanos, Nanos)> = Vec::new();
@@ -219,7 +241,18 @@ pub fn apply(
             let Some(i) = def.dimension_index(&d.dimension) else {
                 out.unknown_dimensions += 1;
                 if let (Some(0), Some(at)) = (d.remaining, reset_at) {
-                    bucket.cool_down(at);
+                    bucket.cool_down(at.min(latest));
+                    out.capped |= at > latest;
+                    bucket.explain(
+                        None,
+                        format!(
+                            "{}: 0 remaining of {:?}, a dimension the resource does not define; \
+                             paused until its reset{}",
+                            d.source,
+                            d.dimension,
+                            capped_note(at > latest, def)
+                        ),
+                    );
                 }
                 continue;
             };
@@ -236,9 +269,13 @@ pub fn apply(
             let mut taught = None;
             if let Some(limit) = d.limit.filter(|&l| (1..=MAX_AMOUNT).contains(&l)) {
                 let (period_ns, basis) = window(def, bucket, d, refill, i, limit, default_window);
+                // One unit never waits longer than the longest pause allowed.
+                let period_ns = period_ns
+                    .clamp(MIN_PERIOD_NS, MAX_PERIOD_NS)
+                    .min(max_pause.saturating_mul(limit).max(MIN_PERIOD_NS));
                 let rate = Rate {
                     amount: limit,
-                    period_ns: period_ns.clamp(MIN_PERIOD_NS, MAX_PERIOD_NS),
+                    period_ns,
                     burst: limit,
                 };
                 taught = Some(rate);
@@ -276,7 +313,21 @@ pub fn apply(
                         }
                         _ => at,
                     };
-                    bucket.block_dimension(i, until);
+                    out.capped |= until > latest;
+                    bucket.block_dimension(i, until.min(latest));
+                    bucket.explain(
+                        Some(i),
+                        format!(
+                            "{}: 0 remaining; blocked until {}{}",
+                            d.source,
+                            if until == at {
+                                "its reset"
+                            } else {
+                                "the next unit"
+                            },
+                            capped_note(until > latest, def)
+                        ),
+                    );
                 }
             }
             out.learned.push(Learned {
@@ -303,6 +354,27 @@ pub fn apply(
     }
     out.cooldown_until = (until > now).then_some(until);
     out
+}
+
+/// A duration in whole seconds, or milliseconds below one.
+fn secs(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.0}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// ", cut to max_retry_after (…)" when a pause was capped.
+fn capped_note(capped: bool, def: &ResourceDef) -> String {
+    if capped {
+        format!(
+            ", cut to max_retry_after ({})",
+            secs(def.backoff.max_retry_after)
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// The window of a limit the upstream taught, and how it was read: as the upstream states

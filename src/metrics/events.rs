@@ -312,6 +312,7 @@ mod tests {
             upstream_429_total: 0,
             at: ts(0),
             probing: false,
+            cooldown_reason: String::new(),
         };
         assert_eq!(
             quota_json(&u),

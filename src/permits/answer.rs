@@ -106,6 +106,8 @@ pub struct QuotaView {
     pub at: SystemTime,
     /// In slow start: the limits are not confirmed by the upstream yet.
     pub probing: bool,
+    /// Why the cooldown is in force ("" without one).
+    pub cooldown_reason: String,
 }
 
 /// One dimension's state.

@@ -462,8 +462,12 @@ struct Rare {
     /// Per dimension: the upstream said 0 remaining until this instant (empty until the
     /// first block).
     blocked_until: Vec<Nanos>,
+    /// Per dimension, why it is blocked (which header said so), for GetQuota and Watch.
+    blocked_why: Vec<String>,
     timer_at: Option<Nanos>,
     cooldown_until: Nanos,
+    /// Why the cooldown in force was imposed.
+    cooldown_why: String,
     upstream_429_total: u64,
     /// Slow start and the adaptive rate, while the upstream's limits are unconfirmed.
     adaptive: Option<Adaptive>,
@@ -621,6 +625,48 @@ impl BucketState {
     #[must_use]
     pub fn cooldown_until(&self) -> Nanos {
         self.rare.as_ref().map_or(0, |r| r.cooldown_until)
+    }
+
+    /// Why the cooldown in force was imposed ("" when none was explained).
+    #[must_use]
+    pub fn cooldown_why(&self) -> &str {
+        self.rare.as_ref().map_or("", |r| r.cooldown_why.as_str())
+    }
+
+    /// Until when `dimension` is blocked and why, if a block was ever set on it.
+    #[must_use]
+    pub fn block_of(&self, dimension: usize) -> Option<(Nanos, &str)> {
+        let r = self.rare.as_ref()?;
+        let until = *r.blocked_until.get(dimension)?;
+        let why = r.blocked_why.get(dimension).map_or("", String::as_str);
+        Some((until, why))
+    }
+
+    /// Say why a pause is in force: the cooldown (`dimension` `None`) or a dimension's block.
+    pub fn explain(&mut self, dimension: Option<usize>, why: String) {
+        let dims = usize::from(self.dims);
+        let r = self.rare_mut();
+        match dimension {
+            None => r.cooldown_why = why,
+            Some(d) if d < dims => {
+                if r.blocked_why.len() < dims {
+                    r.blocked_why.resize(dims, String::new());
+                }
+                r.blocked_why[d] = why;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Clear every pause and what the upstream taught: cooldown, blocks, learned limits and
+    /// fits (an admin's ResetResource). The counters and the leases stay.
+    pub fn clear_pauses(&mut self) {
+        if let Some(r) = self.rare.as_mut() {
+            r.cooldown_until = 0;
+            r.cooldown_why.clear();
+            r.blocked_until.clear();
+            r.blocked_why.clear();
+        }
     }
 
     /// Upstream 429 answers reported.

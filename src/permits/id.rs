@@ -49,6 +49,45 @@ fn push_hex(out: &mut String, v: u64) {
     }
 }
 
+/// Random bytes drawn from the OS CSPRNG per thread, a block at a time, so a permit's tag
+/// cannot be predicted from others yet costs no system call per grant.
+struct Pool {
+    bytes: [u8; POOL],
+    next: usize,
+}
+
+const POOL: usize = 512;
+
+thread_local! {
+    static TAGS: std::cell::RefCell<Pool> = const {
+        std::cell::RefCell::new(Pool { bytes: [0; POOL], next: POOL })
+    };
+}
+
+/// A permit id's tag: 64 bits from the OS CSPRNG (`getrandom`, through ring).
+#[must_use]
+pub fn random_tag() -> u64 {
+    TAGS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.next + 8 > POOL {
+            use ring::rand::SecureRandom as _;
+            if ring::rand::SystemRandom::new().fill(&mut p.bytes).is_err() {
+                // The OS source failing is not something to grant permits through with
+                // guessable ids; it does not happen on Linux once booted.
+                panic!("the OS random source failed");
+            }
+            p.next = 0;
+        }
+        let at = p.next;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&p.bytes[at..at + 8]);
+        // Used once: the pool never hands the same bytes out twice.
+        p.bytes[at..at + 8].fill(0);
+        p.next = at + 8;
+        u64::from_le_bytes(b)
+    })
+}
+
 /// Parse an id; `None` when it is not one of ours.
 #[must_use]
 pub fn parse(id: &str) -> Option<PermitId<'_>> {
@@ -72,6 +111,14 @@ pub fn parse(id: &str) -> Option<PermitId<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tags are drawn afresh: across several pool refills no two repeat, and they are not
+    /// sequential.
+    #[test]
+    fn tags_do_not_repeat() {
+        let tags: std::collections::HashSet<u64> = (0..10_000).map(|_| random_tag()).collect();
+        assert_eq!(tags.len(), 10_000);
+    }
     use proptest::prelude::*;
 
     /// An id round-trips, including names that contain the separator.

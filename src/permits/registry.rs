@@ -268,6 +268,29 @@ impl Registry {
         old.is_some()
     }
 
+    /// Clear what feedback imposed on a resource (an admin's ResetResource): its buckets
+    /// start afresh under its definition, and what they learned is forgotten on disk too
+    /// (their records are rewritten empty at the next persist). Returns the live buckets.
+    ///
+    /// # Errors
+    /// [`PermitError::UnknownResource`].
+    pub fn reset(&self, name: &str) -> Result<usize, PermitError> {
+        let def = self
+            .get(name)
+            .ok_or_else(|| PermitError::UnknownResource(name.to_owned()))?;
+        let live: Vec<Arc<str>> = self
+            .snapshot(name)
+            .into_iter()
+            .filter(|(k, _)| &*k.resource == name)
+            .map(|(k, _)| Arc::clone(&k.partition))
+            .collect();
+        self.put((*def).clone());
+        for p in &live {
+            self.mark_learned(name, p);
+        }
+        Ok(live.len())
+    }
+
     /// Remove a resource; its waiters are told it is gone.
     pub fn delete(&self, name: &str) -> bool {
         match self.inner.resources.remove(name) {
@@ -348,7 +371,7 @@ impl Registry {
     fn next_id(&self) -> (u64, u64) {
         (
             self.inner.seq.fetch_add(1, Ordering::Relaxed),
-            fastrand::u64(..),
+            crate::permits::id::random_tag(),
         )
     }
 

@@ -116,7 +116,7 @@ impl Registry {
             .chain(l.sec.iter().flat_map(|s| s.limits.iter()));
         for slot in slots {
             let rate = slot.state.rate();
-            let v = DimensionView {
+            let mut v = DimensionView {
                 dimension: slot.dimension(),
                 limit: rate.amount,
                 period: Duration::from_nanos(rate.period_ns),
@@ -127,6 +127,17 @@ impl Registry {
                 reason: reason(def, slot.basis, l.home.adaptive()),
                 rate_per_second: rate.per_second(),
             };
+            // A block the upstream imposed (0 remaining until its reset) is what the
+            // dimension has now, whatever the limit's own state says.
+            if let Some((until, why)) = l.home.block_of(v.dimension).filter(|(u, _)| *u > now) {
+                v.remaining = 0;
+                v.reset_at = clock.wall(until);
+                v.reason = if why.is_empty() {
+                    "blocked: the upstream said 0 remaining, until its reset".to_owned()
+                } else {
+                    why.to_owned()
+                };
+            }
             match dims.iter_mut().find(|d| d.dimension == v.dimension) {
                 // The tightest limit wins; on a tie the learned one, since it is what the
                 // upstream itself says.
@@ -153,6 +164,11 @@ impl Registry {
             upstream_429_total: l.home.upstream_429_total(),
             at: clock.wall(now),
             probing: l.home.is_probing(),
+            cooldown_reason: if l.home.cooldown_until() > now {
+                l.home.cooldown_why().to_owned()
+            } else {
+                String::new()
+            },
         }
     }
 }

@@ -208,10 +208,12 @@ fn reason(r: DenialReason) -> proto::DenialReason {
 }
 
 fn acquire_response(o: AcquireOutcome) -> proto::AcquirePermitResponse {
+    // Indexes may come back from Redis written under an older definition: one that names
+    // no dimension now is skipped, never a panic.
     let remaining = o
         .remaining
         .iter()
-        .map(|&(d, n)| (o.def.dimensions[d].clone(), n))
+        .filter_map(|&(d, n)| Some((o.def.dimensions.get(d)?.clone(), n)))
         .collect();
     let mut resp = proto::AcquirePermitResponse {
         waited: Some(to_duration(o.waited)),
@@ -354,11 +356,11 @@ impl Permits for PermitsService {
                 upstream.remaining_zero,
                 &mut rng,
             );
+            // Uncapped: apply cuts every pause to max_retry_after, and says so.
             let cooldown = is_cooldown_status(status, upstream.remaining_zero).then(|| {
-                upstream.wait.map_or_else(
-                    || backoff::delay(&def.backoff, attempt, &mut rng),
-                    |w| w.min(def.backoff.max_retry_after),
-                )
+                upstream
+                    .wait
+                    .unwrap_or_else(|| backoff::delay(&def.backoff, attempt, &mut rng))
             });
             let applied = feedback::apply::apply(def, target, &obs, status, cooldown, seq, now);
             (advice, applied)

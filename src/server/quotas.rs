@@ -79,8 +79,11 @@ pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::Qu
         dimensions: v
             .dimensions
             .iter()
-            .map(|d| proto::DimensionQuota {
-                dimension: v.def.dimensions[d.dimension].clone(),
+            // An index read back from Redis after a redefinition dropped its dimension
+            // names nothing now: skipped, never a panic.
+            .filter_map(|d| Some((d, v.def.dimensions.get(d.dimension)?)))
+            .map(|(d, name)| proto::DimensionQuota {
+                dimension: name.clone(),
                 limit: d.limit,
                 remaining: d.remaining,
                 reset_at: Some(to_timestamp(d.reset_at)),
@@ -103,6 +106,7 @@ pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::Qu
         upstream_429_total: v.upstream_429_total,
         at: Some(to_timestamp(v.at)),
         probing: v.probing,
+        cooldown_reason: v.cooldown_reason.clone(),
     }
 }
 
@@ -209,6 +213,25 @@ impl Quotas for QuotasService {
         Ok(Response::new(proto::PutResourceResponse {
             resource: Some(answer),
             replaced,
+        }))
+    }
+
+    async fn reset_resource(
+        &self,
+        request: Request<proto::ResetResourceRequest>,
+    ) -> Result<Response<proto::ResetResourceResponse>, Status> {
+        let caller = self.auth.caller(&request)?;
+        caller.require(Role::Admin, "ResetResource")?;
+        let r = request.into_inner();
+        let qualified = caller.qualify(&r.name, "name", MAX_NAME_LEN)?.into_owned();
+        let _admin = self.admin.lock().await;
+        let buckets = match &self.cluster {
+            Some(c) => c.reset(&qualified).await?,
+            None => self.registry.reset(&qualified)?,
+        };
+        tracing::info!(resource = %qualified, buckets, "resource reset");
+        Ok(Response::new(proto::ResetResourceResponse {
+            buckets: u64::try_from(buckets).unwrap_or(u64::MAX),
         }))
     }
 

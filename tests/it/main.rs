@@ -30,6 +30,7 @@ mod group_commit;
 mod idempotency;
 mod lease;
 mod load;
+mod pauses;
 mod queue;
 mod security;
 mod sequential;

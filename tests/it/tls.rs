@@ -390,7 +390,16 @@ async fn sighup_rotates_certificates_without_dropping_streams() {
         .to_owned();
     let block = &text[text.find("[[auth.principals]]").expect("block")..];
     let config = data.path().join("permitd.toml");
-    std::fs::write(&config, format!("[auth]\nmode = \"tokens\"\n\n{block}")).expect("config");
+    let principals = data.path().join("principals.toml");
+    std::fs::write(&principals, "").expect("principals file");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nmode = \"tokens\"\nprincipals_file = {:?}\n\n{block}",
+            principals.display().to_string()
+        ),
+    )
+    .expect("config");
     let port = crate::spawned::free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let log = data.path().join("log");
@@ -440,6 +449,25 @@ async fn sighup_rotates_certificates_without_dropping_streams() {
     let first = watch.message().await.expect("stream").expect("snapshot");
     assert_eq!(first.resource, "rot:x");
 
+    // A principal added to the principals file, known after the same SIGHUP.
+    let late = "pmt_added_after_start";
+    let e = quotas(ch.clone(), Some(late))
+        .get_quota(proto::GetQuotaRequest {
+            resource: "rot:x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    std::fs::write(
+        &principals,
+        format!(
+            "[[principals]]\nname = \"late\"\ntenant = \"team-a\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+            token::hex(&token::sha256(late.as_bytes()))
+        ),
+    )
+    .expect("principals");
+
     // Rotate: a certificate from another CA, written over the files in place.
     c.server("next", "ca2");
     std::fs::copy(c.path("next.pem"), &cert).expect("rotate cert");
@@ -467,6 +495,13 @@ async fn sighup_rotates_certificates_without_dropping_streams() {
         tls_channel(addr, &c, "ca", None).await.is_err(),
         "old certificate still served"
     );
+    quotas(ch2.clone(), Some(late))
+        .get_quota(proto::GetQuotaRequest {
+            resource: "rot:x".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the principal added before SIGHUP");
     // The stream opened before the rotation sees a grant made over the new one.
     let p = permits(ch2, Some(&tok))
         .acquire_permit(proto::AcquirePermitRequest {

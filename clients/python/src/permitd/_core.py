@@ -363,6 +363,7 @@ class QuotaUpdate:
     upstream_429_total: int
     at: Optional[_dt.datetime]
     probing: bool = False  # slow start: the upstream has not confirmed the limits yet
+    cooldown_reason: str = ""  # why the cooldown is in force (status or header, capped or not)
 
     @property
     def remaining(self) -> Dict[str, int]:
@@ -467,6 +468,7 @@ def quota_of(u: quotas_pb2.QuotaUpdate) -> QuotaUpdate:
         upstream_429_total=u.upstream_429_total,
         at=time_of(u, "at"),
         probing=u.probing,
+        cooldown_reason=getattr(u, "cooldown_reason", ""),
     )
 
 

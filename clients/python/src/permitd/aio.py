@@ -597,3 +597,9 @@ class AsyncClient:
         req = quotas_pb2.DeleteResourceRequest(name=core.check_name(name, "name"))
         await self._rpc(self._stubs()[1].DeleteResource, req, "Quotas.DeleteResource")
 
+    async def reset_resource(self, name: str) -> int:
+        """See :meth:`permitd.Client.reset_resource`."""
+        req = quotas_pb2.ResetResourceRequest(name=core.check_name(name, "name"))
+        r = await self._rpc(self._stubs()[1].ResetResource, req, "Quotas.ResetResource")
+        return int(r.buckets)
+

@@ -601,6 +601,13 @@ class Client:
         req = quotas_pb2.DeleteResourceRequest(name=core.check_name(name, "name"))
         self._rpc(self._quotas.DeleteResource, req, "Quotas.DeleteResource")
 
+    def reset_resource(self, name: str) -> int:
+        """Clear what feedback imposed on a resource (admin): cooldowns, dimension blocks
+        and learned limits; its buckets start afresh. Returns the live buckets reset."""
+        req = quotas_pb2.ResetResourceRequest(name=core.check_name(name, "name"))
+        r = self._rpc(self._quotas.ResetResource, req, "Quotas.ResetResource")
+        return int(r.buckets)
+
 
 def _check_retry_on(retry_on: Any) -> None:
     if not isinstance(retry_on, tuple) or not all(

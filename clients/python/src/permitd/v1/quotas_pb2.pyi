@@ -52,7 +52,7 @@ class DimensionQuota(_message.Message):
     def __init__(self, dimension: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reset_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[LimitSource, str]] = ..., period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[str] = ..., rate_per_second: _Optional[float] = ...) -> None: ...
 
 class QuotaUpdate(_message.Message):
-    __slots__ = ("resource", "partition", "dimensions", "in_flight", "concurrency", "queue_depth", "cooldown_until", "granted_total", "denied_total", "upstream_429_total", "at", "probing")
+    __slots__ = ("resource", "partition", "dimensions", "in_flight", "concurrency", "queue_depth", "cooldown_until", "granted_total", "denied_total", "upstream_429_total", "at", "probing", "cooldown_reason")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class QuotaUpdate(_message.Message):
     UPSTREAM_429_TOTAL_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     PROBING_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_REASON_FIELD_NUMBER: _ClassVar[int]
     resource: str
     partition: str
     dimensions: _containers.RepeatedCompositeFieldContainer[DimensionQuota]
@@ -77,7 +78,8 @@ class QuotaUpdate(_message.Message):
     upstream_429_total: int
     at: _timestamp_pb2.Timestamp
     probing: bool
-    def __init__(self, resource: _Optional[str] = ..., partition: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionQuota, _Mapping]]] = ..., in_flight: _Optional[int] = ..., concurrency: _Optional[int] = ..., queue_depth: _Optional[int] = ..., cooldown_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granted_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., upstream_429_total: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., probing: bool = ...) -> None: ...
+    cooldown_reason: str
+    def __init__(self, resource: _Optional[str] = ..., partition: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionQuota, _Mapping]]] = ..., in_flight: _Optional[int] = ..., concurrency: _Optional[int] = ..., queue_depth: _Optional[int] = ..., cooldown_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granted_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., upstream_429_total: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., probing: bool = ..., cooldown_reason: _Optional[str] = ...) -> None: ...
 
 class GetQuotaRequest(_message.Message):
     __slots__ = ("resource", "partition")
@@ -128,3 +130,15 @@ class DeleteResourceRequest(_message.Message):
 class DeleteResourceResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ResetResourceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ResetResourceResponse(_message.Message):
+    __slots__ = ("buckets",)
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    buckets: int
+    def __init__(self, buckets: _Optional[int] = ...) -> None: ...

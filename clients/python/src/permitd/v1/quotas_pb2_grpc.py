@@ -60,6 +60,11 @@ class QuotasStub(object):
                 request_serializer=permitd_dot_v1_dot_quotas__pb2.DeleteResourceRequest.SerializeToString,
                 response_deserializer=permitd_dot_v1_dot_quotas__pb2.DeleteResourceResponse.FromString,
                 _registered_method=True)
+        self.ResetResource = channel.unary_unary(
+                '/permitd.v1.Quotas/ResetResource',
+                request_serializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceRequest.SerializeToString,
+                response_deserializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceResponse.FromString,
+                _registered_method=True)
 
 
 class QuotasServicer(object):
@@ -103,6 +108,15 @@ class QuotasServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetResource(self, request, context):
+        """Clear what feedback imposed on a resource (admin): every bucket's cooldown, dimension
+        blocks and learned limits; its buckets start afresh under its definition. NOT_FOUND
+        for an unknown resource.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotasServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +144,11 @@ def add_QuotasServicer_to_server(servicer, server):
                     servicer.DeleteResource,
                     request_deserializer=permitd_dot_v1_dot_quotas__pb2.DeleteResourceRequest.FromString,
                     response_serializer=permitd_dot_v1_dot_quotas__pb2.DeleteResourceResponse.SerializeToString,
+            ),
+            'ResetResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetResource,
+                    request_deserializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceRequest.FromString,
+                    response_serializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +287,33 @@ class Quotas(object):
             '/permitd.v1.Quotas/DeleteResource',
             permitd_dot_v1_dot_quotas__pb2.DeleteResourceRequest.SerializeToString,
             permitd_dot_v1_dot_quotas__pb2.DeleteResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitd.v1.Quotas/ResetResource',
+            permitd_dot_v1_dot_quotas__pb2.ResetResourceRequest.SerializeToString,
+            permitd_dot_v1_dot_quotas__pb2.ResetResourceResponse.FromString,
             options,
             channel_credentials,
             insecure,

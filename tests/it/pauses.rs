@@ -1,0 +1,211 @@
+//! Bounded pauses: no report can stop a resource longer than its `max_retry_after`. A
+//! year-long block (0 remaining, reset in 31 000 000 s), an exhausted dimension the resource
+//! does not define and a 429 with a year's Retry-After are each cut to it, show in GetQuota
+//! and Watch (what, until when, which header, that it was cut), and an admin's
+//! ResetResource clears them.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use permitd::proto;
+use tonic::Code;
+
+use crate::support::{TestServer, acquire_req, dur, from_dur, from_ts, limit, put, resource};
+
+const CAP: Duration = Duration::from_secs(30);
+
+fn capped_resource(name: &str) -> proto::Resource {
+    let mut r = resource(
+        name,
+        vec![limit("requests", 100, Duration::from_secs(60), 0)],
+        0,
+    );
+    r.backoff = Some(proto::BackoffPolicy {
+        max_retry_after: Some(dur(CAP)),
+        ..Default::default()
+    });
+    r
+}
+
+async fn report(server: &TestServer, resource: &str, status: u32, headers: &[(&str, &str)]) {
+    server
+        .permits()
+        .await
+        .report_outcome(proto::ReportOutcomeRequest {
+            resource: resource.into(),
+            status_code: status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>(),
+            ..Default::default()
+        })
+        .await
+        .expect("report");
+}
+
+async fn quota(server: &TestServer, resource: &str) -> proto::QuotaUpdate {
+    server
+        .quotas()
+        .await
+        .get_quota(proto::GetQuotaRequest {
+            resource: resource.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("quota")
+        .into_inner()
+}
+
+/// How far `t` is from now.
+fn ahead(t: &prost_types::Timestamp) -> Duration {
+    from_ts(t)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn year_long_pauses_are_capped_visible_and_clearable() {
+    let server = TestServer::start().await;
+    for r in ["p:block", "p:unknown", "p:retry"] {
+        put(&server, capped_resource(r)).await;
+    }
+    // 1. A 200 that says 0 remaining until a reset 359 days away.
+    report(
+        &server,
+        "p:block",
+        200,
+        &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "31000000"),
+        ],
+    )
+    .await;
+    let q = quota(&server, "p:block").await;
+    let d = &q.dimensions[0];
+    assert_eq!(d.remaining, 0, "{q:?}");
+    let until = ahead(d.reset_at.as_ref().unwrap());
+    assert!(
+        until <= CAP && until > CAP - Duration::from_secs(5),
+        "{until:?}"
+    );
+    assert!(
+        d.reason.contains("x-ratelimit-remaining") || d.reason.contains("0 remaining"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason.contains("cut to max_retry_after (30s)"),
+        "{}",
+        d.reason
+    );
+    let a = server
+        .permits()
+        .await
+        .acquire_permit(acquire_req("p:block"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!a.granted);
+    let wait = from_dur(a.retry_after.as_ref().unwrap());
+    assert!(
+        wait <= CAP && wait > CAP - Duration::from_secs(5),
+        "retry_after {wait:?}"
+    );
+
+    // 2. An exhausted dimension the resource does not define: a pause of the whole bucket,
+    // cut too, and explained.
+    report(
+        &server,
+        "p:unknown",
+        200,
+        &[
+            // The resource defines no `tokens` dimension.
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-limit-tokens", "5000"),
+            ("x-ratelimit-reset-tokens", "31000000s"),
+        ],
+    )
+    .await;
+    let q = quota(&server, "p:unknown").await;
+    let until = ahead(q.cooldown_until.as_ref().expect("paused"));
+    assert!(until <= CAP, "{until:?}");
+    assert!(
+        q.cooldown_reason.contains("does not define"),
+        "{}",
+        q.cooldown_reason
+    );
+    assert!(
+        q.cooldown_reason.contains("cut to max_retry_after"),
+        "{}",
+        q.cooldown_reason
+    );
+
+    // 3. A 429 with a year's Retry-After.
+    report(&server, "p:retry", 429, &[("retry-after", "31000000")]).await;
+    let q = quota(&server, "p:retry").await;
+    let until = ahead(q.cooldown_until.as_ref().expect("paused"));
+    assert!(
+        until <= CAP && until > CAP - Duration::from_secs(5),
+        "{until:?}"
+    );
+    assert_eq!(
+        q.cooldown_reason,
+        "upstream answered 429: paused 30s, cut to max_retry_after (30s)"
+    );
+
+    // Watch shows the same.
+    let mut w = server
+        .quotas()
+        .await
+        .watch(proto::WatchRequest {
+            resource_prefix: "p:retry".into(),
+            min_interval: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let u = w.message().await.unwrap().unwrap();
+    assert!(
+        u.cooldown_reason.starts_with("upstream answered 429"),
+        "{u:?}"
+    );
+    drop(w);
+
+    // ResetResource (admin) clears each.
+    let mut q = server.quotas().await;
+    for r in ["p:block", "p:unknown", "p:retry"] {
+        let reset = q
+            .reset_resource(proto::ResetResourceRequest { name: r.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reset.buckets, 1, "{r}");
+        let after = quota(&server, r).await;
+        assert!(
+            after.cooldown_until.is_none() && after.cooldown_reason.is_empty(),
+            "{after:?}"
+        );
+        assert_eq!(after.dimensions[0].remaining, 100, "{after:?}");
+        let a = server
+            .permits()
+            .await
+            .acquire_permit(acquire_req(r))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(a.granted, "{r} still paused after ResetResource");
+    }
+    let e = q
+        .reset_resource(proto::ResetResourceRequest {
+            name: "p:absent".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    println!(
+        "RESULT bounded_pauses capped_to_s={} cleared=3",
+        CAP.as_secs()
+    );
+    server.stop().await;
+}
