@@ -465,7 +465,8 @@ fn start_cluster(
         Arc::new(SystemClock::new()),
         template(config)?.map(|t| cluster::fallback_share(&t, share)),
         Hub::new(),
-    );
+    )
+    .with_caps(config.caps.clone());
     for def in registry.list("", "", usize::MAX) {
         fallback.put(cluster::fallback_share(&def, share));
     }
@@ -518,7 +519,8 @@ fn build_registry(
     store: &dyn ResourceStore,
     hub: Hub,
 ) -> Result<Registry, AppError> {
-    let registry = Registry::new(Arc::new(SystemClock::new()), template(config)?, hub);
+    let registry = Registry::new(Arc::new(SystemClock::new()), template(config)?, hub)
+        .with_caps(config.caps.clone());
     let mut loaded = 0usize;
     for (name, bytes) in store.list_resources()? {
         // A stored definition the current version rejects is skipped loudly rather than

@@ -10,6 +10,7 @@
 //! `config::resources` and is shared with the command-line client.
 
 mod error;
+mod limits;
 mod records;
 mod redis;
 mod resources;
@@ -79,6 +80,8 @@ pub struct Config {
     pub auth: crate::auth::Settings,
     /// The `[tls]` section: TLS on both listeners; `None`: plaintext.
     pub tls: Option<crate::tls::Settings>,
+    /// The `[limits]` section: caps on what clients can make the server hold.
+    pub caps: crate::permits::caps::Caps,
 }
 
 impl Default for Config {
@@ -100,6 +103,7 @@ impl Default for Config {
             redis: None,
             auth: crate::auth::Settings::default(),
             tls: None,
+            caps: crate::permits::caps::Caps::default(),
         }
     }
 }
@@ -145,6 +149,8 @@ pub(crate) struct RawFile {
     auth: security::RawAuth,
     #[serde(default)]
     tls: security::RawTls,
+    #[serde(default)]
+    limits: limits::RawLimits,
 }
 
 /// The `[server]` table as written.
@@ -306,7 +312,9 @@ impl Config {
             overrides.security.insecure,
         )?;
 
+        let caps = raw.limits.build()?;
         Ok(Config {
+            caps,
             auth,
             tls,
             listen,

@@ -34,6 +34,23 @@ pub struct BucketKey {
 pub struct Hub {
     tx: broadcast::Sender<Arc<BucketKey>>,
     closed: watch::Sender<bool>,
+    /// Streams open per tenant (Watch and dashboard feeds), for the cap.
+    streams: Arc<dashmap::DashMap<String, usize>>,
+}
+
+/// One open stream of a tenant, counted until dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    streams: Arc<dashmap::DashMap<String, usize>>,
+    tenant: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.streams.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// One subscriber's view of the hub.
@@ -57,7 +74,25 @@ impl Hub {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(RING);
         let (closed, _) = watch::channel(false);
-        Self { tx, closed }
+        Self {
+            tx,
+            closed,
+            streams: Arc::default(),
+        }
+    }
+
+    /// A slot for one more stream of `tenant`, or `None` when it has `limit` open.
+    #[must_use]
+    pub fn open_stream(&self, tenant: &str, limit: usize) -> Option<StreamSlot> {
+        let mut n = self.streams.entry(tenant.to_owned()).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            streams: Arc::clone(&self.streams),
+            tenant: tenant.to_owned(),
+        })
     }
 
     /// Announce that a bucket changed. Never blocks; nearly free with no subscriber.

@@ -734,6 +734,46 @@ mod tests {
     /// rate it taught; a fixed window (GitHub, X-RateLimit-*, the older drafts, IETF resetting
     /// before its window ends), a reset beyond the learned window, or no limit to pace at
     /// blocks the dimension until the reset.
+    /// A learned limit cannot pause either: one unit of "1 per 359 days" waits at most
+    /// `max_retry_after`, and so does a year's Retry-After, and the report says it was cut.
+    #[test]
+    fn no_pause_outlasts_max_retry_after() {
+        let d = def(true, None);
+        let max = nanos(d.backoff.max_retry_after);
+        let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_761_393_600);
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        let headers = [
+            ("x-ratelimit-limit", "1"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "31000000"),
+        ];
+        let o = crate::feedback::parse(headers.iter().copied(), wall);
+        let a = apply(&d, &mut b, &o, 200, None, 0);
+        assert!(a.capped);
+        match b.check(None, &[1, 0], 0) {
+            Err(Block::Rate { wait }) => assert!(wait <= max, "{wait}"),
+            other => panic!("{other:?}"),
+        }
+        // After the capped block, the learned 1-unit limit refills within the cap too.
+        assert!(b.check(None, &[1, 0], max + 1).is_ok());
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        let o = crate::feedback::parse([("retry-after", "31000000")], wall);
+        apply(
+            &d,
+            &mut b,
+            &o,
+            429,
+            Some(Duration::from_secs(31_000_000)),
+            0,
+        );
+        assert_eq!(b.cooldown_until(), max);
+        assert!(
+            b.cooldown_why().contains("cut to max_retry_after"),
+            "{}",
+            b.cooldown_why()
+        );
+    }
+
     #[test]
     fn exhausted_dimension_per_dialect() {
         const MS: u64 = 1_000_000;
@@ -836,7 +876,8 @@ mod tests {
                     ("x-ratelimit-reset", &in_964),
                     ("x-ratelimit-resource", "core"),
                 ],
-                964 * SEC,
+                // The reset is 964 s away; no pause outlasts max_retry_after (15 min).
+                900 * SEC,
             ),
             (
                 "x-ratelimit delta",

@@ -6,6 +6,7 @@
 pub mod adaptive;
 pub mod answer;
 pub mod bucket;
+pub mod caps;
 mod cost;
 pub mod id;
 pub mod limit;
@@ -48,4 +49,14 @@ pub enum PermitError {
     /// never reported as "over limit".
     #[error("shared state unavailable: {0}")]
     Unavailable(String),
+    /// A cap on what the server holds is reached.
+    #[error("{cap} reached: {what} (at most {limit}; raise it in [limits], or per tenant)")]
+    Exhausted {
+        /// The cap's setting: `max_partitions_per_resource`.
+        cap: &'static str,
+        /// Its value.
+        limit: usize,
+        /// What is full, in words.
+        what: String,
+    },
 }

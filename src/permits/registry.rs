@@ -162,6 +162,10 @@ impl Entry {
         }
     }
 
+    fn has_partition(&self, partition: &str) -> bool {
+        self.partitions.contains_key(partition)
+    }
+
     fn partition(&self, partition: &str, create: bool) -> Option<Arc<Bucket>> {
         if let Some(b) = self.partitions.get(partition) {
             return Some(Arc::clone(&b.key().0));
@@ -207,6 +211,10 @@ struct Inner {
     closed: AtomicBool,
     /// Buckets whose learned state changed since it was last kept: (resource, partition).
     learned_dirty: Mutex<std::collections::HashSet<(String, String)>>,
+    /// What clients may make the registry hold.
+    caps: super::caps::Caps,
+    /// Resources per tenant, kept with `resources` (a flood of new names costs O(1) each).
+    per_tenant: DashMap<String, usize>,
 }
 
 /// The live registry of resources and buckets. Cheap to clone.
@@ -247,8 +255,54 @@ impl Registry {
                 closed: AtomicBool::new(false),
                 hub,
                 learned_dirty: Mutex::default(),
+                caps: super::caps::Caps::default(),
+                per_tenant: DashMap::new(),
             }),
         }
+    }
+
+    /// Hold the registry to `caps`. Call right after [`Self::new`], before the registry is
+    /// shared (later calls change nothing).
+    #[must_use]
+    pub fn with_caps(mut self, caps: super::caps::Caps) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.caps = caps;
+        }
+        self
+    }
+
+    /// The caps in force.
+    #[must_use]
+    pub fn caps(&self) -> &super::caps::Caps {
+        &self.inner.caps
+    }
+
+    /// One more (`up`) or one less resource of `name`'s tenant.
+    fn count_resource(&self, name: &str, up: bool) {
+        let tenant = crate::auth::tenant::split(name).0;
+        let mut n = self.inner.per_tenant.entry(tenant.to_owned()).or_insert(0);
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    /// RESOURCE_EXHAUSTED when `name` is new and its tenant has all the resources it may.
+    ///
+    /// # Errors
+    /// [`PermitError::Exhausted`] naming `max_resources_per_tenant`.
+    pub fn check_new_resource(&self, name: &str) -> Result<(), PermitError> {
+        if self.inner.resources.contains_key(name) {
+            return Ok(());
+        }
+        let tenant = crate::auth::tenant::split(name).0;
+        let limit = self.inner.caps.resources(tenant);
+        let have = self.inner.per_tenant.get(tenant).map_or(0, |n| *n);
+        if have >= limit {
+            return Err(PermitError::Exhausted {
+                cap: "max_resources_per_tenant",
+                limit,
+                what: format!("{have} resources in this tenant"),
+            });
+        }
+        Ok(())
     }
 
     /// The clock.
@@ -261,9 +315,13 @@ impl Registry {
     /// definition retry against the new one.
     pub fn put(&self, def: ResourceDef) -> bool {
         let name = def.name.clone();
-        let old = self.inner.resources.insert(name, Arc::new(Entry::new(def)));
-        if let Some(old) = &old {
-            close_entry(old, || WaitOutcome::Replaced);
+        let old = self
+            .inner
+            .resources
+            .insert(name.clone(), Arc::new(Entry::new(def)));
+        match &old {
+            Some(old) => close_entry(old, || WaitOutcome::Replaced),
+            None => self.count_resource(&name, true),
         }
         old.is_some()
     }
@@ -296,6 +354,7 @@ impl Registry {
         match self.inner.resources.remove(name) {
             Some((_, old)) => {
                 close_entry(&old, || WaitOutcome::Deleted);
+                self.count_resource(name, false);
                 true
             }
             None => false,
@@ -357,15 +416,49 @@ impl Registry {
         let Some(t) = &self.inner.template else {
             return Err(PermitError::UnknownResource(name.to_owned()));
         };
+        // A client naming new resources makes one per name: capped per tenant.
+        self.check_new_resource(name)?;
         let mut def = t.clone();
         def.name = name.to_owned();
-        Ok(Arc::clone(
+        let mut made = false;
+        let e = Arc::clone(
             &self
                 .inner
                 .resources
                 .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(Entry::new(def))),
-        ))
+                .or_insert_with(|| {
+                    made = true;
+                    Arc::new(Entry::new(def))
+                }),
+        );
+        if made {
+            self.count_resource(name, true);
+        }
+        Ok(e)
+    }
+
+    /// RESOURCE_EXHAUSTED when `partition` is new and `entry` has all the live partitions
+    /// it may (concurrent creators may pass it by a few: the cap bounds memory, not a count).
+    fn check_partition(&self, entry: &Entry, partition: &str) -> Result<(), PermitError> {
+        if !entry.def.per_partition || entry.has_partition(partition) {
+            return Ok(());
+        }
+        let limit = self
+            .inner
+            .caps
+            .partitions(crate::auth::tenant::split(&entry.name).0);
+        let have = entry.partitions.len();
+        if have >= limit {
+            return Err(PermitError::Exhausted {
+                cap: "max_partitions_per_resource",
+                limit,
+                what: format!(
+                    "{have} live partitions of resource {:?}",
+                    crate::auth::tenant::split(&entry.name).1
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn next_id(&self) -> (u64, u64) {
@@ -388,6 +481,7 @@ impl Registry {
             let def = Arc::clone(&entry.def);
             let cost = resolve_cost(&def, req.cost)?;
             let lease_ns = nanos(req.lease.unwrap_or(def.lease));
+            self.check_partition(&entry, req.partition)?;
             let Some((home, sec)) = entry.buckets(req.partition, true) else {
                 continue;
             };
@@ -762,6 +856,7 @@ impl Registry {
             return Ok(());
         }
         let cost: Vec<u64> = cost.iter().map(|c| c.unwrap_or(0)).collect();
+        self.check_partition(&entry, partition)?;
         let (home, sec) = entry
             .buckets(partition, true)
             .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
@@ -786,6 +881,7 @@ impl Registry {
     ) -> Result<R, PermitError> {
         loop {
             let entry = self.entry(resource)?;
+            self.check_partition(&entry, partition)?;
             let Some((home, sec)) = entry.buckets(partition, true) else {
                 continue;
             };

@@ -35,6 +35,7 @@ impl From<ServiceError> for Status {
                 PermitError::Invalid { .. } | PermitError::MalformedPermit => Code::InvalidArgument,
                 PermitError::UnknownResource(_) | PermitError::UnknownPermit => Code::NotFound,
                 PermitError::ShuttingDown | PermitError::Unavailable(_) => Code::Unavailable,
+                PermitError::Exhausted { .. } => Code::ResourceExhausted,
             },
             ServiceError::Store(s) if s.is_transient() => Code::Unavailable,
             ServiceError::Store(_) | ServiceError::Join(_) => Code::Internal,

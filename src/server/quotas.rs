@@ -195,6 +195,7 @@ impl Quotas for QuotasService {
             .qualify(&resource.name, "resource.name", MAX_NAME_LEN)?
             .into_owned();
         let def = resource_from_proto(&resource, "resource")?;
+        self.registry.check_new_resource(&def.name)?;
         let stored = resource_to_proto(&def);
         let answer = local_proto(&caller, &def);
         let bytes = stored.encode_to_vec();

@@ -94,7 +94,16 @@ pub fn start(
         MAX_INTERVAL,
     )?
     .unwrap_or(DEFAULT_INTERVAL)
-    .max(MIN_INTERVAL);
+    .max(MIN_INTERVAL)
+    .max(registry.caps().min_watch_interval);
+    let limit = registry.caps().watch_streams(tenant);
+    let slot = hub
+        .open_stream(tenant, limit)
+        .ok_or_else(|| PermitError::Exhausted {
+            cap: "max_watch_streams_per_tenant",
+            limit,
+            what: format!("{limit} Watch streams open in this tenant"),
+        })?;
     // Subscribe before the snapshot so no change falls between the two.
     let sub = hub.subscribe();
     let (tx, rx) = mpsc::channel(OUTBOX);
@@ -107,6 +116,7 @@ pub fn start(
         scope,
         interval,
         tx,
+        slot,
     ));
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
@@ -159,6 +169,8 @@ async fn run(
     scope: Scope,
     interval: Duration,
     tx: Outbox,
+    // Held for the stream's life: the tenant's count of open streams.
+    _slot: crate::watch::StreamSlot,
 ) {
     if !send_snapshot(&registry, &scope, &tx).await {
         return;

@@ -15,6 +15,7 @@ mod bad_input;
 mod batch;
 mod bench_cli;
 mod cache;
+mod caps;
 mod certs;
 mod cli;
 mod cluster;
