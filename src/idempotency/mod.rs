@@ -126,18 +126,43 @@ impl Idempotency {
             message: e.to_string(),
         })?;
         let this = self.clone();
-        let (out, changed) = tokio::task::spawn_blocking(move || {
+        let (out, changed, damaged) = tokio::task::spawn_blocking(move || {
             let mut out = None;
+            let mut damaged = false;
             let changed = this
                 .store
                 .update(RecordTree::Idempotency, &skey, &mut |cur| {
-                    let (o, w) = step(this.decode(&skey, cur));
+                    // A damaged record is not an absent one: reading it as absent would
+                    // hand out the key again and run the side effect twice.
+                    let record = match cur {
+                        Some(bytes) => match Record::decode(bytes) {
+                            Ok(r) => Some(r),
+                            Err(error) => {
+                                tracing::warn!(key = %keys::display_key(&skey), %error, "undecodable idempotency record: failing closed");
+                                damaged = true;
+                                return Write::Keep;
+                            }
+                        },
+                        None if this.store.is_damaged(RecordTree::Idempotency, &skey) => {
+                            damaged = true;
+                            return Write::Keep;
+                        }
+                        None => None,
+                    };
+                    damaged = false;
+                    let (o, w) = step(record);
                     out = Some(o);
                     w
                 })?;
-            Ok::<_, StoreError>((out, changed))
+            Ok::<_, StoreError>((out, changed, damaged))
         })
         .await??;
+        if damaged {
+            bump(&self.counters.undecodable);
+            return Err(IdempotencyError::Damaged {
+                key: key.to_owned(),
+            });
+        }
         let out = out.ok_or_else(|| StoreError::Backend {
             op: "update",
             transient: false,
@@ -297,11 +322,20 @@ impl Idempotency {
             message: e.to_string(),
         })?;
         let this = self.clone();
-        let record = tokio::task::spawn_blocking(move || {
+        let (record, damaged) = tokio::task::spawn_blocking(move || {
             let raw = this.store.get(RecordTree::Idempotency, &skey)?;
-            Ok::<_, StoreError>(this.decode(&skey, raw.as_deref()))
+            let damaged = match &raw {
+                Some(bytes) => Record::decode(bytes).is_err(),
+                None => this.store.is_damaged(RecordTree::Idempotency, &skey),
+            };
+            Ok::<_, StoreError>((this.decode(&skey, raw.as_deref()), damaged))
         })
         .await??;
+        if damaged {
+            return Err(IdempotencyError::Damaged {
+                key: key.to_owned(),
+            });
+        }
         let r = record
             .filter(|r| r.live(now_ms))
             .ok_or_else(|| IdempotencyError::NotFound {
@@ -354,11 +388,12 @@ impl Sweep for Idempotency {
         let done = batch.len() < limit;
         let mut removed = 0u64;
         for entry in &batch {
+            // A damaged record stays (its key fails closed); only expired ones go.
             let stale = entry
                 .value
                 .as_deref()
                 .and_then(|v| Record::decode(v).ok())
-                .is_none_or(|r| !r.live(now_ms));
+                .is_some_and(|r| !r.live(now_ms));
             if !stale {
                 continue;
             }
@@ -367,8 +402,8 @@ impl Sweep for Idempotency {
                 .update(RecordTree::Idempotency, &entry.key, &mut |cur| match cur
                     .map(Record::decode)
                 {
-                    Some(Ok(r)) if r.live(now_ms) => Write::Keep,
-                    _ => Write::Delete,
+                    Some(Ok(r)) if !r.live(now_ms) => Write::Delete,
+                    _ => Write::Keep,
                 })?;
             removed += u64::from(changed);
         }

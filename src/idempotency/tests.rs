@@ -291,16 +291,18 @@ async fn expiry_and_sweep() {
             break;
         }
     }
-    assert_eq!((removed, batches), (5, 4));
-    assert_eq!(idem.stats().expired_removed, 5);
+    // The damaged record stays: its key fails closed.
+    assert_eq!((removed, batches), (4, 4));
+    assert_eq!(idem.stats().expired_removed, 4);
     let left = store.scan(RecordTree::Idempotency, None, 10).unwrap();
-    assert_eq!(left.len(), 1);
+    assert_eq!(left.len(), 2);
     assert!(idem.get(T, "live", 100).await.is_ok());
     commit.close();
 }
 
-/// Proves a record whose payload passes the checksum but does not decode is treated as
-/// absent and counted, never replayed.
+/// Proves a record whose payload passes the checksum but does not decode fails closed:
+/// counted, every call on its key DATA_LOSS (never ACQUIRED: the side effect must not run
+/// twice), and a record whose frame fails its checksum the same.
 #[tokio::test]
 async fn undecodable_record_is_absent_and_counted() {
     let store = Arc::new(MemoryStore::new());
@@ -313,11 +315,23 @@ async fn undecodable_record_is_absent_and_counted() {
         .unwrap();
     assert!(matches!(
         idem.get(T, "k", 0).await,
-        Err(IdempotencyError::NotFound { .. })
+        Err(IdempotencyError::Damaged { .. })
     ));
-    assert_eq!(idem.stats().corrupt_values, 1);
     assert!(matches!(
-        idem.begin(T, "k", req("fp"), 0).await.unwrap(),
+        idem.begin(T, "k", req("fp"), 0).await,
+        Err(IdempotencyError::Damaged { .. })
+    ));
+    assert!(idem.stats().corrupt_values >= 1);
+    // A frame that fails its checksum: the store reads it as absent, the record fails
+    // closed all the same.
+    let bad = keys::idempotency_key(T, "framed").unwrap();
+    store.insert_raw_record(RecordTree::Idempotency, &bad, b"junk");
+    assert!(matches!(
+        idem.begin(T, "framed", req("fp"), 0).await,
+        Err(IdempotencyError::Damaged { .. })
+    ));
+    assert!(matches!(
+        idem.begin(T, "fresh", req("fp"), 0).await.unwrap(),
         BeginOutcome::Acquired { .. }
     ));
     commit.close();

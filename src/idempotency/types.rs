@@ -70,6 +70,16 @@ pub enum IdempotencyError {
         /// Why.
         refusal: Refusal,
     },
+    /// The key's record is damaged: what it held is unknown, so the call must not run again
+    /// under it (fail closed). Counted; the record stays until an operator removes it.
+    #[error(
+        "key {key:?}: its record is damaged; permitd will not let the call run again under \
+         it (use another key, or have an operator remove the record)"
+    )]
+    Damaged {
+        /// The key.
+        key: String,
+    },
     /// The store failed.
     #[error("store")]
     Store(#[from] StoreError),

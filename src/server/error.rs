@@ -43,6 +43,7 @@ impl From<ServiceError> for Status {
                 IdempotencyError::Invalid { .. } => Code::InvalidArgument,
                 IdempotencyError::NotFound { .. } => Code::NotFound,
                 IdempotencyError::Refused { .. } => Code::FailedPrecondition,
+                IdempotencyError::Damaged { .. } => Code::DataLoss,
                 IdempotencyError::Store(s) => store_code(s),
                 IdempotencyError::Task(_) => Code::Internal,
             },

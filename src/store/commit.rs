@@ -309,6 +309,9 @@ mod tests {
             }
             Ok(())
         }
+        fn is_damaged(&self, _: RecordTree, _: &[u8]) -> bool {
+            false
+        }
         fn corrupt_values(&self) -> u64 {
             0
         }

@@ -53,6 +53,12 @@ impl CorruptTracker {
         }
     }
 
+    /// Whether an entry is known damaged now (seen damaged, not rewritten since).
+    pub(crate) fn is_known(&self, tree: &'static str, key: &[u8]) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        !seen.is_empty() && seen.contains(&(tree, key.to_vec()))
+    }
+
     /// Forgets an entry that was overwritten or deleted, so new damage to it counts again.
     pub(crate) fn forget(&self, tree: &'static str, key: &[u8]) {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);

@@ -109,6 +109,10 @@ impl ResourceStore for MemoryStore {
 }
 
 impl RecordStore for MemoryStore {
+    fn is_damaged(&self, tree: RecordTree, key: &[u8]) -> bool {
+        self.corrupt.is_known(tree.name(), key)
+    }
+
     fn get(&self, tree: RecordTree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let raw = self.records(tree).get(key).cloned();
         Ok(raw.and_then(|raw| {

@@ -97,6 +97,10 @@ pub trait RecordStore: Send + Sync + 'static {
     /// [`StoreError::Backend`] when the flush fails: those writes may not survive a crash.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// Whether `key` holds a value that failed its checks (which `get`, `update` and
+    /// `scan` read as absent), so a caller for whom absent is not safe can fail closed.
+    fn is_damaged(&self, tree: RecordTree, key: &[u8]) -> bool;
+
     /// Damaged values seen since open, in every tree (the same counter as
     /// [`super::ResourceStore::corrupt_values`] on a backend implementing both).
     fn corrupt_values(&self) -> u64;

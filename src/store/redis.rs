@@ -472,6 +472,10 @@ impl ResourceStore for RedisStore {
 }
 
 impl RecordStore for RedisStore {
+    fn is_damaged(&self, tree: RecordTree, key: &[u8]) -> bool {
+        self.corrupt.is_known(tree.name(), key)
+    }
+
     fn get(&self, tree: RecordTree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let record = keys::redis_record_key(&self.prefix, tree, key);
         let raw: Option<Vec<u8>> =

@@ -211,6 +211,10 @@ impl ResourceStore for SledStore {
 }
 
 impl RecordStore for SledStore {
+    fn is_damaged(&self, tree: RecordTree, key: &[u8]) -> bool {
+        self.corrupt.is_known(tree.name(), key)
+    }
+
     fn get(&self, tree: RecordTree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let raw = self
             .record_tree(tree)

@@ -196,7 +196,8 @@ pub(super) fn check_trees_are_separate(s: &impl RecordSubject) {
 }
 
 /// Proves a damaged record reads as absent everywhere, is counted once, shows in scans as
-/// `None` (so a sweeper can remove it), and that a write over it repairs the key.
+/// `None`, is reported by `is_damaged` (so a caller can fail closed), and that a write over
+/// it repairs the key.
 pub(super) fn check_corrupt_record_absent_and_counted(s: &impl RecordSubject) {
     let mut flipped = codec::encode(b"payload");
     flipped[codec::HEADER_LEN] ^= 0x04;
@@ -206,6 +207,10 @@ pub(super) fn check_corrupt_record_absent_and_counted(s: &impl RecordSubject) {
     assert_eq!(s.get(Idempotency, b"bad").expect("get"), None);
     assert_eq!(s.get(Idempotency, b"bad").expect("get"), None);
     assert_eq!(RecordStore::corrupt_values(s), 1);
+    // Absent and damaged are told apart, for callers that must fail closed.
+    assert!(s.is_damaged(Idempotency, b"bad"));
+    assert!(!s.is_damaged(Idempotency, b"good"));
+    assert!(!s.is_damaged(Idempotency, b"never-written"));
     let listed = all(s, Idempotency, 10);
     assert_eq!(
         listed,
@@ -223,6 +228,7 @@ pub(super) fn check_corrupt_record_absent_and_counted(s: &impl RecordSubject) {
     })
     .expect("update");
     assert_eq!(saw, Some(None), "damage must read as absent");
+    assert!(!s.is_damaged(Idempotency, b"bad"), "repaired by the write");
     assert_eq!(
         s.get(Idempotency, b"bad").expect("get"),
         Some(b"fixed".to_vec())
