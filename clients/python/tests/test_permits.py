@@ -174,3 +174,19 @@ def test_put_resource_keeps_a_failure_policy(client: permitd.Client) -> None:
     )
     assert stored.failure_policy == resource_pb2.FAILURE_POLICY_LOCAL_FALLBACK
     client.delete_resource("py:failure-policy")
+
+
+def test_year_long_retry_after_is_capped_shown_and_reset(client: permitd.Client, make_resource) -> None:
+    name = make_resource()
+    p = client.acquire(name)
+    p.report(status=429, headers={"Retry-After": "31000000"})
+    q = client.get_quota(name)
+    assert q.cooldown_until is not None
+    assert "cut to max_retry_after" in q.cooldown_reason, q.cooldown_reason
+    with pytest.raises(permitd.PermitDenied) as e:
+        client.acquire(name)
+    assert e.value.reason == "COOLDOWN" and e.value.retry_after <= 15 * 60
+    assert client.reset_resource(name) == 1
+    q = client.get_quota(name)
+    assert q.cooldown_until is None and q.cooldown_reason == ""
+    client.acquire(name).release()
