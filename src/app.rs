@@ -75,6 +75,10 @@ pub enum AppError {
     /// A TLS file cannot be used.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The store failed to make writes durable (an IO or fsync error): permitd stopped
+    /// serving so its supervisor restarts it on a reopened store.
+    #[error("store fault: {0}")]
+    StoreFault(String),
 }
 
 /// Bind `config.listen` (and `config.metrics_listen`, if set) and serve until `shutdown`
@@ -238,8 +242,16 @@ pub async fn run_with(
     // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
     // also ends the waits) if the gRPC server stops on its own.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // A store that cannot make writes durable any more (sled latches its first IO error)
+    // stops the server like a signal: health turns NOT_SERVING at once, calls drain, and
+    // `run` returns the fault so the process exits for its supervisor.
+    let fault = commit.fault();
+    let mut faulted = commit.fault();
     let stopper = tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            _ = faulted.wait_for(Option::is_some) => {}
+        }
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -304,6 +316,10 @@ pub async fn run_with(
             .and_then(|r| r),
         None => Ok(()),
     };
+    let fault = fault.borrow().clone();
+    if let Some(cause) = fault {
+        return Err(AppError::StoreFault(cause.to_string()));
+    }
     res?;
     http_res?;
     Ok(())

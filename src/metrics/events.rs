@@ -177,7 +177,7 @@ fn quota_json(u: &proto::QuotaUpdate) -> String {
     let _ = write!(
         o,
         "],\"in_flight\":{},\"concurrency\":{},\"queue\":{},\"cooldown_ms\":{},\
-         \"granted\":{},\"denied\":{},\"upstream_429\":{},\"probing\":{}}}",
+         \"granted\":{},\"denied\":{},\"upstream_429\":{},\"probing\":{},\"cooldown_reason\":",
         u.in_flight,
         u.concurrency,
         u.queue_depth,
@@ -187,6 +187,8 @@ fn quota_json(u: &proto::QuotaUpdate) -> String {
         u.upstream_429_total,
         u.probing,
     );
+    json_str(&mut o, &u.cooldown_reason);
+    o.push('}');
     o
 }
 
@@ -320,7 +322,7 @@ mod tests {
              \"limit\":10,\"remaining\":7,\"period_ms\":60000,\"reset_in_ms\":3000,\
              \"learned\":true,\"source\":\"learned\",\"rate\":0.000,\"reason\":\"\"}],\
              \"in_flight\":2,\"concurrency\":4,\"queue\":1,\"cooldown_ms\":5000,\"granted\":3,\
-             \"denied\":1,\"upstream_429\":0,\"probing\":false}"
+             \"denied\":1,\"upstream_429\":0,\"probing\":false,\"cooldown_reason\":\"\"}"
         );
     }
 }

@@ -58,6 +58,9 @@ struct Inner {
     waits: AtomicU64,
     /// Grouped: the flusher thread (taken by `close`). Per write: the store itself.
     mode: Mode,
+    /// The first flush failure (or flusher panic), with its cause: once set, the store can
+    /// no longer promise durability, and the server stops serving for its supervisor.
+    fault: tokio::sync::watch::Sender<Option<Arc<str>>>,
 }
 
 /// How waits are served.
@@ -75,6 +78,8 @@ struct State {
     waiters: Vec<oneshot::Sender<FlushResult>>,
     /// Set by `close`: the flusher ends after serving what is queued.
     closed: bool,
+    /// Set when the flusher died: later waits fail at once instead of waiting forever.
+    dead: bool,
 }
 
 impl GroupCommit {
@@ -131,6 +136,9 @@ impl GroupCommit {
                 let (tx, rx) = oneshot::channel();
                 {
                     let mut state = lock(&self.inner.state);
+                    if state.dead {
+                        return Err(dead());
+                    }
                     if state.closed {
                         return Err(closed());
                     }
@@ -147,6 +155,12 @@ impl GroupCommit {
             transient: shared.is_transient(),
             source: Box::new(Shared(shared)),
         })
+    }
+
+    /// The first flush failure, once there is one (`None` while every flush succeeded).
+    #[must_use]
+    pub fn fault(&self) -> tokio::sync::watch::Receiver<Option<Arc<str>>> {
+        self.inner.fault.subscribe()
     }
 
     /// Flushes done so far (fewer than [`waits`](Self::waits) when grouping works).
@@ -186,7 +200,23 @@ impl Inner {
             flushes: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             mode,
+            fault: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// Record the first fault (logged once, with its cause).
+    fn failed(&self, cause: String) {
+        self.fault.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            tracing::error!(
+                cause = %cause,
+                "store fault: writes can no longer be made durable; stopping for the supervisor"
+            );
+            *f = Some(cause.into());
+            true
+        });
     }
 }
 
@@ -206,15 +236,39 @@ fn flusher(inner: &Inner, store: &dyn RecordStore) {
             }
             std::mem::take(&mut state.waiters)
         };
-        let result = store.flush().map_err(Arc::new);
+        // A panic inside the store must not leave this batch, or any later waiter,
+        // waiting for a thread that is gone.
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.flush()));
         inner.flushes.fetch_add(1, Ordering::Relaxed);
+        let (result, panicked) = match flushed {
+            Ok(r) => (r.map_err(Arc::new), false),
+            Err(_) => (Err(Arc::new(dead())), true),
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, waiters = batch.len(), "flush failed");
+            inner.failed(super::corrupt::error_chain(&**e));
         }
         for waiter in batch {
             // A waiter that went away (its call was cancelled) needs no answer.
             let _ = waiter.send(result.clone());
         }
+        if panicked {
+            let mut state = lock(&inner.state);
+            state.dead = true;
+            for waiter in std::mem::take(&mut state.waiters) {
+                let _ = waiter.send(Err(Arc::new(dead())));
+            }
+            return;
+        }
+    }
+}
+
+/// The error of a wait on a flusher that died.
+fn dead() -> StoreError {
+    StoreError::Backend {
+        op: "flush",
+        transient: false,
+        source: "the flusher thread panicked".into(),
     }
 }
 
@@ -379,6 +433,74 @@ mod tests {
                 .contains("flush"),
             "{e:?}"
         );
+        commit.close();
+    }
+
+    /// Proves the first failed flush is recorded as the store's fault (for health and the
+    /// supervisor), with its cause.
+    #[tokio::test]
+    async fn a_failed_flush_is_a_fault() {
+        let gate = Arc::new(Gate::default());
+        gate.release();
+        let commit = GroupCommit::start(gate.clone()).unwrap();
+        let fault = commit.fault();
+        commit.durable().await.unwrap();
+        assert!(fault.borrow().is_none());
+        gate.fail.store(true, Ordering::SeqCst);
+        commit.durable().await.unwrap_err();
+        let cause = fault.borrow().clone().expect("fault recorded");
+        assert!(cause.contains("disk full"), "{cause}");
+        commit.close();
+    }
+
+    /// Proves a flusher that panics answers its batch and every later waiter at once
+    /// (never a hang), non-transient, and records the fault.
+    #[tokio::test]
+    async fn a_panicking_flusher_answers_everyone() {
+        struct Panics;
+        impl RecordStore for Panics {
+            fn get(&self, _: RecordTree, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(None)
+            }
+            fn update(
+                &self,
+                _: RecordTree,
+                _: &[u8],
+                _: &mut dyn FnMut(Option<&[u8]>) -> Write,
+            ) -> Result<bool, StoreError> {
+                Ok(false)
+            }
+            fn scan(
+                &self,
+                _: RecordTree,
+                _: Option<&[u8]>,
+                _: usize,
+            ) -> Result<Vec<Scanned>, StoreError> {
+                Ok(vec![])
+            }
+            fn flush(&self) -> Result<(), StoreError> {
+                panic!("injected: the disk layer blew up");
+            }
+            fn is_damaged(&self, _: RecordTree, _: &[u8]) -> bool {
+                false
+            }
+            fn corrupt_values(&self) -> u64 {
+                0
+            }
+        }
+        let commit = GroupCommit::start(Arc::new(Panics)).unwrap();
+        let within = |f| tokio::time::timeout(std::time::Duration::from_secs(5), f);
+        let e = within(commit.durable())
+            .await
+            .expect("answered")
+            .unwrap_err();
+        assert!(!e.is_transient());
+        let e = within(commit.durable())
+            .await
+            .expect("answered")
+            .unwrap_err();
+        assert!(e.to_string().contains("flush") && !e.is_transient(), "{e}");
+        assert!(commit.fault().borrow().is_some());
         commit.close();
     }
 

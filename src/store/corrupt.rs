@@ -112,7 +112,7 @@ impl CorruptTracker {
 }
 
 /// An error and its sources as one line, `outer: inner: innermost`.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut next = error.source();
     while let Some(e) = next {
