@@ -239,7 +239,8 @@ async fn dashboard_in_chromium() {
     has(r#"data-in-flight="1" data-waiting="1" data-granted="1" data-denied="2""#);
     has("concurrency limited 2");
     // dash:cool: counting down its cooldown.
-    has("badge cooldown\">cooldown 1 min ");
+    // ...and says what imposed it.
+    has("badge cooldown\" title=\"upstream answered 429: paused 120s\">cooldown 1 min ");
     has("upstream 429s <b>1</b>");
     // The page stopped its feed as asked, after rendering.
     has(r#"data-snapshot="done""#);
