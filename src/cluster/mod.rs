@@ -938,11 +938,18 @@ impl Cluster {
         e: ClusterError,
     ) -> Result<AcquireOutcome, PermitError> {
         match self.policy(def) {
-            FailurePolicy::FailClosed => Err(e.into()),
-            FailurePolicy::LocalFallback => {
+            // Only a connection failure means Redis is away: an error Redis itself answered
+            // (OOM, WRONGTYPE, a script error) while it is up must not hand out local grants
+            // on top of the shared ones.
+            FailurePolicy::LocalFallback if e.is_connection() => {
                 tracing::debug!(error = %e, "redis unreachable: local fallback");
                 self.fallback.acquire(req).await
             }
+            FailurePolicy::LocalFallback => {
+                tracing::warn!(error = %e, "redis answered an error: no local fallback");
+                Err(e.into())
+            }
+            FailurePolicy::FailClosed => Err(e.into()),
         }
     }
 

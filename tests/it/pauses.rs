@@ -209,3 +209,58 @@ async fn year_long_pauses_are_capped_visible_and_clearable() {
     );
     server.stop().await;
 }
+
+/// Over Redis with `local_fallback`, an error Redis itself answers (here WRONGTYPE: the
+/// bucket's key holds a string) is UNAVAILABLE, not a local grant: only a connection
+/// failure falls back.
+#[tokio::test]
+async fn redis_answering_an_error_does_not_fall_back() {
+    let Some(redis) =
+        permitd::testkit::RedisServer::for_test("redis_answering_an_error_does_not_fall_back")
+    else {
+        return;
+    };
+    let server = TestServer::start_tuned(|c| {
+        c.redis = Some(permitd::cluster::Settings {
+            url: redis.url(),
+            policy: permitd::cluster::FailurePolicy::LocalFallback,
+            ..permitd::cluster::Settings::default()
+        });
+    })
+    .await;
+    put(&server, capped_resource("wt:x")).await;
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = client.get_connection().expect("redis");
+    let key = "permitd:{r:wt:x}:shared";
+    redis::cmd("SET")
+        .arg(key)
+        .arg("not a hash")
+        .query::<()>(&mut conn)
+        .expect("set");
+    let e = server
+        .permits()
+        .await
+        .acquire_permit(acquire_req("wt:x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("WRONGTYPE") || e.message().to_lowercase().contains("wrong"),
+        "{}",
+        e.message()
+    );
+    // Repaired, it grants from Redis again.
+    redis::cmd("DEL")
+        .arg(key)
+        .query::<()>(&mut conn)
+        .expect("del");
+    let a = server
+        .permits()
+        .await
+        .acquire_permit(acquire_req("wt:x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(a.granted);
+    server.stop().await;
+}
