@@ -467,6 +467,98 @@ async fn load_with_retry(
     }
 }
 
+/// Keeps a replica's definitions (and its local-fallback shares) in step with Redis: one
+/// name when a change message arrives, all of them periodically.
+struct Definitions {
+    registry: Registry,
+    fallback: Registry,
+    store: Arc<dyn ResourceStore>,
+    share: u32,
+    /// Names stored at the last full read: one missing now was deleted elsewhere (a name
+    /// never stored, from the config file or the template, is not touched).
+    known: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Definitions {
+    /// Apply `def` (stored under `name`) if it differs from what this replica has.
+    fn apply(&self, name: &str, bytes: &[u8]) -> bool {
+        match decode_resource(bytes) {
+            Ok(def) => {
+                if self.registry.get(name).as_deref() == Some(&def) {
+                    return false;
+                }
+                self.fallback.put(cluster::fallback_share(&def, self.share));
+                self.registry.put(def);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(resource = %name, %error, "stored resource skipped");
+                false
+            }
+        }
+    }
+
+    /// Drop `name` here: another replica deleted it.
+    fn remove(&self, name: &str) {
+        self.registry.delete(name);
+        self.fallback.delete(name);
+    }
+
+    /// A change message for `name`.
+    fn one(&self, name: &str) {
+        let stored = match self.store.list_resources() {
+            Ok(all) => all.into_iter().find(|(n, _)| n == name),
+            Err(error) => {
+                tracing::warn!(resource = %name, %error, "cannot reload a changed resource");
+                return;
+            }
+        };
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match stored {
+            Some((_, bytes)) => {
+                self.apply(name, &bytes);
+                known.insert(name.to_owned());
+            }
+            None => {
+                self.remove(name);
+                known.remove(name);
+            }
+        }
+    }
+
+    /// Read every definition again and converge on it.
+    fn all(&self) {
+        let stored = match self.store.list_resources() {
+            Ok(all) => all,
+            Err(error) => {
+                tracing::debug!(%error, "definition resync skipped: store unreachable");
+                return;
+            }
+        };
+        let names: std::collections::HashSet<String> =
+            stored.iter().map(|(n, _)| n.clone()).collect();
+        let mut changed = 0usize;
+        for (name, bytes) in &stored {
+            changed += usize::from(self.apply(name, bytes));
+        }
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in known.difference(&names) {
+            self.remove(gone);
+            changed += 1;
+        }
+        *known = names;
+        if changed > 0 {
+            tracing::info!(changed, "definitions resynced from the shared store");
+        }
+    }
+}
+
 /// The cluster engine, with its local-fallback registry (a share of every limit) kept in
 /// step with the definitions, which any replica may change.
 fn start_cluster(
@@ -494,38 +586,47 @@ fn start_cluster(
         Arc::clone(registry.clock()),
     )
     .map_err(|e| AppError::Cluster(e.to_string()))?;
-    let (registry, store) = (registry.clone(), Arc::clone(store));
+    let sync = Arc::new(Definitions {
+        registry: registry.clone(),
+        fallback,
+        store: Arc::clone(store),
+        share,
+        known: std::sync::Mutex::new(
+            store
+                .list_resources()
+                .map(|all| all.into_iter().map(|(n, _)| n).collect())
+                .unwrap_or_default(),
+        ),
+    });
+    let on_change = Arc::clone(&sync);
     c.on_resource_change(move |name| {
-        let (registry, fallback, store, name) = (
-            registry.clone(),
-            fallback.clone(),
-            Arc::clone(&store),
-            name.to_owned(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let stored = match store.list_resources() {
-                Ok(all) => all.into_iter().find(|(n, _)| *n == name),
-                Err(error) => {
-                    tracing::warn!(resource = %name, %error, "cannot reload a changed resource");
-                    return;
-                }
-            };
-            match stored.map(|(_, bytes)| decode_resource(&bytes)) {
-                Some(Ok(def)) => {
-                    fallback.put(cluster::fallback_share(&def, share));
-                    if registry.get(&name).as_deref() != Some(&def) {
-                        registry.put(def);
+        let (sync, name) = (Arc::clone(&on_change), name.to_owned());
+        tokio::task::spawn_blocking(move || sync.one(&name));
+    });
+    // A change message lost on the way (pub/sub is at most once) would leave this replica
+    // with other limits than the rest indefinitely: every definition is read again
+    // periodically and whenever Redis comes back.
+    let mut up = c.up();
+    let every = settings.resync_every;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = up.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !*up.borrow_and_update() {
+                        continue;
                     }
                 }
-                Some(Err(error)) => {
-                    tracing::warn!(resource = %name, %error, "stored resource skipped");
-                }
-                None => {
-                    registry.delete(&name);
-                    fallback.delete(&name);
-                }
             }
-        });
+            let sync = Arc::clone(&sync);
+            let _ = tokio::task::spawn_blocking(move || sync.all()).await;
+        }
     });
     Ok(c)
 }

@@ -113,6 +113,9 @@ pub struct Settings {
     pub policy: FailurePolicy,
     /// With local fallback, each replica grants `1 / fallback_share` of every limit.
     pub fallback_share: u32,
+    /// How often every definition is read again from Redis (a lost change message must
+    /// not leave replicas apart for long).
+    pub resync_every: Duration,
     /// Certificates for `rediss://` URLs (a private CA, a client certificate).
     pub tls: RedisTls,
 }
@@ -137,6 +140,7 @@ impl Default for Settings {
             op_timeout: Duration::from_millis(250),
             policy: FailurePolicy::FailClosed,
             fallback_share: 1,
+            resync_every: Duration::from_secs(30),
             tls: RedisTls::default(),
         }
     }

@@ -25,6 +25,7 @@ pub(crate) struct RawRedis {
     op_timeout: Option<String>,
     failure_policy: Option<String>,
     fallback_share: Option<i64>,
+    resync_interval: Option<String>,
     tls_ca_file: Option<PathBuf>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
@@ -127,12 +128,27 @@ impl RawRedis {
             }
             None => d.fallback_share,
         };
+        let resync_every = match self.resync_interval {
+            Some(v) => {
+                let t = parse_duration("redis.resync_interval", &v)?;
+                if t < Duration::from_millis(100) || t > Duration::from_secs(3600) {
+                    return Err(ConfigError::OutOfRange {
+                        field: "redis.resync_interval".to_owned(),
+                        value: format!("\"{v}\""),
+                        range: "100ms to 1h".to_owned(),
+                    });
+                }
+                t
+            }
+            None => d.resync_every,
+        };
         Ok(Some(Settings {
             url,
             prefix,
             op_timeout,
             policy,
             fallback_share,
+            resync_every,
             tls,
         }))
     }

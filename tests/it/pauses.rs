@@ -264,3 +264,67 @@ async fn redis_answering_an_error_does_not_fall_back() {
     assert!(a.granted);
     server.stop().await;
 }
+
+/// Two replicas over one Redis: a definition written to the shared store without its change
+/// message (a lost pub/sub message) reaches the other replica by the periodic resync, and so
+/// does a deletion.
+#[tokio::test]
+async fn replicas_converge_without_the_change_message() {
+    use permitd::store::ResourceStore as _;
+    use prost::Message as _;
+    let Some(redis) =
+        permitd::testkit::RedisServer::for_test("replicas_converge_without_the_change_message")
+    else {
+        return;
+    };
+    let settings = permitd::cluster::Settings {
+        url: redis.url(),
+        resync_every: Duration::from_millis(200),
+        ..permitd::cluster::Settings::default()
+    };
+    let a = TestServer::start_tuned(|c| c.redis = Some(settings.clone())).await;
+    let b = TestServer::start_tuned(|c| c.redis = Some(settings.clone())).await;
+    put(&a, capped_resource("sync:x")).await;
+    let until = |want: Option<u64>| {
+        let b = &b;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while amount_of(b).await != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "replica b never saw {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(Some(100)).await;
+    // Behind the replicas' backs: the stored definition changes, no message is sent.
+    let store =
+        permitd::store::RedisStore::open(&settings.url, &settings.prefix, settings.op_timeout)
+            .expect("store");
+    let mut changed = capped_resource("sync:x");
+    changed.limits[0].amount = 7;
+    store
+        .put_resource("sync:x", &changed.encode_to_vec())
+        .expect("write");
+    until(Some(7)).await;
+    store.delete_resource("sync:x").expect("delete");
+    until(None).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The requests amount of `sync:x` as `s` has it (`None`: not defined there).
+async fn amount_of(s: &TestServer) -> Option<u64> {
+    s.quotas()
+        .await
+        .list_resources(proto::ListResourcesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .resources
+        .iter()
+        .find(|r| r.name == "sync:x")
+        .map(|r| r.limits[0].amount)
+}
