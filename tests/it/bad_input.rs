@@ -40,6 +40,18 @@ enum Call {
     Put(Option<proto::Resource>),
     Delete(&'static str),
     Quota(&'static str, String),
+    Backoff(proto::ComputeBackoffRequest),
+    Batch(proto::AcquirePermitsRequest),
+    List(proto::ListResourcesRequest),
+    Watch(proto::WatchRequest),
+    Reset(String),
+    Begin(proto::BeginRequest),
+    Complete(proto::CompleteRequest),
+    Abandon(proto::AbandonRequest),
+    IdemGet(String),
+    CachePut(proto::CachePutRequest),
+    CacheGet(proto::CacheGetRequest),
+    CacheDelete(proto::CacheDeleteRequest),
 }
 
 /// What a row must get back.
@@ -88,6 +100,38 @@ fn pdur(seconds: i64, nanos: i32) -> Option<prost_types::Duration> {
     Some(prost_types::Duration { seconds, nanos })
 }
 
+fn backoff(f: impl FnOnce(&mut proto::ComputeBackoffRequest)) -> Call {
+    let mut r = proto::ComputeBackoffRequest {
+        resource: OK.into(),
+        attempt: 1,
+        status_code: 429,
+        ..Default::default()
+    };
+    f(&mut r);
+    Call::Backoff(r)
+}
+
+fn begin(f: impl FnOnce(&mut proto::BeginRequest)) -> Call {
+    let mut r = proto::BeginRequest {
+        key: "bad-input-key".into(),
+        fingerprint: "fp".into(),
+        ..Default::default()
+    };
+    f(&mut r);
+    Call::Begin(r)
+}
+
+fn cache_put(f: impl FnOnce(&mut proto::CachePutRequest)) -> Call {
+    let mut r = proto::CachePutRequest {
+        namespace: "n".into(),
+        key: "k".into(),
+        value: b"v".to_vec(),
+        ttl: None,
+    };
+    f(&mut r);
+    Call::CachePut(r)
+}
+
 fn report(f: impl FnOnce(&mut proto::ReportOutcomeRequest)) -> Call {
     let mut r = proto::ReportOutcomeRequest {
         resource: OK.into(),
@@ -113,6 +157,9 @@ fn put_res(f: impl FnOnce(&mut proto::Resource)) -> Call {
 async fn call(ch: &Channel, c: Call) -> Result<Option<AcquirePermitResponse>, tonic::Status> {
     let mut permits = proto::permits_client::PermitsClient::new(ch.clone());
     let mut quotas = proto::quotas_client::QuotasClient::new(ch.clone());
+    let mut idem = proto::idempotency_client::IdempotencyClient::new(ch.clone());
+    let mut cache =
+        proto::cache_client::CacheClient::new(ch.clone()).max_encoding_message_size(8 << 20);
     match c {
         Call::Acquire(r) => Ok(Some(permits.acquire_permit(r).await?.into_inner())),
         Call::RawAcquire(r) => {
@@ -148,6 +195,26 @@ async fn call(ch: &Channel, c: Call) -> Result<Option<AcquirePermitResponse>, to
             })
             .await
             .map(|_| None),
+        Call::Backoff(r) => permits.compute_backoff(r).await.map(|_| None),
+        Call::Batch(r) => permits.acquire_permits(r).await.map(|_| None),
+        Call::List(r) => quotas.list_resources(r).await.map(|_| None),
+        Call::Watch(r) => {
+            // The stream's start and its first message (the snapshot), or the refusal.
+            let mut s = quotas.watch(r).await?.into_inner();
+            let _ = tokio::time::timeout(Duration::from_millis(200), s.message()).await;
+            Ok(None)
+        }
+        Call::Reset(name) => quotas
+            .reset_resource(proto::ResetResourceRequest { name })
+            .await
+            .map(|_| None),
+        Call::Begin(r) => idem.begin(r).await.map(|_| None),
+        Call::Complete(r) => idem.complete(r).await.map(|_| None),
+        Call::Abandon(r) => idem.abandon(r).await.map(|_| None),
+        Call::IdemGet(key) => idem.get(proto::GetRequest { key }).await.map(|_| None),
+        Call::CachePut(r) => cache.put(r).await.map(|_| None),
+        Call::CacheGet(r) => cache.get(r).await.map(|_| None),
+        Call::CacheDelete(r) => cache.delete(r).await.map(|_| None),
     }
 }
 
@@ -266,6 +333,55 @@ fn cases(released: &str) -> Vec<Case> {
         ok("oversized_client_id_300kib", acquire(|r| r.client_id = "c".repeat(300 * 1024)),
             Expect::AnyError),
         ok("oversized_header_map_300kib", report(|r| r.headers = huge_headers), Expect::AnyError),
+        // Every other RPC: each bad field named, each unknown thing NOT_FOUND.
+        row("backoff_resource_empty", backoff(|r| r.resource.clear()), Invalid, "resource"),
+        row("backoff_attempt_0", backoff(|r| r.attempt = 0), Invalid, "attempt"),
+        row("backoff_partition_bad", backoff(|r| r.partition = "p q".into()), Invalid, "partition"),
+        row("backoff_unknown", backoff(|r| r.resource = "bad:none".into()), NotFound, "unknown resource"),
+        row("backoff_201_headers", backoff(|r| r.headers = (0..201).map(|i| (format!("x{i}"), "1".into())).collect()), Invalid, "headers"),
+        row("batch_1001_items", Call::Batch(proto::AcquirePermitsRequest { requests: vec![acquire_req(OK); 1001] }), Invalid, "requests"),
+        ok("batch_bad_item_answers_per_item", Call::Batch(proto::AcquirePermitsRequest { requests: vec![proto::AcquirePermitRequest { resource: "x y".into(), ..Default::default() }] }), Expect::Answered),
+        row("list_prefix_bad", Call::List(proto::ListResourcesRequest { prefix: "a b".into(), ..Default::default() }), Invalid, "prefix"),
+        row("list_page_token_bad", Call::List(proto::ListResourcesRequest { page_token: "\u{1b}[31m".into(), ..Default::default() }), Invalid, "page_token"),
+        ok("list_page_size_huge", Call::List(proto::ListResourcesRequest { page_size: u32::MAX, ..Default::default() }), Expect::Answered),
+        row("watch_prefix_bad", Call::Watch(proto::WatchRequest { resource_prefix: "a\nb".into(), min_interval: None }), Invalid, "resource_prefix"),
+        row("watch_interval_negative", Call::Watch(proto::WatchRequest { resource_prefix: String::new(), min_interval: pdur(-1, 0) }), Invalid, "min_interval"),
+        row("watch_interval_2h", Call::Watch(proto::WatchRequest { resource_prefix: String::new(), min_interval: pdur(7200, 0) }), Invalid, "min_interval"),
+        ok("watch_interval_1ns_raised", Call::Watch(proto::WatchRequest { resource_prefix: String::new(), min_interval: pdur(0, 1) }), Expect::Answered),
+        row("reset_empty", Call::Reset(String::new()), Invalid, "name"),
+        row("reset_bad_char", Call::Reset("a\u{0}b".into()), Invalid, "name"),
+        row("reset_unknown", Call::Reset("bad:none".into()), NotFound, "unknown resource"),
+        row("quota_partition_bad", Call::Quota(OK, "p\tq".into()), Invalid, "partition"),
+        row("begin_key_empty", begin(|r| r.key.clear()), Invalid, "key"),
+        row("begin_key_256_bytes", begin(|r| r.key = "k".repeat(256)), Invalid, "key"),
+        row("begin_fingerprint_513", begin(|r| r.fingerprint = "f".repeat(513)), Invalid, "fingerprint"),
+        row("begin_ttl_negative", begin(|r| r.ttl = pdur(-5, 0)), Invalid, "ttl"),
+        row("begin_lock_ttl_over_ttl", begin(|r| { r.ttl = pdur(10, 0); r.lock_ttl = pdur(20, 0); }), Invalid, "lock_ttl"),
+        row("complete_no_result", Call::Complete(proto::CompleteRequest { key: "k".into(), lock_token: "t".into(), result: None }), Invalid, "result"),
+        row("complete_no_token", Call::Complete(proto::CompleteRequest { key: "k".into(), lock_token: String::new(), result: Some(proto::StoredResult::default()) }), Invalid, "lock_token"),
+        row("complete_key_empty", Call::Complete(proto::CompleteRequest { key: String::new(), lock_token: "t".into(), result: Some(proto::StoredResult::default()) }), Invalid, "key"),
+        row("complete_never_begun", Call::Complete(proto::CompleteRequest { key: "never".into(), lock_token: "t".into(), result: Some(proto::StoredResult::default()) }), Code::FailedPrecondition, "call Begin"),
+        // Just over the cap reaches the domain and is named; far over is refused while
+        // decoding, before any of it is held.
+        row("complete_result_over_cap", Call::Complete(proto::CompleteRequest { key: "k".into(), lock_token: "t".into(), result: Some(proto::StoredResult { body: vec![0; (1 << 20) + 1], ..Default::default() }) }), Invalid, "result"),
+        row("complete_result_2mib", Call::Complete(proto::CompleteRequest { key: "k".into(), lock_token: "t".into(), result: Some(proto::StoredResult { body: vec![0; 2 << 20], ..Default::default() }) }), Code::OutOfRange, "message length too large"),
+        row("abandon_no_token", Call::Abandon(proto::AbandonRequest { key: "k".into(), lock_token: String::new() }), Invalid, "lock_token"),
+        row("abandon_never_begun", Call::Abandon(proto::AbandonRequest { key: "never".into(), lock_token: "t".into() }), Code::FailedPrecondition, "call Begin"),
+        row("idem_get_key_empty", Call::IdemGet(String::new()), Invalid, "key"),
+        row("idem_get_unknown", Call::IdemGet("never".into()), NotFound, "no record"),
+        row("cache_put_namespace_empty", cache_put(|r| r.namespace.clear()), Invalid, "namespace"),
+        row("cache_put_key_256", cache_put(|r| r.key = "k".repeat(256)), Invalid, "key"),
+        row("cache_put_value_over_cap", cache_put(|r| r.value = vec![1; (1 << 20) + 1]), Invalid, "value"),
+        row("cache_put_value_2mib", cache_put(|r| r.value = vec![1; 2 << 20]), Code::OutOfRange, "message length too large"),
+        row("cache_put_namespace_control", cache_put(|r| r.namespace = "n\u{7}".into()), Invalid, "namespace"),
+        row("cache_put_ttl_negative", cache_put(|r| r.ttl = pdur(-1, 0)), Invalid, "ttl"),
+        row("cache_get_key_empty", Call::CacheGet(proto::CacheGetRequest { namespace: "n".into(), key: String::new() }), Invalid, "key"),
+        row("cache_delete_namespace_empty", Call::CacheDelete(proto::CacheDeleteRequest { namespace: String::new(), key: "k".into() }), Invalid, "namespace"),
+        // Permit ids with forged or hostile names inside: refused, never a partition made.
+        row("release_id_escape_in_partition", Call::Release(format!("1.1.{:x}.{OK}\u{1b}[2J", OK.len())), Invalid, "permit_id"),
+        row("release_id_other_tenant", Call::Release("1.1.8.team-b|x".into()), NotFound, "unknown permit"),
+        row("report_id_bad_name", report(|r| r.permit_id = "1.1.3.a b".into()), Invalid, "permit_id"),
+        ok("acquire_priority_max", acquire(|r| r.priority = i32::MAX), Expect::Granted),
     ]
 }
 
