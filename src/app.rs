@@ -238,6 +238,7 @@ pub async fn run_with(
         cluster,
         auth: Arc::clone(&auth),
         tls: tls.clone(),
+        max_connections: config.caps.max_connections,
     };
     // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
     // also ends the waits) if the gRPC server stops on its own.
@@ -270,6 +271,7 @@ pub async fn run_with(
         tokio::spawn(metrics::serve(
             l,
             tls.clone(),
+            config.caps.max_connections,
             state,
             config.shutdown_grace,
             stopped(stop_rx.clone()),

@@ -59,6 +59,7 @@ pub mod config;
 pub mod feedback;
 pub mod idempotency;
 pub mod learned;
+pub mod listen;
 pub mod metrics;
 pub mod permits;
 pub mod server;

@@ -23,6 +23,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::listen::Capped;
+
 /// Longest a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once, per listener.
@@ -210,34 +212,32 @@ impl Tls {
     }
 }
 
-/// A connection whose handshake finished.
-pub type Accepted = (TlsStream<TcpStream>, SocketAddr);
+/// A connection whose handshake finished, counted against its listener's cap.
+pub type Accepted = (TlsStream<Capped<TcpStream>>, SocketAddr);
 
 /// Accept on `listener`, handshake with the certificates in force at each accept, and hand
 /// the finished connections out. The loop ends when the receiver is dropped.
 #[must_use]
-pub fn accept(listener: TcpListener, tls: Arc<Tls>, alpn: Alpn) -> mpsc::Receiver<Accepted> {
+pub fn accept(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    alpn: Alpn,
+    max_connections: usize,
+) -> mpsc::Receiver<Accepted> {
     let (tx, rx) = mpsc::channel(BACKLOG);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let connections = Arc::new(Semaphore::new(max_connections));
         loop {
-            let (tcp, peer) = tokio::select! {
+            let next = tokio::select! {
                 () = tx.closed() => return,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, don't spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                c = crate::listen::accept_one(&listener, &connections) => c,
             };
+            let Some((tcp, peer)) = next else { return };
             let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
                 tracing::warn!(%peer, "too many TLS handshakes in progress; connection dropped");
                 continue;
             };
-            let _ = tcp.set_nodelay(true);
             let (tx, acceptor) = (tx.clone(), tls.acceptor(alpn));
             tokio::spawn(async move {
                 let _permit = permit;
@@ -258,12 +258,12 @@ pub fn accept(listener: TcpListener, tls: Arc<Tls>, alpn: Alpn) -> mpsc::Receive
 /// Handshake, after checking that the client speaks TLS at all (a handshake record starts
 /// with 0x16): a plaintext HTTP client is answered in plaintext, so its user sees why.
 async fn handshake(
-    tcp: TcpStream,
+    tcp: Capped<TcpStream>,
     acceptor: TlsAcceptor,
     alpn: Alpn,
-) -> io::Result<TlsStream<TcpStream>> {
+) -> io::Result<TlsStream<Capped<TcpStream>>> {
     let mut first = [0u8; 1];
-    let n = tcp.peek(&mut first).await?;
+    let n = tcp.get_ref().peek(&mut first).await?;
     if n == 1 && first[0] != 0x16 {
         let mut tcp = tcp;
         let reply = match alpn {
@@ -327,10 +327,10 @@ impl HttpListener {
     ///
     /// # Errors
     /// The listener has no local address.
-    pub fn new(listener: TcpListener, tls: Arc<Tls>) -> io::Result<Self> {
+    pub fn new(listener: TcpListener, tls: Arc<Tls>, max_connections: usize) -> io::Result<Self> {
         let local = listener.local_addr()?;
         Ok(Self {
-            rx: accept(listener, tls, Alpn::Http1),
+            rx: accept(listener, tls, Alpn::Http1, max_connections),
             local,
         })
     }
@@ -347,7 +347,7 @@ pub struct Peer {
 }
 
 impl axum::serve::Listener for HttpListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Capped<TcpStream>>;
     type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -378,15 +378,6 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Http
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, HttpListener>) -> Self {
         stream.remote_addr().clone()
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
-        Peer {
-            addr: *stream.remote_addr(),
-            certs: None,
-        }
     }
 }
 

@@ -17,6 +17,7 @@ pub(crate) struct RawLimits {
     max_partitions_per_resource: Option<i64>,
     max_watch_streams_per_tenant: Option<i64>,
     min_watch_interval: Option<String>,
+    max_connections: Option<i64>,
     #[serde(default)]
     tenants: HashMap<String, RawTenantLimits>,
 }
@@ -87,6 +88,8 @@ impl RawLimits {
             )?
             .unwrap_or(d.watch_streams_per_tenant),
             min_watch_interval,
+            max_connections: count("limits.max_connections", self.max_connections)?
+                .unwrap_or(d.max_connections),
             tenants,
         })
     }

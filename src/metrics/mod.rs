@@ -216,6 +216,7 @@ pub fn router(state: State) -> Router {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<crate::tls::Tls>>,
+    max_connections: usize,
     state: State,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send,
@@ -230,11 +231,12 @@ pub async fn serve(
     let app = router(state).into_make_service_with_connect_info::<crate::tls::Peer>();
     let mut task = match tls {
         Some(tls) => {
-            let listener = crate::tls::HttpListener::new(listener, tls)?;
+            let listener = crate::tls::HttpListener::new(listener, tls, max_connections)?;
             let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
             tokio::spawn(std::future::IntoFuture::into_future(server))
         }
         None => {
+            let listener = crate::listen::HttpListener::new(listener, max_connections)?;
             let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
             tokio::spawn(std::future::IntoFuture::into_future(server))
         }

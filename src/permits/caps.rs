@@ -27,6 +27,9 @@ pub struct Caps {
     pub watch_streams_per_tenant: usize,
     /// Shortest `min_interval` a Watch may ask for (shorter asks are raised to it).
     pub min_watch_interval: Duration,
+    /// Connections open at once, per listener (gRPC, HTTP): past it new clients wait in
+    /// the listen backlog.
+    pub max_connections: usize,
     /// Per-tenant overrides.
     pub tenants: HashMap<String, TenantCaps>,
 }
@@ -38,6 +41,7 @@ impl Default for Caps {
             partitions_per_resource: 100_000,
             watch_streams_per_tenant: 1_000,
             min_watch_interval: Duration::from_millis(10),
+            max_connections: 10_000,
             tenants: HashMap::new(),
         }
     }

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::clock::Clock;
 use crate::permits::Registry;
@@ -56,6 +55,8 @@ pub struct Settings {
     pub auth: Arc<crate::auth::Auth>,
     /// TLS on the listener; `None`: plaintext.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Connections open at once.
+    pub max_connections: usize,
 }
 
 /// Server failures.
@@ -198,15 +199,21 @@ pub async fn run(
     let mut server = match &settings.tls {
         Some(tls) => {
             use tokio_stream::StreamExt as _;
-            let accepted = crate::tls::accept(listener, Arc::clone(tls), crate::tls::Alpn::H2);
+            let accepted = crate::tls::accept(
+                listener,
+                Arc::clone(tls),
+                crate::tls::Alpn::H2,
+                settings.max_connections,
+            );
             let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
                 .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {
-            let incoming = TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60)));
+            use tokio_stream::StreamExt as _;
+            let accepted = crate::listen::accept(listener, settings.max_connections);
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
+                .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };

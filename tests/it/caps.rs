@@ -222,3 +222,56 @@ async fn watch_streams_are_capped_and_freed() {
     }
     server.stop().await;
 }
+
+/// At most `max_connections` connections are served at once: one more waits in the listen
+/// backlog (its call times out) until a served one closes, then it is served.
+#[tokio::test]
+async fn connections_are_capped() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let server = TestServer::start_tuned(|c: &mut Config| c.caps.max_connections = 3).await;
+    let connect = || async {
+        tonic::transport::Channel::from_shared(server.url())
+            .expect("url")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_millis(300))
+            .connect_lazy()
+    };
+    let check = |ch: tonic::transport::Channel| async move {
+        HealthClient::new(ch)
+            .check(HealthCheckRequest::default())
+            .await
+            .is_ok()
+    };
+    // Three connections served (the readiness probe's may take a moment to close).
+    let mut held = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while held.len() < 3 {
+        let ch = connect().await;
+        if check(ch.clone()).await {
+            held.push(ch);
+        } else {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "could not hold 3 connections"
+            );
+        }
+    }
+    let fourth = connect().await;
+    assert!(
+        !check(fourth.clone()).await,
+        "a fourth connection was served past the cap"
+    );
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check(fourth.clone()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a freed slot was never given to the waiting connection"
+        );
+    }
+    for ch in held {
+        assert!(check(ch).await, "the held connections keep being served");
+    }
+    println!("RESULT caps connections cap=3 fourth_waited=true served_after_release=true");
+    server.stop().await;
+}
