@@ -470,15 +470,15 @@ async fn load_with_retry(
 }
 
 /// Keeps a replica's definitions (and its local-fallback shares) in step with Redis: one
-/// name when a change message arrives, all of them periodically.
+/// name when a change message arrives, every stored one periodically. A full read adds and
+/// updates but never deletes: a Redis restarted without persistence holds no definitions,
+/// and reading that as "all deleted" would take every resource away from every replica.
+/// Deletions arrive by their change message.
 struct Definitions {
     registry: Registry,
     fallback: Registry,
     store: Arc<dyn ResourceStore>,
     share: u32,
-    /// Names stored at the last full read: one missing now was deleted elsewhere (a name
-    /// never stored, from the config file or the template, is not touched).
-    known: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Definitions {
@@ -486,12 +486,20 @@ impl Definitions {
     fn apply(&self, name: &str, bytes: &[u8]) -> bool {
         match decode_resource(bytes) {
             Ok(def) => {
-                if self.registry.get(name).as_deref() == Some(&def) {
-                    return false;
+                // Each compared first: putting an equal definition would start its buckets
+                // afresh. (The replica that took the PutResource has it in its registry
+                // already, but its fallback share still needs it.)
+                let mut changed = false;
+                let share = cluster::fallback_share(&def, self.share);
+                if self.fallback.get(name).as_deref() != Some(&share) {
+                    self.fallback.put(share);
+                    changed = true;
                 }
-                self.fallback.put(cluster::fallback_share(&def, self.share));
-                self.registry.put(def);
-                true
+                if self.registry.get(name).as_deref() != Some(&def) {
+                    self.registry.put(def);
+                    changed = true;
+                }
+                changed
             }
             Err(error) => {
                 tracing::warn!(resource = %name, %error, "stored resource skipped");
@@ -500,38 +508,25 @@ impl Definitions {
         }
     }
 
-    /// Drop `name` here: another replica deleted it.
-    fn remove(&self, name: &str) {
-        self.registry.delete(name);
-        self.fallback.delete(name);
-    }
-
-    /// A change message for `name`.
+    /// A change message for `name`: defined, redefined or deleted.
     fn one(&self, name: &str) {
-        let stored = match self.store.list_resources() {
-            Ok(all) => all.into_iter().find(|(n, _)| n == name),
+        match self.store.list_resources() {
+            Ok(all) => match all.into_iter().find(|(n, _)| n == name) {
+                Some((_, bytes)) => {
+                    self.apply(name, &bytes);
+                }
+                None => {
+                    self.registry.delete(name);
+                    self.fallback.delete(name);
+                }
+            },
             Err(error) => {
                 tracing::warn!(resource = %name, %error, "cannot reload a changed resource");
-                return;
-            }
-        };
-        let mut known = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match stored {
-            Some((_, bytes)) => {
-                self.apply(name, &bytes);
-                known.insert(name.to_owned());
-            }
-            None => {
-                self.remove(name);
-                known.remove(name);
             }
         }
     }
 
-    /// Read every definition again and converge on it.
+    /// Read every stored definition again and converge on it.
     fn all(&self) {
         let stored = match self.store.list_resources() {
             Ok(all) => all,
@@ -540,21 +535,10 @@ impl Definitions {
                 return;
             }
         };
-        let names: std::collections::HashSet<String> =
-            stored.iter().map(|(n, _)| n.clone()).collect();
-        let mut changed = 0usize;
-        for (name, bytes) in &stored {
-            changed += usize::from(self.apply(name, bytes));
-        }
-        let mut known = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for gone in known.difference(&names) {
-            self.remove(gone);
-            changed += 1;
-        }
-        *known = names;
+        let changed = stored
+            .iter()
+            .filter(|(name, bytes)| self.apply(name, bytes))
+            .count();
         if changed > 0 {
             tracing::info!(changed, "definitions resynced from the shared store");
         }
@@ -593,12 +577,6 @@ fn start_cluster(
         fallback,
         store: Arc::clone(store),
         share,
-        known: std::sync::Mutex::new(
-            store
-                .list_resources()
-                .map(|all| all.into_iter().map(|(n, _)| n).collect())
-                .unwrap_or_default(),
-        ),
     });
     let on_change = Arc::clone(&sync);
     c.on_resource_change(move |name| {
