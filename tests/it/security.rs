@@ -548,6 +548,22 @@ async fn run_table(server: &TestServer) -> Table {
                 &r,
             );
         }
+        // Resetting A's resource (A's admin would drop the lease held to the end; its reset
+        // is tested in pauses.rs).
+        if who != Who::A(Role::Admin) {
+            let r = c
+                .quotas
+                .reset_resource(proto::ResetResourceRequest {
+                    name: A_ONLY.into(),
+                })
+                .await;
+            t.check(
+                "ResetResource(A's)",
+                who,
+                who.expect(Role::Admin, Code::NotFound),
+                &r,
+            );
+        }
         // Records.
         let r = c.idem.get(proto::GetRequest { key: "k1".into() }).await;
         t.check(
