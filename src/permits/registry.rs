@@ -162,31 +162,61 @@ impl Entry {
         }
     }
 
-    fn has_partition(&self, partition: &str) -> bool {
-        self.partitions.contains_key(partition)
+    fn partition(&self, partition: &str) -> Option<Arc<Bucket>> {
+        self.partitions
+            .get(partition)
+            .map(|b| Arc::clone(&b.key().0))
     }
 
-    fn partition(&self, partition: &str, create: bool) -> Option<Arc<Bucket>> {
-        if let Some(b) = self.partitions.get(partition) {
-            return Some(Arc::clone(&b.key().0));
+    /// The partition's bucket, made if it is new and the resource has fewer than `cap()`
+    /// live partitions (read only then: a known partition costs one lookup). Concurrent
+    /// creators may pass the cap by a few: it bounds memory, not an exact count.
+    fn partition_or_create(
+        &self,
+        partition: &str,
+        cap: impl FnOnce() -> usize,
+    ) -> Result<Arc<Bucket>, PermitError> {
+        if let Some(b) = self.partition(partition) {
+            return Ok(b);
         }
-        if !create {
-            return None;
+        let (limit, have) = (cap(), self.partitions.len());
+        if have >= limit {
+            return Err(PermitError::Exhausted {
+                cap: "max_partitions_per_resource",
+                limit,
+                what: format!(
+                    "{have} live partitions of resource {:?}",
+                    crate::auth::tenant::split(&self.name).1
+                ),
+            });
         }
         // Built before the entry is taken (it is the key); a racing creator's stays.
         let fresh = Bucket::new(&self.def, Scope::Partition, &self.name, partition);
         let b = self.partitions.entry(PartitionKey(fresh)).or_insert(());
-        Some(Arc::clone(&b.key().0))
+        Ok(Arc::clone(&b.key().0))
     }
 
-    /// (home, secondary) buckets of a partition; `None` when `create` is false and the
-    /// partition bucket does not exist.
-    fn buckets(&self, partition: &str, create: bool) -> Option<(Arc<Bucket>, Option<Arc<Bucket>>)> {
+    /// (home, secondary) buckets of a partition; `None` when the partition bucket does not
+    /// exist.
+    fn buckets(&self, partition: &str) -> Option<(Arc<Bucket>, Option<Arc<Bucket>>)> {
         if !self.def.per_partition {
             return Some((Arc::clone(&self.shared), None));
         }
-        let part = self.partition(partition, create)?;
+        let part = self.partition(partition)?;
         Some((part, self.secondary()))
+    }
+
+    /// [`Self::buckets`], making the partition's bucket if needed (within `cap`).
+    fn buckets_or_create(
+        &self,
+        partition: &str,
+        cap: impl FnOnce() -> usize,
+    ) -> Result<(Arc<Bucket>, Option<Arc<Bucket>>), PermitError> {
+        if !self.def.per_partition {
+            return Ok((Arc::clone(&self.shared), None));
+        }
+        let part = self.partition_or_create(partition, cap)?;
+        Ok((part, self.secondary()))
     }
 
     /// The resource-wide bucket as secondary of a partition, when it has limits.
@@ -333,16 +363,23 @@ impl Registry {
     /// # Errors
     /// [`PermitError::UnknownResource`].
     pub fn reset(&self, name: &str) -> Result<usize, PermitError> {
-        let def = self
+        let entry = self
+            .inner
+            .resources
             .get(name)
+            .map(|e| Arc::clone(&e))
             .ok_or_else(|| PermitError::UnknownResource(name.to_owned()))?;
-        let live: Vec<Arc<str>> = self
-            .snapshot(name)
-            .into_iter()
-            .filter(|(k, _)| &*k.resource == name)
-            .map(|(k, _)| Arc::clone(&k.partition))
+        // The buckets as Watch lists them: the resource-wide one when it holds state of its
+        // own, and every live partition.
+        let mut live: Vec<Arc<str>> = entry
+            .partitions
+            .iter()
+            .map(|b| Arc::clone(&b.key().0.key().partition))
             .collect();
-        self.put((*def).clone());
+        if !entry.def.per_partition || entry.shared_has_limits {
+            live.push("".into());
+        }
+        self.put((*entry.def).clone());
         for p in &live {
             self.mark_learned(name, p);
         }
@@ -437,28 +474,11 @@ impl Registry {
         Ok(e)
     }
 
-    /// RESOURCE_EXHAUSTED when `partition` is new and `entry` has all the live partitions
-    /// it may (concurrent creators may pass it by a few: the cap bounds memory, not a count).
-    fn check_partition(&self, entry: &Entry, partition: &str) -> Result<(), PermitError> {
-        if !entry.def.per_partition || entry.has_partition(partition) {
-            return Ok(());
-        }
-        let limit = self
-            .inner
+    /// Live partitions a resource named `name` may have.
+    fn partition_cap(&self, name: &str) -> usize {
+        self.inner
             .caps
-            .partitions(crate::auth::tenant::split(&entry.name).0);
-        let have = entry.partitions.len();
-        if have >= limit {
-            return Err(PermitError::Exhausted {
-                cap: "max_partitions_per_resource",
-                limit,
-                what: format!(
-                    "{have} live partitions of resource {:?}",
-                    crate::auth::tenant::split(&entry.name).1
-                ),
-            });
-        }
-        Ok(())
+            .partitions(crate::auth::tenant::split(name).0)
     }
 
     fn next_id(&self) -> (u64, u64) {
@@ -481,10 +501,8 @@ impl Registry {
             let def = Arc::clone(&entry.def);
             let cost = resolve_cost(&def, req.cost)?;
             let lease_ns = nanos(req.lease.unwrap_or(def.lease));
-            self.check_partition(&entry, req.partition)?;
-            let Some((home, sec)) = entry.buckets(req.partition, true) else {
-                continue;
-            };
+            let (home, sec) =
+                entry.buckets_or_create(req.partition, || self.partition_cap(&entry.name))?;
             let (key, rx) = {
                 let mut l = lock_pair(&home, sec.as_ref());
                 if l.retired() {
@@ -714,7 +732,7 @@ impl Registry {
             _ => Settle::Keep,
         };
         let (home, sec) = entry
-            .buckets(id.partition, false)
+            .buckets(id.partition)
             .ok_or(PermitError::UnknownPermit)?;
         let mut l = lock_pair(&home, sec.as_ref());
         let now = self.inner.clock.now();
@@ -738,7 +756,7 @@ impl Registry {
     #[must_use]
     pub fn retry_wait(&self, resource: &str, partition: &str) -> Option<Duration> {
         let entry = self.inner.resources.get(resource).map(|e| Arc::clone(&e))?;
-        let (home, sec) = entry.buckets(partition, false)?;
+        let (home, sec) = entry.buckets(partition)?;
         let mut cost = vec![0; entry.def.dimensions.len()];
         *cost.first_mut()? = 1;
         let mut l = lock_pair(&home, sec.as_ref());
@@ -788,7 +806,7 @@ impl Registry {
         Option<std::time::SystemTime>,
     )> {
         let entry = self.inner.resources.get(resource).map(|e| Arc::clone(&e))?;
-        let (home, _) = entry.buckets(partition, false)?;
+        let (home, _) = entry.buckets(partition)?;
         let now = self.inner.clock.now();
         let s = home.lock().learned_state(now);
         let wall = (s.cooldown_until > now).then(|| self.inner.clock.wall(s.cooldown_until));
@@ -833,7 +851,7 @@ impl Registry {
         else {
             return;
         };
-        if let Some((home, sec)) = entry.buckets(id.partition, false) {
+        if let Some((home, sec)) = entry.buckets(id.partition) {
             let mut l = lock_pair(&home, sec.as_ref());
             if l.home.is_probing() {
                 let now = self.inner.clock.now();
@@ -856,10 +874,7 @@ impl Registry {
             return Ok(());
         }
         let cost: Vec<u64> = cost.iter().map(|c| c.unwrap_or(0)).collect();
-        self.check_partition(&entry, partition)?;
-        let (home, sec) = entry
-            .buckets(partition, true)
-            .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
+        let (home, sec) = entry.buckets_or_create(partition, || self.partition_cap(&entry.name))?;
         let mut l = lock_pair(&home, sec.as_ref());
         let now = self.inner.clock.now();
         l.home.charge(&cost, now);
@@ -881,10 +896,8 @@ impl Registry {
     ) -> Result<R, PermitError> {
         loop {
             let entry = self.entry(resource)?;
-            self.check_partition(&entry, partition)?;
-            let Some((home, sec)) = entry.buckets(partition, true) else {
-                continue;
-            };
+            let (home, sec) =
+                entry.buckets_or_create(partition, || self.partition_cap(&entry.name))?;
             let mut l = lock_pair(&home, sec.as_ref());
             if l.retired() {
                 continue;

@@ -87,7 +87,7 @@ impl Registry {
             .ok_or_else(|| PermitError::UnknownResource(resource.to_owned()))?;
         let now = self.inner.clock.now();
         let view = |l: &Locked<'_>| self.view(&entry.def, l, now);
-        match entry.buckets(partition, false) {
+        match entry.buckets(partition) {
             Some((home, sec)) => {
                 let mut l = lock_pair(&home, sec.as_ref());
                 // Leases are reclaimed lazily (on the next check, or by the sweeper): an

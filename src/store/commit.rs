@@ -310,12 +310,13 @@ mod tests {
     use crate::store::{MemoryStore, Scanned, Write};
     use std::sync::atomic::AtomicBool;
 
-    /// A store whose flush blocks until released and can be made to fail.
+    /// A store whose flush blocks until released and can be made to fail or panic.
     #[derive(Default)]
     struct Gate {
         entered: AtomicU64,
         flushes: AtomicU64,
         fail: AtomicBool,
+        panic: AtomicBool,
         open: Mutex<bool>,
         cv: Condvar,
     }
@@ -354,6 +355,10 @@ mod tests {
                 open = self.cv.wait(open).unwrap_or_else(PoisonError::into_inner);
             }
             self.flushes.fetch_add(1, Ordering::SeqCst);
+            assert!(
+                !self.panic.load(Ordering::SeqCst),
+                "injected: the disk layer blew up"
+            );
             if self.fail.load(Ordering::SeqCst) {
                 return Err(StoreError::Backend {
                     op: "flush",
@@ -457,38 +462,10 @@ mod tests {
     /// (never a hang), non-transient, and records the fault.
     #[tokio::test]
     async fn a_panicking_flusher_answers_everyone() {
-        struct Panics;
-        impl RecordStore for Panics {
-            fn get(&self, _: RecordTree, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-                Ok(None)
-            }
-            fn update(
-                &self,
-                _: RecordTree,
-                _: &[u8],
-                _: &mut dyn FnMut(Option<&[u8]>) -> Write,
-            ) -> Result<bool, StoreError> {
-                Ok(false)
-            }
-            fn scan(
-                &self,
-                _: RecordTree,
-                _: Option<&[u8]>,
-                _: usize,
-            ) -> Result<Vec<Scanned>, StoreError> {
-                Ok(vec![])
-            }
-            fn flush(&self) -> Result<(), StoreError> {
-                panic!("injected: the disk layer blew up");
-            }
-            fn is_damaged(&self, _: RecordTree, _: &[u8]) -> bool {
-                false
-            }
-            fn corrupt_values(&self) -> u64 {
-                0
-            }
-        }
-        let commit = GroupCommit::start(Arc::new(Panics)).unwrap();
+        let gate = Arc::new(Gate::default());
+        gate.panic.store(true, Ordering::SeqCst);
+        gate.release();
+        let commit = GroupCommit::start(gate).unwrap();
         let within = |f| tokio::time::timeout(std::time::Duration::from_secs(5), f);
         let e = within(commit.durable())
             .await
