@@ -272,6 +272,7 @@ pub async fn run_with(
             l,
             tls.clone(),
             config.caps.max_connections,
+            config.caps.header_timeout,
             state,
             config.shutdown_grace,
             stopped(stop_rx.clone()),
@@ -382,13 +383,17 @@ async fn open_records(
         commit.clone(),
         config.idempotency.clone(),
     );
-    let (c, settings) = (commit.clone(), config.cache.clone());
-    let opened = match tokio::task::spawn_blocking(move || Cache::open(store, c, settings)).await {
-        Ok(opened) => opened.map_err(AppError::from),
-        Err(e) => Err(AppError::from(e)),
-    };
-    let cache = match opened {
-        Ok(cache) => cache,
+    let (c, settings, caps) = (commit.clone(), config.cache.clone(), config.caps.clone());
+    // Both count what the store holds: the cache its index, idempotency each tenant's use.
+    let opened = tokio::task::spawn_blocking(move || {
+        let idempotency = idempotency.with_caps(caps)?;
+        Ok::<_, AppError>((idempotency, Cache::open(store, c, settings)?))
+    })
+    .await
+    .map_err(AppError::from)
+    .and_then(|r| r);
+    let (idempotency, cache) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             // Release the store before reporting: the flusher thread owns a handle on it.
             let closing = commit.clone();

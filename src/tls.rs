@@ -373,14 +373,6 @@ impl axum::serve::Listener for HttpListener {
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,23 +35,11 @@ pub struct Hub {
     tx: broadcast::Sender<Arc<BucketKey>>,
     closed: watch::Sender<bool>,
     /// Streams open per tenant (Watch and dashboard feeds), for the cap.
-    streams: Arc<dashmap::DashMap<String, usize>>,
+    streams: Arc<crate::permits::caps::Counter>,
 }
 
 /// One open stream of a tenant, counted until dropped.
-#[derive(Debug)]
-pub struct StreamSlot {
-    streams: Arc<dashmap::DashMap<String, usize>>,
-    tenant: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        if let Some(mut n) = self.streams.get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
-        }
-    }
-}
+pub type StreamSlot = crate::permits::caps::Held;
 
 /// One subscriber's view of the hub.
 #[derive(Debug)]
@@ -84,15 +72,7 @@ impl Hub {
     /// A slot for one more stream of `tenant`, or `None` when it has `limit` open.
     #[must_use]
     pub fn open_stream(&self, tenant: &str, limit: usize) -> Option<StreamSlot> {
-        let mut n = self.streams.entry(tenant.to_owned()).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(StreamSlot {
-            streams: Arc::clone(&self.streams),
-            tenant: tenant.to_owned(),
-        })
+        self.streams.take(tenant, limit, usize::MAX).ok()
     }
 
     /// Announce that a bucket changed. Never blocks; nearly free with no subscriber.

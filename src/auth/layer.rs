@@ -3,8 +3,6 @@
 //! [`Caller`] in the request's extensions, or answers UNAUTHENTICATED itself. Health and
 //! reflection stay open: probes and tools need them, and they say nothing about a tenant.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,6 +10,7 @@ use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::{Auth, Caller, TENANT_HEADER};
+use crate::server::shed::CallFuture;
 
 /// Paths served without credentials.
 const OPEN: [&str; 2] = ["/grpc.health.v1.Health/", "/grpc.reflection."];
@@ -69,7 +68,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = AuthFuture<S::Future, ResBody>;
+    type Future = CallFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -87,51 +86,10 @@ where
                 }
                 Err(status) => {
                     tracing::debug!(path, reason = status.message(), "call refused");
-                    return AuthFuture::Refused {
-                        answer: Some(status.into_http::<ResBody>()),
-                    };
+                    return CallFuture::answer(status.into_http::<ResBody>());
                 }
             }
         }
-        AuthFuture::Pass {
-            inner: self.inner.call(req),
-        }
-    }
-}
-
-pub use future::AuthFuture;
-
-mod future {
-    // The macro's projection type has no docs of its own.
-    #![allow(missing_docs)]
-    use super::http;
-
-    pin_project_lite::pin_project! {
-        /// The inner service's future, or the refusal: no allocation per call.
-        #[project = AuthProj]
-        pub enum AuthFuture<F, B> {
-            /// Authenticated: the call runs.
-            Pass { #[pin] inner: F },
-            /// Refused: the UNAUTHENTICATED (or PERMISSION_DENIED) answer, once.
-            Refused { answer: Option<http::Response<B>> },
-        }
-    }
-}
-
-impl<F, B, E> Future for AuthFuture<F, B>
-where
-    F: Future<Output = Result<http::Response<B>, E>>,
-{
-    type Output = Result<http::Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            future::AuthProj::Pass { inner } => inner.poll(cx),
-            future::AuthProj::Refused { answer } => match answer.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                // Polled again after it was ready: a caller bug; never ready again.
-                None => Poll::Pending,
-            },
-        }
+        CallFuture::pass(self.inner.call(req))
     }
 }

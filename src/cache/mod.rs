@@ -8,7 +8,8 @@
 //! entry's write time, so the oldest go first). Every change to the store happens under the
 //! index's lock, so the two cannot drift apart; the lock is a std `Mutex` held only inside
 //! `spawn_blocking` and only for in-memory store writes (no flush inside it). The budget
-//! counts key and value bytes, not the backend's own overhead (sled's space amplification
+//! counts key and value bytes and the index's own per-entry memory
+//! ([`types::INDEX_ENTRY_BYTES`]), not the backend's overhead (sled's space amplification
 //! is measured by the soak script). Per process: in a cluster, each replica would budget
 //! the entries it wrote (issue 6 decides how Redis evicts).
 //!

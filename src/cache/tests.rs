@@ -115,9 +115,9 @@ async fn caps_and_bad_input() {
 /// read refreshes an entry), counts them, and keeps the total within the budget.
 #[tokio::test]
 async fn lru_eviction_under_budget() {
-    // Each entry: key "\x07default\x02ns" + 1 byte = 12, value 88: 100 bytes.
+    // Each entry: key "\x07default\x02ns" + 1 byte = 12, value 88, index 200: 300 bytes.
     let settings = Settings {
-        max_total_bytes: 300,
+        max_total_bytes: 900,
         max_value_bytes: 100,
         ..Settings::default()
     };
@@ -125,7 +125,7 @@ async fn lru_eviction_under_budget() {
     for k in ["a", "b", "c"] {
         c.put(T, "ns", k, vec![1; 88], secs(60), 0).await.unwrap();
     }
-    assert_eq!(c.stats().bytes, 300);
+    assert_eq!(c.stats().bytes, 900);
     assert!(c.get(T, "ns", "a", 1).await.unwrap().is_some());
     c.put(T, "ns", "d", vec![1; 88], secs(60), 2).await.unwrap();
     assert!(
@@ -136,7 +136,7 @@ async fn lru_eviction_under_budget() {
         assert!(c.get(T, "ns", k, 3).await.unwrap().is_some(), "{k}");
     }
     let s = c.stats();
-    assert_eq!((s.evictions, s.entries, s.bytes), (1, 3, 300));
+    assert_eq!((s.evictions, s.entries, s.bytes), (1, 3, 900));
     commit.close();
 }
 
@@ -178,7 +178,7 @@ async fn reopen_rebuilds_the_index() {
     {
         let store: Arc<dyn RecordStore> = Arc::new(SledStore::open(dir.path()).unwrap());
         let (c, commit) = open(store, Settings::default());
-        // 3-byte keys: 11 + 3 + 88 = 102 bytes each.
+        // 3-byte keys: 11 + 3 + 88 + 200 (index) = 302 bytes each.
         for (i, k) in ["old", "mid", "new"].iter().enumerate() {
             let now = u64::try_from(i).unwrap();
             c.put(T, "ns", k, vec![7; 88], secs(60), now).await.unwrap();
@@ -190,7 +190,7 @@ async fn reopen_rebuilds_the_index() {
         .unwrap();
     let store: Arc<dyn RecordStore> = Arc::new(sled);
     let small = Settings {
-        max_total_bytes: 250,
+        max_total_bytes: 700,
         max_value_bytes: 100,
         ..Settings::default()
     };
@@ -198,7 +198,7 @@ async fn reopen_rebuilds_the_index() {
     let s = c.stats();
     assert_eq!(
         (s.entries, s.bytes, s.evictions, s.corrupt_values),
-        (2, 204, 1, 1)
+        (2, 604, 1, 1)
     );
     assert!(c.get(T, "ns", "old", 10).await.unwrap().is_none());
     assert_eq!(

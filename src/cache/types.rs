@@ -116,7 +116,18 @@ pub(crate) fn store_key(tenant: &str, namespace: &str, key: &str) -> Result<Vec<
     })
 }
 
-/// Bytes an entry is charged: its store key and value.
+/// What the in-memory index spends per entry besides the key: its hash-map slot at the
+/// usual load, the key's shared allocation, and its places in the recency and expiry trees
+/// (about 60 + 32 + 2 x 55 bytes). Charged so that a flood of tiny entries cannot cost
+/// more RAM than the budget says (`caps` flood test measures it).
+pub(crate) const INDEX_ENTRY_BYTES: usize = 200;
+
+/// Bytes an entry is charged: its store key and value, and its place in the index.
 pub(crate) fn charge(key: &[u8], value_len: usize) -> u64 {
-    u64::try_from(key.len().saturating_add(value_len)).unwrap_or(u64::MAX)
+    u64::try_from(
+        key.len()
+            .saturating_add(value_len)
+            .saturating_add(INDEX_ENTRY_BYTES),
+    )
+    .unwrap_or(u64::MAX)
 }

@@ -21,6 +21,8 @@ pub struct BucketKeys {
     pub shared: String,
     /// Limits learned from headers for the home bucket.
     pub learned: String,
+    /// The resource's live partitions (zset: home key -> expiry, µs), for the partition cap.
+    pub parts: String,
 }
 
 impl BucketKeys {
@@ -40,19 +42,21 @@ impl BucketKeys {
             leases: format!("{tag}:{home_id}:leases"),
             lease_costs: format!("{tag}:{home_id}:lcost"),
             learned: format!("{tag}:{home_id}:learned"),
+            parts: format!("{tag}:parts"),
             shared,
         }
     }
 
     /// As `KEYS`, in the scripts' order.
     #[must_use]
-    pub fn as_array(&self) -> [&str; 5] {
+    pub fn as_array(&self) -> [&str; 6] {
         [
             &self.home,
             &self.leases,
             &self.lease_costs,
             &self.shared,
             &self.learned,
+            &self.parts,
         ]
     }
 }

@@ -326,6 +326,11 @@ enum Try {
         remaining: Vec<(usize, u64)>,
     },
     Never,
+    /// A new partition past the cap.
+    Full {
+        limit: usize,
+        live: usize,
+    },
 }
 
 /// Limit slots of a definition as the scripts take them (see `read_slots` in common.lua).
@@ -758,6 +763,14 @@ impl Cluster {
         args.push(ttl_ms(def).to_string());
         args.push(self.channel.clone());
         args.push(Self::event('g', &def.name, partition));
+        let cap = if def.per_partition {
+            self.registry
+                .caps()
+                .partitions(crate::auth::tenant::split(&def.name).0)
+        } else {
+            0
+        };
+        args.push(cap.to_string());
         let v: Vec<i64> = self
             .script(&self.scripts.acquire, "acquire", keys, &args)
             .await?;
@@ -780,6 +793,10 @@ impl Cluster {
                 remaining,
             },
             4 => Try::Never,
+            5 => Try::Full {
+                limit: cap,
+                live: usize::try_from(second).unwrap_or(0),
+            },
             _ => return Err(ClusterError::Reply { op: "acquire" }),
         })
     }
@@ -807,6 +824,8 @@ impl Cluster {
             Arc<tokio::sync::Mutex<()>>,
             tokio::sync::OwnedMutexGuard<()>,
         )> = None;
+        // This caller's place under the waiter caps once it queues.
+        let mut waiting = None;
         loop {
             // Armed before the script runs, so a release published meanwhile is not missed.
             let notified = notify.notified();
@@ -864,6 +883,18 @@ impl Cluster {
                     self.forget_turnstile(&keys.home);
                     return Err(never(&def, &cost));
                 }
+                Try::Full { limit, live } => {
+                    drop(turn);
+                    self.forget_turnstile(&keys.home);
+                    return Err(PermitError::Exhausted {
+                        cap: "max_partitions_per_resource",
+                        limit,
+                        what: format!(
+                            "{live} live partitions of resource {:?} (cluster-wide)",
+                            crate::auth::tenant::split(req.resource).1
+                        ),
+                    });
+                }
                 Try::Denied {
                     reason,
                     wait,
@@ -897,6 +928,16 @@ impl Cluster {
                         // Held by this map and this caller: the rest are queued callers.
                         if Arc::strong_count(&t).saturating_sub(2) >= max_queue {
                             return deny(DenialReason::QueueFull);
+                        }
+                        if waiting.is_none() {
+                            match self.registry.waiter_slot(req.resource) {
+                                Ok(w) => waiting = Some(w),
+                                Err(e) => {
+                                    drop(t);
+                                    self.forget_turnstile(&keys.home);
+                                    return Err(e);
+                                }
+                            }
                         }
                         match tokio::time::timeout_at(deadline, Arc::clone(&t).lock_owned()).await {
                             Ok(g) => {

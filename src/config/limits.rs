@@ -16,8 +16,15 @@ pub(crate) struct RawLimits {
     max_resources_per_tenant: Option<i64>,
     max_partitions_per_resource: Option<i64>,
     max_watch_streams_per_tenant: Option<i64>,
+    max_waiters: Option<i64>,
+    max_waiters_per_tenant: Option<i64>,
+    max_idempotency_records_per_tenant: Option<i64>,
+    max_idempotency_bytes_per_tenant: Option<i64>,
     min_watch_interval: Option<String>,
     max_connections: Option<i64>,
+    header_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_in_flight: Option<i64>,
     #[serde(default)]
     tenants: HashMap<String, RawTenantLimits>,
 }
@@ -29,6 +36,9 @@ struct RawTenantLimits {
     max_resources: Option<i64>,
     max_partitions_per_resource: Option<i64>,
     max_watch_streams: Option<i64>,
+    max_waiters: Option<i64>,
+    max_idempotency_records: Option<i64>,
+    max_idempotency_bytes: Option<i64>,
 }
 
 fn count(field: &str, v: Option<i64>) -> Result<Option<usize>, ConfigError> {
@@ -40,6 +50,21 @@ fn count(field: &str, v: Option<i64>) -> Result<Option<usize>, ConfigError> {
                 field: field.to_owned(),
                 value: n.to_string(),
                 range: "1 to 100000000".to_owned(),
+            })
+    })
+    .transpose()
+}
+
+/// A byte budget: 1 KiB to 1 TiB.
+fn bytes(field: &str, v: Option<i64>) -> Result<Option<usize>, ConfigError> {
+    v.map(|n| {
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| (1 << 10..=1 << 40).contains(&n))
+            .ok_or_else(|| ConfigError::OutOfRange {
+                field: field.to_owned(),
+                value: n.to_string(),
+                range: "1024 to 1099511627776".to_owned(),
             })
     })
     .transpose()
@@ -68,6 +93,15 @@ impl RawLimits {
                         t.max_partitions_per_resource,
                     )?,
                     watch_streams: count(&format!("{at}.max_watch_streams"), t.max_watch_streams)?,
+                    waiters: count(&format!("{at}.max_waiters"), t.max_waiters)?,
+                    idempotency_records: count(
+                        &format!("{at}.max_idempotency_records"),
+                        t.max_idempotency_records,
+                    )?,
+                    idempotency_bytes: bytes(
+                        &format!("{at}.max_idempotency_bytes"),
+                        t.max_idempotency_bytes,
+                    )?,
                 },
             );
         }
@@ -87,9 +121,35 @@ impl RawLimits {
                 self.max_watch_streams_per_tenant,
             )?
             .unwrap_or(d.watch_streams_per_tenant),
+            waiters_per_tenant: count(
+                "limits.max_waiters_per_tenant",
+                self.max_waiters_per_tenant,
+            )?
+            .unwrap_or(d.waiters_per_tenant),
+            waiters: count("limits.max_waiters", self.max_waiters)?.unwrap_or(d.waiters),
+            idempotency_records_per_tenant: count(
+                "limits.max_idempotency_records_per_tenant",
+                self.max_idempotency_records_per_tenant,
+            )?
+            .unwrap_or(d.idempotency_records_per_tenant),
+            idempotency_bytes_per_tenant: bytes(
+                "limits.max_idempotency_bytes_per_tenant",
+                self.max_idempotency_bytes_per_tenant,
+            )?
+            .unwrap_or(d.idempotency_bytes_per_tenant),
             min_watch_interval,
             max_connections: count("limits.max_connections", self.max_connections)?
                 .unwrap_or(d.max_connections),
+            header_timeout: match self.header_timeout {
+                Some(v) => parse_duration("limits.header_timeout", &v)?,
+                None => d.header_timeout,
+            },
+            request_timeout: match self.request_timeout {
+                Some(v) => parse_duration("limits.request_timeout", &v)?,
+                None => d.request_timeout,
+            },
+            max_in_flight: count("limits.max_in_flight", self.max_in_flight)?
+                .unwrap_or(d.max_in_flight),
             tenants,
         })
     }

@@ -19,6 +19,7 @@
 mod machine;
 mod record;
 mod types;
+mod usage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -59,6 +60,10 @@ pub struct Idempotency {
     counters: Arc<Counters>,
     /// Where the next sweep batch starts.
     cursor: Arc<Mutex<Option<Vec<u8>>>>,
+    /// The per-tenant caps on records and bytes.
+    caps: Arc<crate::permits::caps::Caps>,
+    /// What each tenant keeps, for those caps.
+    usage: Arc<usage::Usage>,
 }
 
 impl std::fmt::Debug for Idempotency {
@@ -91,7 +96,64 @@ impl Idempotency {
             settings,
             counters: Arc::default(),
             cursor: Arc::default(),
+            caps: Arc::default(),
+            usage: Arc::default(),
         }
+    }
+
+    /// Hold each tenant to `caps` (records and bytes), counting what the store holds now
+    /// (one scan of the idempotency tree; blocking).
+    ///
+    /// # Errors
+    /// Store failures of that scan.
+    pub fn with_caps(mut self, caps: crate::permits::caps::Caps) -> Result<Self, StoreError> {
+        self.caps = Arc::new(caps);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = self
+                .store
+                .scan(RecordTree::Idempotency, after.as_deref(), 4096)?;
+            for e in &batch {
+                self.usage.seen(tenant_of(&e.key), stored_len(e));
+            }
+            if batch.len() < 4096 {
+                break;
+            }
+            after = batch.last().map(|e| e.key.clone());
+        }
+        self.usage.pass_done();
+        Ok(self)
+    }
+
+    /// RESOURCE_EXHAUSTED when a record of `tenant` going from `old` to `new` bytes passes
+    /// its caps (only growth is checked: shrinking and removing always pass).
+    fn check_caps(
+        &self,
+        tenant: &str,
+        old: Option<usize>,
+        new: Option<usize>,
+    ) -> Result<(), IdempotencyError> {
+        let (max_records, max_bytes) = self.caps.idempotency(tenant);
+        let kept = self.usage.of(tenant);
+        if old.is_none() && new.is_some() && kept.records >= max_records as u64 {
+            return Err(IdempotencyError::Exhausted {
+                cap: "max_idempotency_records_per_tenant",
+                limit: max_records,
+                what: format!("{} idempotency records kept in this tenant", kept.records),
+            });
+        }
+        let grows = new.unwrap_or(0).saturating_sub(old.unwrap_or(0)) as u64;
+        if grows > 0 && kept.bytes.saturating_add(grows) > max_bytes as u64 {
+            return Err(IdempotencyError::Exhausted {
+                cap: "max_idempotency_bytes_per_tenant",
+                limit: max_bytes,
+                what: format!(
+                    "{} idempotency bytes kept in this tenant, {grows} more asked",
+                    kept.bytes
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The settings in force.
@@ -126,9 +188,13 @@ impl Idempotency {
             message: e.to_string(),
         })?;
         let this = self.clone();
+        let tenant_owned = tenant.to_owned();
         let (out, changed, damaged) = tokio::task::spawn_blocking(move || {
             let mut out = None;
             let mut damaged = false;
+            // (before, after) sizes of the last run, and its cap refusal if any.
+            let mut sizes = (None, None);
+            let mut over = None;
             let changed = this
                 .store
                 .update(RecordTree::Idempotency, &skey, &mut |cur| {
@@ -151,12 +217,29 @@ impl Idempotency {
                     };
                     damaged = false;
                     let (o, w) = step(record);
+                    let old = cur.map(|b| skey.len() + b.len());
+                    let new = match &w {
+                        Write::Put(b) => Some(skey.len() + b.len()),
+                        Write::Delete => None,
+                        Write::Keep => old,
+                    };
+                    over = this.check_caps(&tenant_owned, old, new).err();
+                    if over.is_some() {
+                        return Write::Keep;
+                    }
+                    sizes = (old, new);
                     out = Some(o);
                     w
                 })?;
-            Ok::<_, StoreError>((out, changed, damaged))
+            if let Some(e) = over {
+                return Ok(Err(e));
+            }
+            if changed {
+                this.usage.moved(&tenant_owned, sizes.0, sizes.1);
+            }
+            Ok::<_, StoreError>(Ok((out, changed, damaged)))
         })
-        .await??;
+        .await???;
         if damaged {
             bump(&self.counters.undecodable);
             return Err(IdempotencyError::Damaged {
@@ -371,6 +454,17 @@ impl Idempotency {
     }
 }
 
+/// The tenant of a stored idempotency key (empty for a key of no known layout, which then
+/// counts against no real tenant).
+fn tenant_of(key: &[u8]) -> &str {
+    keys::split_idempotency_key(key).map_or("", |(t, _)| t)
+}
+
+/// What a scanned record costs against the byte cap (a damaged one: its key).
+fn stored_len(e: &crate::store::Scanned) -> usize {
+    e.key.len() + e.value.as_ref().map_or(0, Vec::len)
+}
+
 impl Sweep for Idempotency {
     fn name(&self) -> &'static str {
         "idempotency"
@@ -387,7 +481,9 @@ impl Sweep for Idempotency {
             .scan(RecordTree::Idempotency, cursor.as_deref(), limit)?;
         let done = batch.len() < limit;
         let mut removed = 0u64;
+        let shared = self.store.shared();
         for entry in &batch {
+            let tenant = tenant_of(&entry.key);
             // A damaged record stays (its key fails closed); only expired ones go.
             let stale = entry
                 .value
@@ -395,17 +491,30 @@ impl Sweep for Idempotency {
                 .and_then(|v| Record::decode(v).ok())
                 .is_some_and(|r| !r.live(now_ms));
             if !stale {
+                if shared {
+                    self.usage.seen(tenant, stored_len(entry));
+                }
                 continue;
             }
+            let mut old = None;
             let changed = self
                 .store
-                .update(RecordTree::Idempotency, &entry.key, &mut |cur| match cur
-                    .map(Record::decode)
-                {
-                    Some(Ok(r)) if !r.live(now_ms) => Write::Delete,
-                    _ => Write::Keep,
+                .update(RecordTree::Idempotency, &entry.key, &mut |cur| {
+                    old = cur.map(|b| entry.key.len() + b.len());
+                    match cur.map(Record::decode) {
+                        Some(Ok(r)) if !r.live(now_ms) => Write::Delete,
+                        _ => Write::Keep,
+                    }
                 })?;
+            if changed {
+                self.usage.moved(tenant, old, None);
+            } else if shared {
+                self.usage.seen(tenant, stored_len(entry));
+            }
             removed += u64::from(changed);
+        }
+        if done && shared {
+            self.usage.pass_done();
         }
         *cursor = if done {
             None

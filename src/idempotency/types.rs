@@ -80,6 +80,17 @@ pub enum IdempotencyError {
         /// The key.
         key: String,
     },
+    /// The tenant keeps all the records or bytes it may (RESOURCE_EXHAUSTED); nothing
+    /// was written.
+    #[error("{cap} reached: {what} (at most {limit}; raise it in [limits], or per tenant)")]
+    Exhausted {
+        /// The cap's setting, e.g. `max_idempotency_records_per_tenant`.
+        cap: &'static str,
+        /// Its value.
+        limit: usize,
+        /// What is full, in words.
+        what: String,
+    },
     /// The store failed.
     #[error("store")]
     Store(#[from] StoreError),

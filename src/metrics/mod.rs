@@ -217,6 +217,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<crate::tls::Tls>>,
     max_connections: usize,
+    header_timeout: Duration,
     state: State,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send,
@@ -228,26 +229,34 @@ pub async fn serve(
     let stopped = async {
         let _ = stop_rx.await;
     };
-    let app = router(state).into_make_service_with_connect_info::<crate::tls::Peer>();
+    let app = router(state);
     let mut task = match tls {
         Some(tls) => {
             let listener = crate::tls::HttpListener::new(listener, tls, max_connections)?;
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
-            tokio::spawn(std::future::IntoFuture::into_future(server))
+            tokio::spawn(crate::listen::serve_http(
+                listener,
+                app,
+                header_timeout,
+                stopped,
+            ))
         }
         None => {
             let listener = crate::listen::HttpListener::new(listener, max_connections)?;
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
-            tokio::spawn(std::future::IntoFuture::into_future(server))
+            tokio::spawn(crate::listen::serve_http(
+                listener,
+                app,
+                header_timeout,
+                stopped,
+            ))
         }
     };
     tokio::select! {
-        res = &mut task => return Ok(res??),
+        res = &mut task => return Ok(res?),
         () = shutdown => {}
     }
     let _ = stop_tx.send(());
     match tokio::time::timeout(grace, &mut task).await {
-        Ok(res) => res??,
+        Ok(res) => res?,
         Err(_) => {
             tracing::warn!("metrics connections outlived the grace period; closing them");
             task.abort();

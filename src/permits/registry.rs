@@ -245,6 +245,8 @@ struct Inner {
     caps: super::caps::Caps,
     /// Resources per tenant, kept with `resources` (a flood of new names costs O(1) each).
     per_tenant: DashMap<String, usize>,
+    /// Callers queued, per tenant and in all, for the waiter caps.
+    waiters: Arc<super::caps::Counter>,
 }
 
 /// The live registry of resources and buckets. Cheap to clone.
@@ -287,6 +289,7 @@ impl Registry {
                 learned_dirty: Mutex::default(),
                 caps: super::caps::Caps::default(),
                 per_tenant: DashMap::new(),
+                waiters: Arc::default(),
             }),
         }
     }
@@ -481,6 +484,38 @@ impl Registry {
             .partitions(crate::auth::tenant::split(name).0)
     }
 
+    /// A place in the queues for one caller of `resource`'s tenant, within the waiter caps.
+    ///
+    /// # Errors
+    /// [`PermitError::Exhausted`] naming `max_waiters_per_tenant` or `max_waiters`.
+    pub fn waiter_slot(&self, resource: &str) -> Result<super::caps::Held, PermitError> {
+        let tenant = crate::auth::tenant::split(resource).0;
+        let caps = &self.inner.caps;
+        let (own, all) = (caps.waiters_of(tenant), caps.waiters);
+        self.inner
+            .waiters
+            .take(tenant, own, all)
+            .map_err(|full| match full {
+                super::caps::Full::Tenant => PermitError::Exhausted {
+                    cap: "max_waiters_per_tenant",
+                    limit: own,
+                    what: format!("{own} callers queued in this tenant"),
+                },
+                super::caps::Full::Total => PermitError::Exhausted {
+                    cap: "max_waiters",
+                    limit: all,
+                    what: format!("{all} callers queued on this server"),
+                },
+            })
+    }
+
+    /// Callers queued now: in `tenant`, and in all.
+    #[must_use]
+    pub fn waiters(&self, tenant: &str) -> (usize, usize) {
+        let w = &self.inner.waiters;
+        (w.of(tenant), w.total())
+    }
+
     fn next_id(&self) -> (u64, u64) {
         (
             self.inner.seq.fetch_add(1, Ordering::Relaxed),
@@ -503,7 +538,7 @@ impl Registry {
             let lease_ns = nanos(req.lease.unwrap_or(def.lease));
             let (home, sec) =
                 entry.buckets_or_create(req.partition, || self.partition_cap(&entry.name))?;
-            let (key, rx) = {
+            let (key, rx, slot) = {
                 let mut l = lock_pair(&home, sec.as_ref());
                 if l.retired() {
                     continue;
@@ -550,11 +585,12 @@ impl Registry {
                         remaining,
                     });
                 }
+                let slot = self.waiter_slot(&entry.name)?;
                 let key: QueueKey = (std::cmp::Reverse(req.priority), self.next_id().0);
                 let (tx, rx) = oneshot::channel();
                 l.home.enqueue(key, Waiter { cost, lease_ns, tx });
                 self.drain_locked(&mut l, &home, sec.as_ref(), now);
-                (key, rx)
+                (key, rx, slot)
             };
             let mut guard = WaitGuard {
                 registry: self,
@@ -562,6 +598,7 @@ impl Registry {
                 sec: sec.as_ref(),
                 key,
                 rx: Some(rx),
+                _slot: slot,
             };
             let outcome = match guard.rx.as_mut() {
                 Some(rx) => tokio::time::timeout_at(clock.instant(deadline).into(), rx).await,

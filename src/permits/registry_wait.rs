@@ -26,6 +26,8 @@ pub(super) struct WaitGuard<'a> {
     pub(super) key: QueueKey,
     /// The caller's answer; `None` once taken (then dropping the guard does nothing).
     pub(super) rx: Option<oneshot::Receiver<WaitOutcome>>,
+    /// The caller's place under the waiter caps, given back when it stops waiting.
+    pub(super) _slot: crate::permits::caps::Held,
 }
 
 impl WaitGuard<'_> {

@@ -44,6 +44,7 @@ impl From<ServiceError> for Status {
                 IdempotencyError::NotFound { .. } => Code::NotFound,
                 IdempotencyError::Refused { .. } => Code::FailedPrecondition,
                 IdempotencyError::Damaged { .. } => Code::DataLoss,
+                IdempotencyError::Exhausted { .. } => Code::ResourceExhausted,
                 IdempotencyError::Store(s) => store_code(s),
                 IdempotencyError::Task(_) => Code::Internal,
             },

@@ -16,6 +16,7 @@ pub mod grpc_stats;
 pub mod idempotency;
 pub mod permits;
 pub mod quotas;
+pub mod shed;
 pub mod watch;
 
 use std::future::Future;
@@ -180,8 +181,11 @@ pub async fn run(
     });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let caps = registry.caps().clone();
     let router = Server::builder()
+        .timeout(caps.request_timeout)
         .layer(settings.grpc_stats.layer())
+        .layer(shed::ShedLayer::new(caps.max_in_flight))
         .layer(crate::auth::layer::AuthLayer(Arc::clone(&settings.auth)))
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -205,15 +209,25 @@ pub async fn run(
                 crate::tls::Alpn::H2,
                 settings.max_connections,
             );
-            let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
-                .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+            let incoming =
+                tokio_stream::wrappers::ReceiverStream::new(accepted).map(move |(stream, _)| {
+                    Ok::<_, std::io::Error>(crate::listen::FirstBytes::new(
+                        stream,
+                        caps.header_timeout,
+                    ))
+                });
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {
             use tokio_stream::StreamExt as _;
             let accepted = crate::listen::accept(listener, settings.max_connections);
-            let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
-                .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+            let incoming =
+                tokio_stream::wrappers::ReceiverStream::new(accepted).map(move |(stream, _)| {
+                    Ok::<_, std::io::Error>(crate::listen::FirstBytes::new(
+                        stream,
+                        caps.header_timeout,
+                    ))
+                });
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };

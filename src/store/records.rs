@@ -101,6 +101,12 @@ pub trait RecordStore: Send + Sync + 'static {
     /// `scan` read as absent), so a caller for whom absent is not safe can fail closed.
     fn is_damaged(&self, tree: RecordTree, key: &[u8]) -> bool;
 
+    /// Whether other processes write to the same records (Redis shared by replicas), so
+    /// counts kept in memory must be refreshed from scans.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Damaged values seen since open, in every tree (the same counter as
     /// [`super::ResourceStore::corrupt_values`] on a backend implementing both).
     fn corrupt_values(&self) -> u64;

@@ -472,6 +472,10 @@ impl ResourceStore for RedisStore {
 }
 
 impl RecordStore for RedisStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn is_damaged(&self, tree: RecordTree, key: &[u8]) -> bool {
         self.corrupt.is_known(tree.name(), key)
     }

@@ -118,7 +118,7 @@ pub fn principals() -> Vec<Principal> {
     out
 }
 
-fn secure(config: &mut Config) {
+pub fn secure(config: &mut Config) {
     config.auth = Settings {
         mode: Mode::Tokens,
         principals: principals(),

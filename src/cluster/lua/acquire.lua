@@ -1,11 +1,13 @@
 -- Check every limit, the cooldown, blocked dimensions and the concurrency slots of one
 -- permit, and take it all or nothing.
 -- KEYS: 1 home hash, 2 home leases (zset member -> expiry), 3 lease costs (member -> csv),
---       4 resource-wide hash (= KEYS[1] when there is none), 5 learned limits of home.
+--       4 resource-wide hash (= KEYS[1] when there is none), 5 learned limits of home,
+--       6 the resource's live partitions (zset home key -> expiry).
 -- ARGV: slots (see read_slots), ndims, cost per dimension, concurrency (0 = none),
---       lease_us, member, ttl_ms, channel, event.
+--       lease_us, member, ttl_ms, channel, event, partition cap (0 = not partitioned).
 -- Returns {code, wait_us or expiry_us, now_us, remaining per slot as dim,avail pairs...}:
--- code 0 granted (2nd = lease expiry), 1 rate, 2 concurrency, 3 cooldown, 4 never.
+-- code 0 granted (2nd = lease expiry), 1 rate, 2 concurrency, 3 cooldown, 4 never,
+-- 5 partition cap reached (2nd = live partitions; nothing was written).
 local now = now_us()
 local home, leases, lcost, learned = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local slots, i = read_slots(ARGV, 1, learned, home)
@@ -14,6 +16,19 @@ local cost = {}
 for d = 0, ndims - 1 do cost[d] = tonumber(ARGV[i]); i = i + 1 end
 local conc, lease, member = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
 local ttl, chan, ev = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
+local cap = tonumber(ARGV[i + 6]) or 0
+
+-- A new partition is refused past the cap (expired ones are dropped first); a live one
+-- has its expiry moved on. Before anything else, so a refusal writes nothing.
+if cap > 0 then
+  local parts = KEYS[6]
+  if not redis.call('ZSCORE', parts, home) then
+    redis.call('ZREMRANGEBYSCORE', parts, '-inf', int(now))
+    local live = redis.call('ZCARD', parts)
+    if live >= cap then return {5, live, now} end
+  end
+  redis.call('ZADD', parts, int(now + ttl * 1000), home)
+end
 
 local function answer(code, second, aheads)
   local out = {code, second, now}
