@@ -300,17 +300,26 @@ pub async fn run_with(
         // Joined, not just aborted: a sweeper holds the store until its task is dropped.
         let _ = s.await;
     }
+    // After a store fault nothing more can be made durable, and sled's flush may wait for
+    // ever on a latched I/O error: keep nothing at shutdown, leave the flusher (and the
+    // store it holds) to the process's exit.
+    let faulted = fault.borrow().is_some();
     if let Some((task, registry, store)) = learned {
         task.abort();
         let _ = task.await;
-        let kept = tokio::task::spawn_blocking(move || learned::persist(&registry, store.as_ref()))
-            .await?;
-        if let Err(error) = kept {
-            tracing::warn!(%error, "keeping learned limits at shutdown failed");
+        if !faulted {
+            let kept =
+                tokio::task::spawn_blocking(move || learned::persist(&registry, store.as_ref()))
+                    .await?;
+            if let Err(error) = kept {
+                tracing::warn!(%error, "keeping learned limits at shutdown failed");
+            }
         }
     }
-    // Flushes any last batch and drops the flusher's handle on the store.
-    tokio::task::spawn_blocking(move || commit.close()).await?;
+    if !faulted {
+        // Flushes any last batch and drops the flusher's handle on the store.
+        tokio::task::spawn_blocking(move || commit.close()).await?;
+    }
     let http_res = match http {
         // Bounded by its own grace period.
         Some(task) => task

@@ -194,11 +194,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    rt.block_on(async {
+    let res = rt.block_on(async {
         let shutdown = shutdown_signal()?;
         permitd::app::serve(config, shutdown).await?;
         anyhow::Ok(())
-    })?;
+    });
+    // A blocking call stuck on a failed disk must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    res?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,7 +55,7 @@ pub enum CacheError {
         message: String,
     },
     /// The store failed.
-    #[error("store")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// A blocking task died (a bug).
     #[error("blocking task failed")]

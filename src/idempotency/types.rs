@@ -92,7 +92,7 @@ pub enum IdempotencyError {
         what: String,
     },
     /// The store failed.
-    #[error("store")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// A blocking task died (a bug).
     #[error("blocking task failed")]

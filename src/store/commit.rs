@@ -90,6 +90,14 @@ impl GroupCommit {
     /// [`StoreError::Backend`] when the OS refuses a new thread.
     pub fn start(store: Arc<dyn RecordStore>) -> Result<GroupCommit, StoreError> {
         let inner = Arc::new(Inner::new(Mode::Grouped(Mutex::new(None))));
+        // Any I/O error of the store is a fault too, not only a failed flush (weak: the
+        // store must not keep the committer alive).
+        let reporter = Arc::downgrade(&inner);
+        store.on_fault(Arc::new(move |e| {
+            if let Some(inner) = reporter.upgrade() {
+                inner.failed(super::corrupt::error_chain(e));
+            }
+        }));
         let shared = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("permitd-flusher".into())

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 
 pub use self::commit::GroupCommit;
 pub use self::memory::MemoryStore;
-pub use self::records::{RecordStore, Scanned, Write};
+pub use self::records::{FaultReport, RecordStore, Scanned, Write};
 pub use self::redis::{RedisStore, RedisTls};
 pub use self::sled::SledStore;
 

@@ -28,6 +28,9 @@
 use super::StoreError;
 use super::keys::RecordTree;
 
+/// Told of a store's fault, with the error ([`RecordStore::on_fault`]).
+pub type FaultReport = std::sync::Arc<dyn Fn(&StoreError) + Send + Sync>;
+
 /// What an [`RecordStore::update`] closure decides to do with the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -100,6 +103,13 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Whether `key` holds a value that failed its checks (which `get`, `update` and
     /// `scan` read as absent), so a caller for whom absent is not safe can fail closed.
     fn is_damaged(&self, tree: RecordTree, key: &[u8]) -> bool;
+
+    /// Have `report` called with the first I/O error of any operation on this store. For a
+    /// backend that latches I/O errors (sled fails every later write until reopened) that
+    /// error is the store's fault, not one call's: the server stops serving on it.
+    fn on_fault(&self, report: FaultReport) {
+        let _ = report;
+    }
 
     /// Whether other processes write to the same records (Redis shared by replicas), so
     /// counts kept in memory must be refreshed from scans.

@@ -53,6 +53,8 @@ pub struct SledStore {
     data_file: std::fs::File,
     /// Damaged entries seen since open.
     corrupt: CorruptTracker,
+    /// Who is told of the first I/O error ([`RecordStore::on_fault`]).
+    fault: std::sync::OnceLock<super::FaultReport>,
 }
 
 impl fmt::Debug for SledStore {
@@ -105,6 +107,7 @@ impl SledStore {
             learned,
             data_file,
             corrupt: CorruptTracker::default(),
+            fault: std::sync::OnceLock::new(),
         })
     }
 
@@ -121,7 +124,7 @@ impl SledStore {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db
             .size_on_disk()
-            .map_err(|e| backend("size_on_disk", e))
+            .map_err(|e| self.backend("size_on_disk", e))
     }
 
     /// The sled tree of a record tree.
@@ -143,14 +146,16 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         self.record_tree(tree)
             .insert(key, raw)
-            .map_err(|e| backend("insert", e))?;
+            .map_err(|e| self.backend("insert", e))?;
         self.flush()
     }
 
     /// Flushes the database to disk, then `fdatasync`s its data file (blocking: see the
     /// module docs). Every tree shares one log, so this covers all of them.
     fn flush(&self) -> Result<(), StoreError> {
-        self.resources.flush().map_err(|e| backend("flush", e))?;
+        self.resources
+            .flush()
+            .map_err(|e| self.backend("flush", e))?;
         self.data_file.sync_data().map_err(|e| StoreError::Backend {
             op: "fdatasync",
             transient: true,
@@ -164,7 +169,7 @@ impl SledStore {
     pub(crate) fn insert_raw_resource(&self, key: &[u8], raw: &[u8]) -> Result<(), StoreError> {
         self.resources
             .insert(key, raw)
-            .map_err(|e| backend("insert", e))?;
+            .map_err(|e| self.backend("insert", e))?;
         self.flush()
     }
 }
@@ -175,7 +180,7 @@ impl ResourceStore for SledStore {
         let old = self
             .resources
             .insert(key, codec::encode(value))
-            .map_err(|e| backend("insert", e))?;
+            .map_err(|e| self.backend("insert", e))?;
         let replaced = self
             .corrupt
             .was_live(keys::RESOURCES_TREE, key, old.as_deref());
@@ -188,7 +193,7 @@ impl ResourceStore for SledStore {
         let old = self
             .resources
             .remove(key)
-            .map_err(|e| backend("remove", e))?;
+            .map_err(|e| self.backend("remove", e))?;
         let existed = self
             .corrupt
             .was_live(keys::RESOURCES_TREE, key, old.as_deref());
@@ -199,7 +204,7 @@ impl ResourceStore for SledStore {
     fn list_resources(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         for entry in &self.resources {
-            let (key, raw) = entry.map_err(|e| backend("iterate", e))?;
+            let (key, raw) = entry.map_err(|e| self.backend("iterate", e))?;
             out.extend(self.corrupt.decode_resource(&key, &raw));
         }
         Ok(out)
@@ -219,7 +224,7 @@ impl RecordStore for SledStore {
         let raw = self
             .record_tree(tree)
             .get(key)
-            .map_err(|e| backend("get", e))?;
+            .map_err(|e| self.backend("get", e))?;
         Ok(raw.and_then(|raw| {
             self.corrupt
                 .decode_value(tree.name(), key, &raw)
@@ -235,7 +240,7 @@ impl RecordStore for SledStore {
     ) -> Result<bool, StoreError> {
         let t = self.record_tree(tree);
         loop {
-            let current = t.get(key).map_err(|e| backend("get", e))?;
+            let current = t.get(key).map_err(|e| self.backend("get", e))?;
             let payload = current
                 .as_ref()
                 .and_then(|raw| self.corrupt.decode_value(tree.name(), key, raw));
@@ -248,7 +253,7 @@ impl RecordStore for SledStore {
             // Swap only if the key still holds exactly the bytes `f` saw.
             let swapped = t
                 .compare_and_swap(key, current.as_ref(), new)
-                .map_err(|e| backend("compare_and_swap", e))?;
+                .map_err(|e| self.backend("compare_and_swap", e))?;
             if swapped.is_ok() {
                 self.corrupt.forget(tree.name(), key);
                 return Ok(true);
@@ -269,7 +274,7 @@ impl RecordStore for SledStore {
         };
         let mut out = Vec::new();
         for entry in iter.take(limit) {
-            let (key, raw) = entry.map_err(|e| backend("iterate", e))?;
+            let (key, raw) = entry.map_err(|e| self.backend("iterate", e))?;
             let value = self
                 .corrupt
                 .decode_value(tree.name(), &key, &raw)
@@ -288,6 +293,23 @@ impl RecordStore for SledStore {
 
     fn corrupt_values(&self) -> u64 {
         self.corrupt.count()
+    }
+
+    fn on_fault(&self, report: super::FaultReport) {
+        let _ = self.fault.set(report);
+    }
+}
+
+impl SledStore {
+    /// [`backend`], telling the fault report of an I/O error first: sled latches it, so
+    /// every later write fails until the store is reopened.
+    fn backend(&self, op: &'static str, e: ::sled::Error) -> StoreError {
+        let io = matches!(e, ::sled::Error::Io(_));
+        let err = backend(op, e);
+        if io && let Some(report) = self.fault.get() {
+            report(&err);
+        }
+        err
     }
 }
 

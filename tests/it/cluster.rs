@@ -1121,3 +1121,61 @@ async fn rediss_with_a_private_ca() {
         "it waits for redis, no crash loop:\n{text}"
     );
 }
+
+/// The partition cap holds cluster-wide: two replicas creating partitions in turn stop at
+/// the cap together (RESOURCE_EXHAUSTED naming it), and a live partition keeps granting on
+/// both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_cap_is_cluster_wide() {
+    const CAP: usize = 40;
+    let config = format!("[limits]\nmax_partitions_per_resource = {CAP}\n");
+    let Some(fleet) = Fleet::start("partition_cap_is_cluster_wide", 2, Some(&config), &[]).await
+    else {
+        return;
+    };
+    let mut r = resource(
+        "parts:x",
+        vec![limit("requests", 1_000_000, Duration::from_secs(60), 0)],
+        0,
+    );
+    r.per_partition = true;
+    fleet.define(r).await;
+    let (mut granted, mut refused) = (0, 0);
+    for i in 0..CAP + 20 {
+        let got = fleet
+            .permits(i % 2)
+            .acquire_permit(proto::AcquirePermitRequest {
+                partition: format!("user:{i}"),
+                ..req("parts:x")
+            })
+            .await;
+        match got {
+            Ok(g) => {
+                assert!(g.into_inner().granted);
+                granted += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    e.message().contains("max_partitions_per_resource"),
+                    "{}",
+                    e.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((granted, refused), (CAP, 20));
+    for i in 0..2 {
+        let g = fleet
+            .permits(i)
+            .acquire_permit(proto::AcquirePermitRequest {
+                partition: "user:3".into(),
+                ..req("parts:x")
+            })
+            .await
+            .expect("a live partition grants");
+        assert!(g.into_inner().granted);
+    }
+    println!("RESULT cluster partitions cap={CAP} granted={granted} refused={refused}");
+}

@@ -26,6 +26,7 @@ mod dash_metrics;
 mod dash_watch_cli;
 mod dashboard;
 mod durability;
+mod faults;
 mod feedback;
 mod group_commit;
 mod idempotency;

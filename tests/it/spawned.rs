@@ -177,6 +177,18 @@ impl Spawned {
             .unwrap_or(0)
     }
 
+    /// The exit status once the process ends by itself, waiting at most `within`.
+    pub async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
     /// SIGKILL (no destructors, no flush) and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
