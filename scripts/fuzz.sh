@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the header parsers and the backoff functions for a bounded time per target.
+# Fuzz the parsers of untrusted input (headers, backoff, certificate names, the config file,
+# what a store reads back) for a bounded time per target.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 s, every target in fuzz/)
 #
@@ -7,9 +8,11 @@
 # non-zero if any target crashed (the input is kept in fuzz/artifacts/T/ and the log in
 # fuzz/artifacts/T.log; replay with `cargo fuzz run T fuzz/artifacts/T/crash-...`).
 #
-# Not part of scripts/test.sh or CI: cargo-fuzz builds with nightly-only flags
-# (-Zsanitizer=address, coverage instrumentation). On this stable toolchain RUSTC_BOOTSTRAP=1
-# unlocks them; set FUZZ_TOOLCHAIN=nightly to use an installed nightly instead.
+# scripts/test.sh runs it bounded (FUZZ_SECONDS per target). cargo-fuzz builds with
+# nightly-only flags (-Zsanitizer=address, coverage instrumentation): on this stable
+# toolchain RUSTC_BOOTSTRAP=1 unlocks them; set FUZZ_TOOLCHAIN=nightly to use a nightly.
+# Seed inputs, where a target has them, are in fuzz/seeds/TARGET (committed); what the
+# fuzzer finds goes to fuzz/corpus/TARGET (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,11 +42,13 @@ fi
 failed=0
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+    corpora=("fuzz/corpus/$t")
+    [[ -d "fuzz/seeds/$t" ]] && corpora+=("fuzz/seeds/$t")
     log="fuzz/artifacts/$t.log"
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
     # -max_len above the parser's 4 KiB value cap so over-size values are tried too;
     # -timeout turns any slow (super-linear) input into a reported failure.
-    if "${cargo_fuzz[@]}" run "$t" -- \
+    if "${cargo_fuzz[@]}" run "$t" "${corpora[@]}" -- \
         -max_total_time="$secs" -max_len=16384 -timeout=10 \
         -dict=fuzz/headers.dict -print_final_stats=1 >"$log" 2>&1; then
         status=0

@@ -28,6 +28,9 @@ cargo test --locked --all-targets "$@"
 # for the two cores while its fleets pace their calls.
 cargo test --locked --test it coord::coord_matrix_meets_targets -- --ignored --exact
 
+# Bounded fuzzing of every parser target (cargo-fuzz, libFuzzer): FUZZ_SECONDS per target.
+./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+
 # The Python client's tests (a venv with grpcio, pytest) against the binary just built.
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac

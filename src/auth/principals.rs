@@ -242,7 +242,8 @@ pub fn cert_identity(leaf: &CertificateDer<'_>) -> Option<String> {
 
 /// The CN of a DER `Name` (the contents of its SEQUENCE, as webpki hands it out): a walk
 /// over SET { SEQUENCE { OID, value } } for OID 2.5.4.3.
-fn common_name(mut name: &[u8]) -> Option<String> {
+#[must_use]
+pub fn common_name(mut name: &[u8]) -> Option<String> {
     const CN: &[u8] = &[0x55, 0x04, 0x03];
     while !name.is_empty() {
         let (tag, set, rest) = der(name)?;

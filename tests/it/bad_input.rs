@@ -515,3 +515,198 @@ async fn bad_input_table() {
     );
     server.stop().await;
 }
+
+/// One raw HTTP/1 exchange on the metrics listener: the bytes sent, and the statuses that
+/// are right for them (`0`: the server closed the connection without an answer).
+struct HttpRow {
+    name: &'static str,
+    bytes: Vec<u8>,
+    want: &'static [u16],
+}
+
+fn http_row(name: &'static str, bytes: impl Into<Vec<u8>>, want: &'static [u16]) -> HttpRow {
+    HttpRow {
+        name,
+        bytes: bytes.into(),
+        want,
+    }
+}
+
+/// Send `bytes` on a fresh connection and read the status line (0 when the server closed
+/// the connection without one).
+async fn http_status(addr: std::net::SocketAddr, bytes: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer (and close) before all of a huge request is written.
+    let _ = s.write_all(bytes).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every HTTP route (`/`, `/metrics`, `/events`) and none, with malformed, oversized and
+/// hostile requests: each gets its status (or a closed connection), never a crash, and the
+/// listener and the gRPC server keep serving after every row.
+#[tokio::test]
+async fn bad_http_table() {
+    let server = TestServer::start_with_metrics().await;
+    put(
+        &server,
+        resource(
+            OK,
+            vec![limit("requests", 1000, Duration::from_secs(3600), 0)],
+            0,
+        ),
+    )
+    .await;
+    let addr = server.metrics_addr.expect("metrics listener");
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+    let mut non_utf8 = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Bin: ".to_vec();
+    non_utf8.extend_from_slice(&[0xff, 0xfe, 0x80]);
+    non_utf8.extend_from_slice(b"\r\n\r\n");
+    let mut bearer = b"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ".to_vec();
+    bearer.extend_from_slice(&[0xc3, 0x28, 0xa0, 0xa1]);
+    bearer.extend_from_slice(b"\r\n\r\n");
+    let many_headers: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let rows = vec![
+        http_row("dashboard", get("/", ""), &[200]),
+        http_row("metrics", get("/metrics", ""), &[200]),
+        http_row("events", get("/events", ""), &[200]),
+        http_row("unknown_path", get("/nope", ""), &[404]),
+        http_row("dotdot_path", get("/../../etc/passwd", ""), &[400, 404]),
+        http_row(
+            "post_metrics",
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            &[405],
+        ),
+        http_row(
+            "delete_events",
+            "DELETE /events HTTP/1.1\r\nHost: x\r\n\r\n",
+            &[405],
+        ),
+        http_row(
+            "bad_method",
+            "G@T /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            &[400],
+        ),
+        http_row(
+            "bad_version",
+            "GET /metrics HTTP/9.9\r\nHost: x\r\n\r\n",
+            &[400, 505],
+        ),
+        http_row("no_host", "GET /metrics HTTP/1.1\r\n\r\n", &[200, 400]),
+        http_row("http10", "GET /metrics HTTP/1.0\r\n\r\n", &[200]),
+        http_row("non_utf8_header", non_utf8, &[200, 400]),
+        http_row("non_utf8_bearer", bearer, &[200, 400, 401]),
+        http_row(
+            "garbage_cookie",
+            get("/events", "Cookie: permitd_token=\u{1}\u{2};;;=\r\n"),
+            &[200, 400],
+        ),
+        http_row(
+            "nul_in_path",
+            "GET /metrics\0 HTTP/1.1\r\nHost: x\r\n\r\n",
+            &[400],
+        ),
+        http_row(
+            "huge_path",
+            get(&format!("/{}", "a".repeat(70_000)), ""),
+            &[400, 404, 414, 431],
+        ),
+        http_row(
+            "huge_header",
+            get("/metrics", &format!("X-Big: {}\r\n", "b".repeat(1 << 20))),
+            &[400, 431, 0],
+        ),
+        http_row(
+            "ten_thousand_headers",
+            get("/metrics", &many_headers),
+            &[400, 431, 0],
+        ),
+        http_row(
+            "absurd_content_length",
+            get("/metrics", "Content-Length: 99999999999999999999999\r\n"),
+            &[400],
+        ),
+        http_row(
+            "two_content_lengths",
+            get("/metrics", "Content-Length: 1\r\nContent-Length: 2\r\n"),
+            &[400],
+        ),
+        http_row(
+            "bad_chunked",
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            &[400, 405],
+        ),
+        http_row(
+            "h2_preface",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            &[400, 505, 0],
+        ),
+        http_row(
+            "tls_hello_on_plaintext",
+            vec![
+                0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+            ],
+            &[400, 0],
+        ),
+        http_row(
+            "pipelined_garbage",
+            format!("{}\u{7}\u{7}\u{7}\r\n\r\n", get("/metrics", "")),
+            &[200],
+        ),
+        http_row(
+            "connect_method",
+            "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+            &[400, 404, 405],
+        ),
+    ];
+    let total = rows.len();
+    let mut failures = Vec::new();
+    let rss_before = crate::support::rss_kib();
+    for row in rows {
+        let got = tokio::time::timeout(ROW_BOUND, http_status(addr, &row.bytes))
+            .await
+            .unwrap_or_else(|_| panic!("{}: no answer within {ROW_BOUND:?}", row.name));
+        let still = http_status(addr, get("/metrics", "").as_bytes()).await;
+        let ok = row.want.contains(&got) && still == 200;
+        println!(
+            "RESULT bad_http case={} status={got} ok={ok} metrics_after={still}",
+            row.name
+        );
+        if !ok {
+            failures.push(format!(
+                "{}: got {got}, want {:?}; /metrics then {still}",
+                row.name, row.want
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let mut permits = server.permits().await;
+    assert!(
+        permits
+            .acquire_permit(acquire_req(OK))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
+    let rss_delta = crate::support::rss_kib()
+        .zip(rss_before)
+        .map(|(a, b)| i128::from(a) - i128::from(b));
+    println!(
+        "RESULT bad_http rows={total} failed=0 still_grants=true rss_delta_kib={}",
+        rss_delta.map_or_else(|| "-".to_owned(), |d| d.to_string())
+    );
+    server.stop().await;
+}
