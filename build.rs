@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/permitd/v1/quotas.proto",
         "proto/permitd/v1/idempotency.proto",
         "proto/permitd/v1/cache.proto",
+        // Envoy's rate limit service, a trimmed wire-compatible copy (proto/envoy/README.md).
+        "proto/envoy/service/ratelimit/v3/rls.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -239,6 +239,7 @@ pub async fn run_with(
         auth: Arc::clone(&auth),
         tls: tls.clone(),
         max_connections: config.caps.max_connections,
+        rls: config.rls.clone().map(Arc::new),
     };
     // One signal, two servers: the flag flips at shutdown, and its sender is dropped (which
     // also ends the waits) if the gRPC server stops on its own.
@@ -650,9 +651,21 @@ fn build_registry(
             tracing::info!(resource = %r.name, "config file overrides the stored definition");
         }
     }
+    // Envoy rate limit rules: each limit is a resource of the rules' tenant, defined from
+    // the YAML at every start (like [[resources]], they win over a stored definition).
+    let mut rls_rules = 0usize;
+    if let Some(rls) = &config.rls {
+        for mut r in rls.definitions() {
+            r.name = crate::auth::tenant::qualify(&rls.tenant, &r.name).into_owned();
+            let def = convert::resource_from_proto(&r, "rls")?;
+            registry.put(def);
+            rls_rules += 1;
+        }
+    }
     tracing::info!(
         stored = loaded,
         from_config = config.resources.len(),
+        rls = rls_rules,
         "resources loaded"
     );
     Ok(registry)

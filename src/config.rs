@@ -82,6 +82,8 @@ pub struct Config {
     pub tls: Option<crate::tls::Settings>,
     /// The `[limits]` section: caps on what clients can make the server hold.
     pub caps: crate::permits::caps::Caps,
+    /// Envoy's rate limit service: its rules, loaded (`[rls]`, `--rls-config`).
+    pub rls: Option<crate::rls::Rls>,
 }
 
 impl Default for Config {
@@ -104,6 +106,7 @@ impl Default for Config {
             auth: crate::auth::Settings::default(),
             tls: None,
             caps: crate::permits::caps::Caps::default(),
+            rls: None,
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     /// `--redis-tls-ca-file` (or `PERMITD_REDIS_TLS_CA_FILE`).
     pub redis_tls_ca_file: Option<PathBuf>,
+    /// `--rls-config` (or `PERMITD_RLS_CONFIG`).
+    pub rls_config: Option<PathBuf>,
     /// The `--auth-*`, `--tls-*` and `--insecure` flags.
     pub security: SecurityOverrides,
 }
@@ -151,6 +156,48 @@ pub(crate) struct RawFile {
     tls: security::RawTls,
     #[serde(default)]
     limits: limits::RawLimits,
+    #[serde(default)]
+    rls: RawRls,
+}
+
+/// The `[rls]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRls {
+    /// envoyproxy/ratelimit YAML: a file or a directory of them.
+    config: Option<PathBuf>,
+    /// The tenant whose namespace the rules' buckets live in.
+    tenant: Option<String>,
+    /// none | x-ratelimit | ietf | both.
+    response_headers: Option<String>,
+}
+
+impl RawRls {
+    fn build(self, flag: Option<PathBuf>) -> Result<Option<crate::rls::Rls>, ConfigError> {
+        let Some(path) = flag.or(self.config) else {
+            return Ok(None);
+        };
+        let tenant = self
+            .tenant
+            .unwrap_or_else(|| crate::auth::tenant::DEFAULT_TENANT.to_owned());
+        crate::auth::tenant::check_tenant(&tenant).map_err(|e| ConfigError::Conflict {
+            field: "rls.tenant".into(),
+            reason: e.to_string(),
+        })?;
+        let headers = match self.response_headers.as_deref() {
+            None => crate::rls::Headers::None,
+            Some(v) => crate::rls::Headers::parse(v).ok_or_else(|| ConfigError::Conflict {
+                field: "rls.response_headers".into(),
+                reason: format!("{v:?}: expected none, x-ratelimit, ietf or both"),
+            })?,
+        };
+        let config = crate::rls::RlsConfig::load(&path)?;
+        Ok(Some(crate::rls::Rls {
+            config: std::sync::Arc::new(config),
+            tenant,
+            headers,
+        }))
+    }
 }
 
 /// The `[server]` table as written.
@@ -313,8 +360,10 @@ impl Config {
         )?;
 
         let caps = raw.limits.build()?;
+        let rls = raw.rls.build(overrides.rls_config)?;
         Ok(Config {
             caps,
+            rls,
             auth,
             tls,
             listen,
@@ -586,6 +635,7 @@ name = "github:rest"
             log_filter: Some("warn".to_owned()),
             redis_url: None,
             redis_tls_ca_file: None,
+            rls_config: None,
             // 0.0.0.0 without auth and TLS is refused unless asked for.
             security: SecurityOverrides {
                 insecure: true,

@@ -43,6 +43,38 @@
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("permitd.v1");
+    /// Envoy's rate limit service (RLS v3) and the messages it carries, in Envoy's package
+    /// layout (the generated code refers across packages by relative paths).
+    pub mod envoy {
+        pub mod service {
+            pub mod ratelimit {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.service.ratelimit.v3");
+                }
+            }
+        }
+        pub mod extensions {
+            pub mod common {
+                pub mod ratelimit {
+                    pub mod v3 {
+                        tonic::include_proto!("envoy.extensions.common.ratelimit.v3");
+                    }
+                }
+            }
+        }
+        pub mod config {
+            pub mod core {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.config.core.v3");
+                }
+            }
+        }
+        pub mod r#type {
+            pub mod v3 {
+                tonic::include_proto!("envoy.r#type.v3");
+            }
+        }
+    }
     /// Descriptor set served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("permitd_descriptor");
@@ -62,6 +94,7 @@ pub mod learned;
 pub mod listen;
 pub mod metrics;
 pub mod permits;
+pub mod rls;
 pub mod server;
 pub mod store;
 pub mod sweeper;

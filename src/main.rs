@@ -67,6 +67,10 @@ struct ServeArgs {
     /// [default: the system roots]
     #[arg(long, env = "PERMITD_REDIS_TLS_CA_FILE", value_name = "FILE")]
     redis_tls_ca_file: Option<PathBuf>,
+    /// Serve Envoy's rate limit service with these envoyproxy/ratelimit YAML rules (a file,
+    /// or a directory of *.yaml) [default: none]
+    #[arg(long, env = "PERMITD_RLS_CONFIG", value_name = "PATH")]
+    rls_config: Option<PathBuf>,
     /// How callers authenticate: none, tokens, mtls or any [default: none]
     #[arg(long, env = "PERMITD_AUTH_MODE", value_name = "MODE")]
     auth_mode: Option<String>,
@@ -178,6 +182,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         log_filter: args.log_filter,
         redis_url: args.redis_url,
         redis_tls_ca_file: args.redis_tls_ca_file,
+        rls_config: args.rls_config,
         security: permitd::config::SecurityOverrides {
             auth_mode: args.auth_mode,
             principals_file: args.principals_file,

@@ -104,6 +104,9 @@ pub enum ConfigError {
         /// What it should hold.
         expected: &'static str,
     },
+    /// The Envoy rate limit rules (`[rls] config`) are invalid.
+    #[error("rls")]
+    Rls(#[from] crate::rls::RlsConfigError),
     /// A value that does not fit with the rest of the section.
     #[error("{field}: {reason}")]
     Conflict {

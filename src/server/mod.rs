@@ -16,6 +16,7 @@ pub mod grpc_stats;
 pub mod idempotency;
 pub mod permits;
 pub mod quotas;
+pub mod rls;
 pub mod shed;
 pub mod watch;
 
@@ -58,6 +59,8 @@ pub struct Settings {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Connections open at once.
     pub max_connections: usize,
+    /// Envoy's rate limit service, when configured.
+    pub rls: Option<Arc<crate::rls::Rls>>,
 }
 
 /// Server failures.
@@ -120,6 +123,22 @@ pub async fn run(
         Arc::clone(&settings.auth),
     ))
     .max_decoding_message_size(max);
+    let rls_server = settings.rls.as_ref().map(|rls| {
+        crate::proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(
+            rls::RlsService::new(
+                Arc::clone(rls),
+                registry.clone(),
+                settings.cluster.clone(),
+                Arc::clone(&settings.auth),
+            ),
+        )
+        .max_decoding_message_size(max)
+    });
+    if rls_server.is_some() {
+        health
+            .set_serving::<crate::proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer<rls::RlsService>>()
+            .await;
+    }
     let quotas = QuotasServer::new(quotas::QuotasService::new(
         registry.clone(),
         hub.clone(),
@@ -196,7 +215,8 @@ pub async fn run(
         .add_service(permits)
         .add_service(quotas)
         .add_service(idempotency)
-        .add_service(cache);
+        .add_service(cache)
+        .add_optional_service(rls_server);
     let stopped = async {
         let _ = stop_rx.await;
     };

@@ -358,9 +358,11 @@ async fn idempotency_flood_is_capped_per_tenant() {
         let ch = server.channel();
         async move { IdempotencyClient::with_interceptor(ch, token) }
     };
+    // Held for an hour: a long flood must not outlast the locks it checks at the end.
     let begin = |key: String| proto::BeginRequest {
         key,
         fingerprint: "f".into(),
+        lock_ttl: Some(crate::support::dur(Duration::from_secs(3600))),
         ..Default::default()
     };
     let a = client("team-a").await;

@@ -34,6 +34,7 @@ mod lease;
 mod load;
 mod pauses;
 mod queue;
+mod rls;
 mod security;
 mod sequential;
 mod service;
