@@ -212,7 +212,7 @@ pub struct Rule {
     pub detailed_metric: bool,
     /// permitd's own: the resource its hits draw on.
     pub permitd_resource: Option<String>,
-    /// Where it is in the file, `key=value/key` (for names and metrics).
+    /// Where it is in the file, `key:value/key` (for names and metrics).
     pub path: String,
     /// Whether some level from the root to here matched any value (a partitioned bucket).
     pub per_value: bool,
@@ -407,7 +407,7 @@ fn level(
         }
         let value = d.value.filter(|v| !v.is_empty());
         let path = match &value {
-            Some(v) => format!("{parent}{key}={v}"),
+            Some(v) => format!("{parent}{key}:{v}"),
             None => format!("{parent}{key}"),
         };
         let wildcard = value.as_ref().filter(|v| v.contains('*')).cloned();
@@ -572,7 +572,7 @@ mod tests {
         let p = ip.children.find("path", "/api/x").unwrap();
         assert!(p.per_value);
         assert_eq!(p.limit.as_ref().unwrap().period(), Duration::from_secs(3));
-        assert_eq!(p.path, "ip/path=/api*");
+        assert_eq!(p.path, "ip/path:/api*");
     }
 
     /// Errors name the file and the path in it.

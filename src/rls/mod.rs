@@ -285,7 +285,7 @@ mod tests {
         let m = r.lookup("d", &[("k", "v")], None).unwrap();
         assert_eq!(
             (m.resource.as_deref(), m.partition.as_str()),
-            (Some("rls:d:k=v"), "")
+            (Some("rls:d:k:v"), "")
         );
         let m = r.lookup("d", &[("k", "x")], None).unwrap();
         assert_eq!(
@@ -332,8 +332,8 @@ mod tests {
     /// Names outside the alphabet are made to fit, distinctly.
     #[test]
     fn names_fit() {
-        let a = resource_name("d", "path=/a b");
-        let b = resource_name("d", "path=/a?b");
+        let a = resource_name("d", "path:/a b");
+        let b = resource_name("d", "path:/a?b");
         assert_ne!(a, b);
         assert!(check_name(&a, true, MAX_NAME_LEN).is_ok(), "{a}");
         let long = resource_name("d", &"x".repeat(500));
