@@ -54,6 +54,29 @@ for buckets in 1000 1000000; do
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 done
 
+# Envoy's ShouldRateLimit: one descriptor with a per-value key over 100 values, as a gateway
+# sends it, against Health/Check and AcquirePermit in the same run.
+cat > "$DATA/rls.yaml" <<'YAML'
+domain: bench
+descriptors:
+  - key: user
+    rate_limit:
+      unit: second
+      requests_per_unit: 4000000000
+YAML
+n=$((n+1))
+taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$n" --log-filter warn --rls-config "$DATA/rls.yaml" &
+SERVER=$!
+for _ in $(seq 100); do
+  "$BIN" quota x --server "127.0.0.1:$PORT" 2>&1 | grep -q NOT_FOUND && break
+  sleep 0.1
+done
+echo "## Envoy ShouldRateLimit: concurrency 64, one descriptor over 100 values" >> "$OUT"
+echo '```' >> "$OUT"
+taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency 64 --buckets 100 --phases health,rls,grant --duration "$DURATION" --server-pid "$SERVER" | tee -a "$OUT"
+echo '```' >> "$OUT"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+
 # The batch form: AcquirePermits of 100 permits against unary AcquirePermit, in permits/s.
 n=$((n+1)); start_server "$n"
 echo "## batch: AcquirePermits of 100 permits, concurrency 64, 1 bucket" >> "$OUT"

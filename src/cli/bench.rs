@@ -73,6 +73,9 @@ pub enum Phase {
     Release,
     /// AcquirePermits of `--batch` permits, all granted at once; counted per permit.
     Batch,
+    /// Envoy's ShouldRateLimit: domain `bench`, one descriptor `user` whose value cycles over
+    /// `--buckets` values (the server needs `--rls-config` with that rule: scripts/bench.sh).
+    Rls,
 }
 
 impl Phase {
@@ -83,6 +86,7 @@ impl Phase {
             Self::Deny => "deny",
             Self::Release => "release",
             Self::Batch => "batch",
+            Self::Rls => "rls",
         }
     }
 }
@@ -159,14 +163,41 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// The clients one worker calls through.
+struct Clients {
+    health: tonic_health::pb::health_client::HealthClient<Channel>,
+    permits: PermitsClient<Channel>,
+    rls: crate::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<Channel>,
+}
+
 async fn one(
     phase: Phase,
-    health: &mut tonic_health::pb::health_client::HealthClient<Channel>,
-    permits: &mut PermitsClient<Channel>,
+    c: &mut Clients,
     partition: String,
     batch: &proto::AcquirePermitsRequest,
 ) -> bool {
+    let (health, permits) = (&mut c.health, &mut c.permits);
     match phase {
+        Phase::Rls => {
+            use crate::proto::envoy::extensions::common::ratelimit::v3::{
+                RateLimitDescriptor, rate_limit_descriptor::Entry,
+            };
+            use crate::proto::envoy::service::ratelimit::v3::RateLimitRequest;
+            c.rls
+                .should_rate_limit(RateLimitRequest {
+                    domain: "bench".into(),
+                    descriptors: vec![RateLimitDescriptor {
+                        entries: vec![Entry {
+                            key: "user".into(),
+                            value: partition,
+                        }],
+                        ..Default::default()
+                    }],
+                    hits_addend: 0,
+                })
+                .await
+                .is_ok_and(|r| r.get_ref().overall_code == 1)
+        }
         Phase::Batch => permits.acquire_permits(batch.clone()).await.is_ok_and(|r| {
             let r = r.get_ref();
             r.results.len() == batch.requests.len()
@@ -236,8 +267,11 @@ async fn round(
         let batch_size = if phase == Phase::Batch { args.batch } else { 0 };
         let mut next = u64::try_from(w).unwrap_or(0);
         tasks.push(tokio::spawn(async move {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
-            let mut permits = PermitsClient::new(ch);
+            let mut clients = Clients {
+                health: tonic_health::pb::health_client::HealthClient::new(ch.clone()),
+                permits: PermitsClient::new(ch.clone()),
+                rls: crate::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::new(ch),
+            };
             let (mut lat, mut errors) = (Vec::new(), 0u64);
             // Spread over the buckets with a stride, so every worker visits all of them.
             let mut partition = move || {
@@ -264,7 +298,7 @@ async fn round(
                     }
                 }
                 let t0 = Instant::now();
-                let ok = one(phase, &mut health, &mut permits, partition(), &batch).await;
+                let ok = one(phase, &mut clients, partition(), &batch).await;
                 lat.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
                 errors += u64::from(!ok);
             }

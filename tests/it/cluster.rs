@@ -1179,3 +1179,37 @@ async fn partition_cap_is_cluster_wide() {
     }
     println!("RESULT cluster partitions cap={CAP} granted={granted} refused={refused}");
 }
+
+/// Envoy's ShouldRateLimit in a cluster: two replicas with the same rules draw on one
+/// bucket in Redis: 10 per hour in all, whichever replica the gateway asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_limits_hold_across_replicas() {
+    use permitd::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    let Some(redis) = RedisServer::for_test("rls_limits_hold_across_replicas") else {
+        return;
+    };
+    let rules = tempfile::tempdir().expect("tempdir");
+    let yaml = rules.path().join("gw.yaml");
+    std::fs::write(
+        &yaml,
+        "domain: gw\ndescriptors:\n  - key: route\n    rate_limit: {unit: hour, requests_per_unit: 10}\n",
+    )
+    .expect("rules");
+    let extra = ["--rls-config".to_owned(), yaml.display().to_string()];
+    let (replicas, _dir) = replicas_with(&redis.url(), 2, None, &[], &extra).await;
+    let mut ok = 0;
+    for i in 0..30 {
+        let r = RateLimitServiceClient::new(replicas[i % 2].channel())
+            .should_rate_limit(crate::rls::request(
+                "gw",
+                vec![crate::rls::descriptor(&[("route", "chat")])],
+                0,
+            ))
+            .await
+            .expect("ShouldRateLimit")
+            .into_inner();
+        ok += usize::from(r.overall_code == 1);
+    }
+    println!("RESULT cluster rls limit=10/h replicas=2 attempts=30 ok={ok}");
+    assert_eq!(ok, 10);
+}
