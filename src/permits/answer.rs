@@ -52,6 +52,17 @@ pub struct AcquireOutcome {
     pub remaining: Vec<(usize, u64)>,
 }
 
+/// What [`super::Registry::take`] did.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    /// The definition it was decided under.
+    pub def: Arc<ResourceDef>,
+    /// Whether the cost was taken.
+    pub taken: bool,
+    /// (dimension index, units left) per limited dimension, after the take.
+    pub remaining: Vec<(usize, u64)>,
+}
+
 /// A granted permit.
 #[derive(Debug, Clone)]
 pub struct GrantInfo {

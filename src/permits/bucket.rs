@@ -993,6 +993,15 @@ impl BucketState {
         true
     }
 
+    /// Give back `cost` taken without a permit ([`Self::charge`] undone).
+    pub fn refund(&mut self, cost: &[u64], now: Nanos) {
+        settle_limits(
+            &mut self.limits,
+            |d| (cost.get(d).copied().unwrap_or(0), 0),
+            now,
+        );
+    }
+
     /// Charge a cost incurred without a permit (a report of an un-permitted call).
     pub fn charge(&mut self, cost: &[u64], now: Nanos) {
         for l in self.limits.iter_mut() {

@@ -16,7 +16,7 @@ pub mod stats;
 
 pub use answer::{
     AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
-    ResourceMetrics, Settlement,
+    ResourceMetrics, Settlement, Taken,
 };
 pub(crate) use cost::{never, resolve_actual, resolve_cost};
 pub use registry::Registry;

@@ -21,7 +21,9 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::PermitError;
-use super::answer::{AcquireOutcome, AcquireRequest, Denial, DenialReason, GrantInfo, Settlement};
+use super::answer::{
+    AcquireOutcome, AcquireRequest, Denial, DenialReason, GrantInfo, Settlement, Taken,
+};
 use super::bucket::{
     Block, BucketState, Granted, LearnedState, QueueKey, Settle, WaitOutcome, Waiter,
 };
@@ -896,6 +898,78 @@ impl Registry {
                 self.drain_locked(&mut l, &home, sec.as_ref(), now);
             }
         }
+    }
+
+    /// Take `cost` at once, without a lease, or say it does not fit now: a gateway's hit
+    /// (Envoy's ShouldRateLimit), which has nothing to release later. Queued callers keep
+    /// their turn: with a queue in front it does not fit. `remaining` is after the take.
+    ///
+    /// # Errors
+    /// Unknown resource, a cost no limit could ever grant, the partition cap.
+    pub fn take(
+        &self,
+        resource: &str,
+        partition: &str,
+        cost: &HashMap<String, u64>,
+    ) -> Result<Taken, PermitError> {
+        let entry = self.entry(resource)?;
+        let cost = resolve_cost(&entry.def, cost)?;
+        let (home, sec) = entry.buckets_or_create(partition, || self.partition_cap(&entry.name))?;
+        let mut l = lock_pair(&home, sec.as_ref());
+        let now = self.inner.clock.now();
+        let checked = l.home.check(l.sec.as_deref(), &cost, now);
+        if checked == Err(Block::Never) {
+            return Err(never(&entry.def, &cost));
+        }
+        let taken = checked.is_ok() && l.home.may_bypass_queue(0);
+        if taken {
+            l.home.charge(&cost, now);
+            if let Some(s) = l.sec.as_mut() {
+                s.charge(&cost, now);
+            }
+            l.home.granted_total = l.home.granted_total.saturating_add(1);
+        } else {
+            l.home.denied_total = l.home.denied_total.saturating_add(1);
+        }
+        let remaining = remaining(&l, now);
+        drop(l);
+        self.announce(&home, sec.as_ref());
+        if taken {
+            entry.stats.granted(None);
+        } else {
+            entry.stats.denied(block_reason(checked.err()));
+        }
+        Ok(Taken {
+            def: Arc::clone(&entry.def),
+            taken,
+            remaining,
+        })
+    }
+
+    /// Give back what [`Self::take`] took (a request refused by another of its limits).
+    ///
+    /// # Errors
+    /// Unknown resource.
+    pub fn untake(
+        &self,
+        resource: &str,
+        partition: &str,
+        cost: &HashMap<String, u64>,
+    ) -> Result<(), PermitError> {
+        let entry = self.entry(resource)?;
+        let cost = resolve_cost(&entry.def, cost)?;
+        let Some((home, sec)) = entry.buckets(partition) else {
+            return Ok(());
+        };
+        let mut l = lock_pair(&home, sec.as_ref());
+        let now = self.inner.clock.now();
+        l.home.refund(&cost, now);
+        if let Some(s) = l.sec.as_mut() {
+            s.refund(&cost, now);
+        }
+        drop(l);
+        self.announce(&home, sec.as_ref());
+        Ok(())
     }
 
     /// Charge the cost of a call made without a permit (ReportOutcome without `permit_id`).

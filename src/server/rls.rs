@@ -48,12 +48,26 @@ impl RlsService {
     }
 }
 
+/// What a hit holds until the request's answer is known.
+enum Held {
+    /// Nothing (not taken, a query, unlimited).
+    Nothing,
+    /// Taken without a lease (embedded engine): given back if the request is refused.
+    Taken {
+        resource: String,
+        partition: String,
+        hits: u64,
+    },
+    /// A permit (cluster engine): its lease ended as kept, or refunded if refused.
+    Permit(String),
+}
+
 /// One descriptor's hit, taken or not.
 struct Hit {
     /// Its status (code, limit, remaining, reset).
     status: DescriptorStatus,
-    /// The permit taken, given back as kept or refunded at the end.
-    permit: Option<String>,
+    /// What it took.
+    held: Held,
     /// Its limit's window and burst, for the headers.
     window: Option<(u32, Duration)>,
 }
@@ -121,7 +135,7 @@ impl RlsService {
                     code: Code::Ok as i32,
                     ..Default::default()
                 },
-                permit: None,
+                held: Held::Nothing,
                 window: None,
             });
         };
@@ -176,7 +190,7 @@ impl RlsService {
                 duration_until_reset: Some(pdur(rls::until_full(remaining, &rate))),
                 quota: None,
             },
-            permit: None,
+            held: Held::Nothing,
             window,
         };
         if hits > rate.burst || shown.requests_per_unit == 0 {
@@ -192,49 +206,67 @@ impl RlsService {
                     duration_until_reset: Some(pdur(rls::until_full(remaining, &rate))),
                     quota: None,
                 },
-                permit: None,
+                held: Held::Nothing,
                 window,
             });
         }
         let cost = HashMap::from([("requests".to_owned(), hits)]);
-        let req = AcquireRequest {
-            resource: &qualified,
-            partition,
-            cost: &cost,
-            max_wait: Duration::ZERO,
-            priority: 0,
-            lease: None,
+        let taken = match &self.cluster {
+            Some(c) => {
+                let req = AcquireRequest {
+                    resource: &qualified,
+                    partition,
+                    cost: &cost,
+                    max_wait: Duration::ZERO,
+                    priority: 0,
+                    lease: None,
+                };
+                c.acquire(req).await.map(|o| {
+                    let remaining = o.remaining;
+                    match o.result {
+                        Ok(g) => (Held::Permit(g.permit_id), remaining),
+                        Err(_) => (Held::Nothing, remaining),
+                    }
+                })
+            }
+            None => self.registry.take(&qualified, partition, &cost).map(|t| {
+                let held = if t.taken {
+                    Held::Taken {
+                        resource: qualified.clone().into_owned(),
+                        partition: partition.to_owned(),
+                        hits,
+                    }
+                } else {
+                    Held::Nothing
+                };
+                (held, t.remaining)
+            }),
         };
-        let outcome = match &self.cluster {
-            Some(c) => c.acquire(req).await,
-            None => self.registry.acquire(req).await,
-        };
-        let outcome = match outcome {
-            Ok(o) => o,
+        let (held, remaining) = match taken {
+            Ok(t) => t,
             // Too many distinct values: over limit, not an error Envoy would fail open on.
             Err(PermitError::Exhausted { .. }) => return Ok(over(0)),
             Err(e) => return Err(e.into()),
         };
-        let remaining = outcome
-            .remaining
+        let remaining = remaining
             .iter()
             .filter(|(d, _)| *d == 0)
             .map(|(_, r)| *r)
             .min()
             .unwrap_or(0);
-        Ok(match outcome.result {
-            Ok(grant) => Hit {
-                status: DescriptorStatus {
-                    code: Code::Ok as i32,
-                    current_limit: Some(current),
-                    limit_remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-                    duration_until_reset: Some(pdur(rls::until_full(remaining, &rate))),
-                    quota: None,
-                },
-                permit: Some(grant.permit_id),
-                window,
+        if matches!(held, Held::Nothing) {
+            return Ok(over(remaining));
+        }
+        Ok(Hit {
+            status: DescriptorStatus {
+                code: Code::Ok as i32,
+                current_limit: Some(current),
+                limit_remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                duration_until_reset: Some(pdur(rls::until_full(remaining, &rate))),
+                quota: None,
             },
-            Err(_) => over(remaining),
+            held,
+            window,
         })
     }
 
@@ -255,19 +287,34 @@ impl RlsService {
             .unwrap_or(full)
     }
 
-    /// Give a taken hit back (`refund`) or keep it, ending its permit.
-    async fn settle(&self, permit: &str, refund: bool) {
-        let settlement = if refund {
-            Settlement::Refund
-        } else {
-            Settlement::Keep
-        };
-        let done = match (&self.cluster, crate::permits::id::parse(permit)) {
-            (Some(c), Some(id)) => c.release(&id, settlement).await,
-            _ => self.registry.release(permit, settlement),
+    /// Keep a hit, or give it back (`refund`: another descriptor refused the request).
+    async fn settle(&self, held: Held, refund: bool) {
+        let done = match held {
+            Held::Nothing => Ok(()),
+            Held::Taken { .. } if !refund => Ok(()),
+            Held::Taken {
+                resource,
+                partition,
+                hits,
+            } => self.registry.untake(
+                &resource,
+                &partition,
+                &HashMap::from([("requests".to_owned(), hits)]),
+            ),
+            Held::Permit(id) => {
+                let settlement = if refund {
+                    Settlement::Refund
+                } else {
+                    Settlement::Keep
+                };
+                match (&self.cluster, crate::permits::id::parse(&id)) {
+                    (Some(c), Some(pid)) => c.release(&pid, settlement).await,
+                    _ => self.registry.release(&id, settlement),
+                }
+            }
         };
         if let Err(error) = done {
-            tracing::debug!(%error, "rls permit settle");
+            tracing::debug!(%error, "rls hit settle");
         }
     }
 }
@@ -396,21 +443,21 @@ impl rate_limit_service_server::RateLimitService for RlsService {
                         code: Code::Ok as i32,
                         ..Default::default()
                     },
-                    permit: None,
+                    held: Held::Nothing,
                     window: None,
                 },
             });
         }
         let over = hits.iter().any(|h| h.status.code == Code::OverLimit as i32);
-        for h in &hits {
-            if let Some(p) = &h.permit {
-                self.settle(p, over).await;
-            }
-        }
         let response_headers_to_add = headers(self.rls.headers, &hits);
+        let mut statuses = Vec::with_capacity(hits.len());
+        for h in hits {
+            self.settle(h.held, over).await;
+            statuses.push(h.status);
+        }
         Ok(Response::new(RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
-            statuses: hits.into_iter().map(|h| h.status).collect(),
+            statuses,
             response_headers_to_add,
             ..Default::default()
         }))

@@ -94,6 +94,15 @@ async fn basic_limits_and_statuses() {
     )
     .await;
     assert_eq!(other.overall_code(), Code::Ok);
+    // Health knows the service by Envoy's name.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "envoy.service.ratelimit.v3.RateLimitService".into(),
+        })
+        .await
+        .expect("health of the RLS service");
+    assert_eq!(h.into_inner().status, 1);
     // Unknown domain, unknown key: OK with no limit.
     for r in [
         request("nope", vec![d()], 0),

@@ -56,6 +56,7 @@ async fn reflection_v1_and_v1alpha() {
         "permitd.v1.Idempotency",
         "permitd.v1.Cache",
         "grpc.health.v1.Health",
+        "envoy.service.ratelimit.v3.RateLimitService",
     ];
 
     let mut c = v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
