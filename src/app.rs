@@ -268,6 +268,7 @@ pub async fn run_with(
         )
         .with_records(records.idempotency.clone(), records.cache.clone())
         .with_cluster(settings.cluster.clone())
+        .with_rls(settings.rls.clone())
         .with_auth(Arc::clone(&auth));
         tokio::spawn(metrics::serve(
             l,

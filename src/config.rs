@@ -196,6 +196,7 @@ impl RawRls {
             config: std::sync::Arc::new(config),
             tenant,
             headers,
+            detail: std::sync::Arc::default(),
         }))
     }
 }

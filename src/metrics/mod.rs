@@ -48,6 +48,8 @@ pub struct State {
     pub records: Option<(crate::idempotency::Idempotency, crate::cache::Cache)>,
     /// The shared engine when running as a cluster (bucket state is read from Redis).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Envoy's rate limit service, when configured (its per-value counts).
+    pub rls: Option<Arc<crate::rls::Rls>>,
     /// Who may read (every route but the static page needs a viewer).
     pub auth: Arc<crate::auth::Auth>,
     /// Pages connected to `/events` now.
@@ -78,6 +80,7 @@ impl State {
             grpc,
             records: None,
             cluster: None,
+            rls: None,
             auth: Arc::new(crate::auth::Auth::off()),
             clients: Arc::default(),
             connections: Arc::default(),
@@ -99,6 +102,13 @@ impl State {
     #[must_use]
     pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
         self.cluster = cluster;
+        self
+    }
+
+    /// Export the per-value counts of RLS rules marked `detailed_metric`.
+    #[must_use]
+    pub fn with_rls(mut self, rls: Option<Arc<crate::rls::Rls>>) -> Self {
+        self.rls = rls;
         self
     }
 

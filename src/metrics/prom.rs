@@ -266,6 +266,24 @@ pub fn render(state: &State, view: &View) -> String {
         }
     }
 
+    if let Some(rls) = &state.rls {
+        let name = "permitd_rls_detailed_hits_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "ShouldRateLimit answers per value of the rules marked detailed_metric (at most 100 \
+             values per rule; later ones are counted as _other).",
+        );
+        for (resource, value, over, n) in rls.detail.counts() {
+            if !view.shows(&resource) {
+                continue;
+            }
+            let code = if over { "over_limit" } else { "ok" };
+            let labels = view.labels(&resource, &[("value", &value), ("code", code)]);
+            e.int(name, &labels, n);
+        }
+    }
+
     e.family(
         "permitd_permits_granted_total",
         Kind::Counter,

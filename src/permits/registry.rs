@@ -147,10 +147,12 @@ struct Entry {
     partitions: DashMap<PartitionKey, ()>,
     shared_has_limits: bool,
     name: Arc<Arc<str>>,
+    /// The registry's count of bucket-set changes (for [`Registry::bucket_keys`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl Entry {
-    fn new(def: ResourceDef) -> Self {
+    fn new(def: ResourceDef, generation: Arc<AtomicU64>) -> Self {
         let name: Arc<Arc<str>> = Arc::new(def.name.as_str().into());
         let shared = Bucket::new(&def, Scope::Resource, &name, "");
         let shared_has_limits = def.limits.iter().any(|l| l.scope == Scope::Resource);
@@ -161,6 +163,7 @@ impl Entry {
             partitions: DashMap::new(),
             shared_has_limits,
             name,
+            generation,
         }
     }
 
@@ -194,8 +197,16 @@ impl Entry {
         }
         // Built before the entry is taken (it is the key); a racing creator's stays.
         let fresh = Bucket::new(&self.def, Scope::Partition, &self.name, partition);
-        let b = self.partitions.entry(PartitionKey(fresh)).or_insert(());
-        Ok(Arc::clone(&b.key().0))
+        let b = match self.partitions.entry(PartitionKey(fresh)) {
+            dashmap::Entry::Occupied(o) => Arc::clone(&o.key().0),
+            dashmap::Entry::Vacant(v) => {
+                let b = Arc::clone(&v.key().0);
+                v.insert(());
+                self.generation.fetch_add(1, Ordering::Release);
+                b
+            }
+        };
+        Ok(b)
     }
 
     /// (home, secondary) buckets of a partition; `None` when the partition bucket does not
@@ -249,7 +260,16 @@ struct Inner {
     per_tenant: DashMap<String, usize>,
     /// Callers queued, per tenant and in all, for the waiter caps.
     waiters: Arc<super::caps::Counter>,
+    /// Changes to the set of buckets (a resource put or removed, a partition made or
+    /// swept): the list of keys is rebuilt only after one.
+    generation: Arc<AtomicU64>,
+    /// The last list of every bucket's key and the generation it was made at
+    /// ([`Self::bucket_keys`]).
+    keys_cache: Mutex<Option<(u64, BucketKeys)>>,
 }
+
+/// Every bucket's key, sorted, shared by the Watch snapshots that walk it.
+pub type BucketKeys = Arc<[Arc<crate::watch::BucketKey>]>;
 
 /// The live registry of resources and buckets. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -292,6 +312,8 @@ impl Registry {
                 caps: super::caps::Caps::default(),
                 per_tenant: DashMap::new(),
                 waiters: Arc::default(),
+                generation: Arc::default(),
+                keys_cache: Mutex::default(),
             }),
         }
     }
@@ -350,10 +372,11 @@ impl Registry {
     /// definition retry against the new one.
     pub fn put(&self, def: ResourceDef) -> bool {
         let name = def.name.clone();
-        let old = self
-            .inner
-            .resources
-            .insert(name.clone(), Arc::new(Entry::new(def)));
+        let old = self.inner.resources.insert(
+            name.clone(),
+            Arc::new(Entry::new(def, Arc::clone(&self.inner.generation))),
+        );
+        self.inner.generation.fetch_add(1, Ordering::Release);
         match &old {
             Some(old) => close_entry(old, || WaitOutcome::Replaced),
             None => self.count_resource(&name, true),
@@ -395,6 +418,7 @@ impl Registry {
     pub fn delete(&self, name: &str) -> bool {
         match self.inner.resources.remove(name) {
             Some((_, old)) => {
+                self.inner.generation.fetch_add(1, Ordering::Release);
                 close_entry(&old, || WaitOutcome::Deleted);
                 self.count_resource(name, false);
                 true
@@ -470,10 +494,11 @@ impl Registry {
                 .entry(name.to_owned())
                 .or_insert_with(|| {
                     made = true;
-                    Arc::new(Entry::new(def))
+                    Arc::new(Entry::new(def, Arc::clone(&self.inner.generation)))
                 }),
         );
         if made {
+            self.inner.generation.fetch_add(1, Ordering::Release);
             self.count_resource(name, true);
         }
         Ok(e)
@@ -1049,6 +1074,9 @@ impl Registry {
                     true
                 }
             });
+        }
+        if dropped > 0 {
+            self.inner.generation.fetch_add(1, Ordering::Release);
         }
         (reclaimed, dropped)
     }

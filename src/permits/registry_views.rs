@@ -12,7 +12,6 @@ use crate::permits::adaptive::{Adaptive, Step};
 use crate::permits::answer::{DimensionView, QuotaView, ResourceMetrics};
 use crate::permits::bucket::Basis;
 use crate::permits::resource::{Origin, ResourceDef, Scope};
-use crate::watch::BucketKey;
 
 impl Registry {
     /// Per resource: definition, counters and the aggregate state of its buckets, for
@@ -55,26 +54,54 @@ impl Registry {
         out
     }
 
-    /// Every bucket whose resource starts with `prefix`, with its state: a Watch
-    /// subscriber's snapshot. The resource-wide bucket of a per-partition resource is
-    /// listed only when it has limits of its own.
+    /// The keys of every bucket whose resource starts with `prefix`, sorted by (resource,
+    /// partition): what a Watch snapshot walks, reading each bucket's state only when it
+    /// sends it. The list of all keys is rebuilt only when the set of buckets changed and is
+    /// shared (an `Arc`) by every snapshot meanwhile, so a subscriber costs a pointer into
+    /// it, not a copy of every bucket's state (300 subscribers of 20 000 partitions once
+    /// took the server to 2.8 GiB).
     #[must_use]
-    pub fn snapshot(&self, prefix: &str) -> Vec<(Arc<BucketKey>, QuotaView)> {
-        let entries = self.entries(prefix);
-        let mut out = Vec::new();
-        for e in entries {
-            let mut keys = Vec::new();
-            if !e.def.per_partition || e.shared_has_limits {
-                keys.push(e.shared.key());
-            }
-            keys.extend(e.partitions.iter().map(|b| b.key().0.key()));
-            for k in keys {
-                if let Ok(v) = self.quota(&k.resource, &k.partition) {
-                    out.push((k, v));
+    pub fn bucket_keys(&self, prefix: &str) -> super::BucketKeys {
+        let all = {
+            let mut cache = self
+                .inner
+                .keys_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Read before the walk: a bucket made during it bumps past this, so the next
+            // caller rebuilds rather than miss it.
+            let generation = self
+                .inner
+                .generation
+                .load(std::sync::atomic::Ordering::Acquire);
+            match &*cache {
+                Some((g, keys)) if *g == generation => Arc::clone(keys),
+                _ => {
+                    let keys = self.all_keys();
+                    *cache = Some((generation, Arc::clone(&keys)));
+                    keys
                 }
             }
+        };
+        if prefix.is_empty() {
+            return all;
         }
-        out
+        // A prefix's keys are a contiguous run of the sorted list.
+        let from = all.partition_point(|k| &*k.resource < prefix);
+        let to = from + all[from..].partition_point(|k| k.resource.starts_with(prefix));
+        all[from..to].iter().cloned().collect()
+    }
+
+    fn all_keys(&self) -> super::BucketKeys {
+        let mut out = Vec::new();
+        for e in self.entries("") {
+            if !e.def.per_partition || e.shared_has_limits {
+                out.push(e.shared.key());
+            }
+            out.extend(e.partitions.iter().map(|b| b.key().0.key()));
+        }
+        out.sort_by(|a, b| (&a.resource, &a.partition).cmp(&(&b.resource, &b.partition)));
+        out.into()
     }
 
     /// The state of one bucket (a fresh view when the partition has none yet).

@@ -65,6 +65,58 @@ pub struct Rls {
     pub tenant: String,
     /// Response headers to add.
     pub headers: Headers,
+    /// Per-value counts of the rules marked `detailed_metric`.
+    pub detail: Arc<Detail>,
+}
+
+/// Distinct values counted per `detailed_metric` rule; later ones count as `_other`, so a
+/// client sending endless values cannot grow the metrics without bound.
+pub const MAX_DETAILED_VALUES: usize = 100;
+
+/// Hits per (resource, value, over limit) of the rules marked `detailed_metric`
+/// (envoyproxy/ratelimit's per-value stats, bounded).
+#[derive(Debug, Default)]
+pub struct Detail {
+    counts: dashmap::DashMap<(String, String, bool), u64>,
+    values: dashmap::DashMap<String, usize>,
+}
+
+impl Detail {
+    /// One answer for `value` of the rule drawing on `resource` (qualified).
+    pub fn record(&self, resource: &str, value: &str, over: bool) {
+        let key = (resource.to_owned(), value.to_owned(), over);
+        if let Some(mut n) = self.counts.get_mut(&key) {
+            *n += 1;
+            return;
+        }
+        let known = self
+            .counts
+            .contains_key(&(resource.to_owned(), value.to_owned(), !over));
+        let key = if known {
+            key
+        } else {
+            let mut seen = self.values.entry(resource.to_owned()).or_insert(0);
+            if *seen < MAX_DETAILED_VALUES {
+                *seen += 1;
+                key
+            } else {
+                (resource.to_owned(), "_other".to_owned(), over)
+            }
+        };
+        *self.counts.entry(key).or_insert(0) += 1;
+    }
+
+    /// Every count: (resource, value, over limit, hits), sorted.
+    #[must_use]
+    pub fn counts(&self) -> Vec<(String, String, bool, u64)> {
+        let mut v: Vec<_> = self
+            .counts
+            .iter()
+            .map(|e| (e.key().0.clone(), e.key().1.clone(), e.key().2, *e.value()))
+            .collect();
+        v.sort();
+        v
+    }
 }
 
 /// What one descriptor of a request matched.
@@ -272,6 +324,7 @@ mod tests {
             config: Arc::new(RlsConfig::from_texts([(Path::new("t.yaml"), yaml)]).unwrap()),
             tenant: "default".into(),
             headers: Headers::None,
+            detail: Arc::default(),
         }
     }
 
@@ -327,6 +380,23 @@ mod tests {
         ] {
             assert_eq!(glob(p, v), want, "{p} {v}");
         }
+    }
+
+    /// Per-value counts stop growing at the cap; later values count as `_other`.
+    #[test]
+    fn detail_is_bounded() {
+        let d = Detail::default();
+        for i in 0..MAX_DETAILED_VALUES + 50 {
+            d.record("r", &format!("v{i}"), false);
+        }
+        d.record("r", "v0", true);
+        let c = d.counts();
+        assert_eq!(
+            c.len(),
+            MAX_DETAILED_VALUES + 2,
+            "100 values, _other, and v0 over"
+        );
+        assert!(c.contains(&("r".into(), "_other".into(), false, 50)));
     }
 
     /// Names outside the alphabet are made to fit, distinctly.

@@ -435,8 +435,9 @@ impl rate_limit_service_server::RateLimitService for RlsService {
         }
         let mut hits = Vec::with_capacity(matched.len());
         for (d, m) in req.descriptors.iter().zip(&matched) {
+            let detail = m.as_ref().filter(|m| m.detailed_metric);
             let n = d.hits_addend.map_or(default_hits, |h| h);
-            hits.push(match m {
+            let hit = match m {
                 Some(m) => self.hit(m, n).await?,
                 None => Hit {
                     status: DescriptorStatus {
@@ -446,7 +447,16 @@ impl rate_limit_service_server::RateLimitService for RlsService {
                     held: Held::Nothing,
                     window: None,
                 },
-            });
+            };
+            if let Some(m) = detail
+                && let Some(r) = &m.resource
+            {
+                let over = hit.status.code == Code::OverLimit as i32;
+                self.rls
+                    .detail
+                    .record(&tenant::qualify(&self.rls.tenant, r), &m.partition, over);
+            }
+            hits.push(hit);
         }
         let over = hits.iter().any(|h| h.status.code == Code::OverLimit as i32);
         let response_headers_to_add = headers(self.rls.headers, &hits);

@@ -33,6 +33,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// Updates queued towards one client before its task waits.
 const OUTBOX: usize = 16;
+/// How long a snapshot keeps its list of keys for a client that does not read.
+const STALLED: Duration = Duration::from_secs(1);
 
 /// The stream type of Watch.
 pub type WatchStream =
@@ -54,23 +56,26 @@ impl Source {
         }
     }
 
-    /// The buckets to show first. A cluster replica knows no bucket of its own: it lists
-    /// each matching resource's resource-wide bucket; partitions follow as they change.
-    async fn snapshot(&self, prefix: &str) -> Vec<(Arc<BucketKey>, QuotaView)> {
-        let Some(c) = &self.cluster else {
-            return self.registry.snapshot(prefix);
-        };
-        let mut out = Vec::new();
-        for def in self.registry.list(prefix, "", usize::MAX) {
-            if let Ok(v) = c.quota(&def.name, "").await {
-                let key = Arc::new(BucketKey {
+    /// The buckets to show first, as keys: each one's state is read when it is sent. A
+    /// cluster replica knows no bucket of its own: it lists each matching resource's
+    /// resource-wide bucket; partitions follow as they change.
+    fn snapshot(&self, prefix: &str) -> Arc<[Arc<BucketKey>]> {
+        if self.cluster.is_none() {
+            return self.registry.bucket_keys(prefix);
+        }
+        let mut keys: Vec<_> = self
+            .registry
+            .list(prefix, "", usize::MAX)
+            .into_iter()
+            .map(|def| {
+                Arc::new(BucketKey {
                     resource: def.name.as_str().into(),
                     partition: "".into(),
-                });
-                out.push((key, v));
-            }
-        }
-        out
+                })
+            })
+            .collect();
+        keys.sort_by(|a, b| a.resource.cmp(&b.resource));
+        keys.into()
     }
 }
 
@@ -135,23 +140,42 @@ impl Scope {
 
 type Outbox = mpsc::Sender<Result<proto::QuotaUpdate, Status>>;
 
-/// Send every matching bucket's state; false when the client is gone.
+/// Send every matching bucket's state, each read just before it is sent (so a slow reader
+/// holds no copies, and what it gets is current); false when the client is gone.
 async fn send_snapshot(source: &Source, scope: &Scope, tx: &Outbox) -> bool {
-    for (k, v) in source.snapshot(&scope.prefix).await {
+    let mut keys = source.snapshot(&scope.prefix);
+    let mut at = 0;
+    while let Some(k) = keys.get(at).cloned() {
+        at += 1;
         if !scope.holds(&k.resource) {
             continue;
         }
-        if tx
-            .send(Ok(quota_update(
-                tenant::split(&k.resource).1,
-                &k.partition,
-                &v,
-            )))
-            .await
-            .is_err()
-        {
-            return false;
-        }
+        // Reserve the slot first: the state is read once the client has room for it. A
+        // client that does not read for a second lets go of the list while it waits, and
+        // resumes after the last key it was sent in the list of that moment.
+        let slot = match tokio::time::timeout(STALLED, tx.reserve()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                drop(keys);
+                let Ok(slot) = tx.reserve().await else {
+                    return false;
+                };
+                keys = source.snapshot(&scope.prefix);
+                at = keys.partition_point(|x| {
+                    (&x.resource, &x.partition) <= (&k.resource, &k.partition)
+                });
+                slot
+            }
+        };
+        let Ok(v) = source.quota(&k.resource, &k.partition).await else {
+            continue;
+        };
+        slot.send(Ok(quota_update(
+            tenant::split(&k.resource).1,
+            &k.partition,
+            &v,
+        )));
     }
     true
 }

@@ -29,6 +29,7 @@ pub async fn server_with(yamls: &[(&str, &str)], headers: Headers) -> TestServer
             config: Arc::new(config),
             tenant: "default".into(),
             headers,
+            detail: Arc::default(),
         });
     })
     .await
@@ -541,6 +542,7 @@ async fn run_case(case: &Case) -> Result<(), String> {
                 config: Arc::new(config),
                 tenant: "default".into(),
                 headers: Headers::None,
+                detail: Arc::default(),
             };
             let entries: Vec<(&str, &str)> = case
                 .entries
@@ -694,4 +696,58 @@ async fn ported_envoyproxy_ratelimit_table() {
         failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A rule marked `detailed_metric` is counted per value on /metrics, bounded (the rest of
+/// the rules are permitd resources with their own per-resource metrics).
+#[tokio::test]
+async fn detailed_metric_per_value() {
+    let yaml = "domain: m\ndescriptors:\n  - key: user\n    detailed_metric: true\n    rate_limit: {unit: hour, requests_per_unit: 1}\n";
+    let config = RlsConfig::from_texts([(Path::new("m.yaml"), yaml)]).unwrap();
+    let server = TestServer::start_secure(|c: &mut Config| {
+        c.rls = Some(Rls {
+            config: Arc::new(config),
+            tenant: "default".into(),
+            headers: Headers::None,
+            detail: Arc::default(),
+        });
+    })
+    .await;
+    let mut c = client(&server).await;
+    for _ in 0..2 {
+        ask(
+            &mut c,
+            request("m", vec![descriptor(&[("user", "alice")])], 0),
+        )
+        .await;
+    }
+    let addr = server.metrics_addr.expect("metrics");
+    let body = reqwest_free_get(addr, "/metrics").await;
+    for want in [
+        "permitd_rls_detailed_hits_total{resource=\"rls:m:user\",value=\"user:alice\",code=\"ok\"} 1",
+        "permitd_rls_detailed_hits_total{resource=\"rls:m:user\",value=\"user:alice\",code=\"over_limit\"} 1",
+        "permitd_permits_granted_total{resource=\"rls:m:user\"} 1",
+    ] {
+        assert!(
+            body.contains(want),
+            "missing {want}:\n{}",
+            body.lines()
+                .filter(|l| l.contains("rls"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    server.stop().await;
+}
+
+/// GET `path` over a plain HTTP/1 connection, the body.
+async fn reqwest_free_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }
