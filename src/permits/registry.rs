@@ -289,6 +289,13 @@ impl Locked<'_> {
     }
 }
 
+/// A cost of `requests` in the `requests` dimension (index 0) and nothing else.
+fn requests_cost(def: &ResourceDef, requests: u64) -> Vec<u64> {
+    let mut cost = vec![0; def.dimensions.len().max(1)];
+    cost[0] = requests;
+    cost
+}
+
 fn lock_pair<'a>(home: &'a Bucket, sec: Option<&'a Arc<Bucket>>) -> Locked<'a> {
     let home = home.lock();
     let sec = sec.map(|s| s.lock());
@@ -925,7 +932,8 @@ impl Registry {
         }
     }
 
-    /// Take `cost` at once, without a lease, or say it does not fit now: a gateway's hit
+    /// Take `requests` (the `requests` dimension) at once, without a lease, or say it does
+    /// not fit now: a gateway's hit
     /// (Envoy's ShouldRateLimit), which has nothing to release later. Queued callers keep
     /// their turn: with a queue in front it does not fit. `remaining` is after the take.
     ///
@@ -935,10 +943,10 @@ impl Registry {
         &self,
         resource: &str,
         partition: &str,
-        cost: &HashMap<String, u64>,
+        requests: u64,
     ) -> Result<Taken, PermitError> {
         let entry = self.entry(resource)?;
-        let cost = resolve_cost(&entry.def, cost)?;
+        let cost = requests_cost(&entry.def, requests);
         let (home, sec) = entry.buckets_or_create(partition, || self.partition_cap(&entry.name))?;
         let mut l = lock_pair(&home, sec.as_ref());
         let now = self.inner.clock.now();
@@ -979,10 +987,10 @@ impl Registry {
         &self,
         resource: &str,
         partition: &str,
-        cost: &HashMap<String, u64>,
+        requests: u64,
     ) -> Result<(), PermitError> {
         let entry = self.entry(resource)?;
-        let cost = resolve_cost(&entry.def, cost)?;
+        let cost = requests_cost(&entry.def, requests);
         let Some((home, sec)) = entry.buckets(partition) else {
             return Ok(());
         };

@@ -214,6 +214,9 @@ pub struct Rule {
     pub permitd_resource: Option<String>,
     /// Where it is in the file, `key:value/key` (for names and metrics).
     pub path: String,
+    /// The permitd resource its hits draw on (unqualified): `permitd_resource`, or
+    /// `rls:DOMAIN:PATH` made to fit the name alphabet (computed once, at load).
+    pub resource: String,
     /// Whether some level from the root to here matched any value (a partitioned bucket).
     pub per_value: bool,
     /// Children by `key_value`, `key` (value-less) and wildcard prefix.
@@ -361,6 +364,7 @@ impl RlsConfig {
             }
             let level = level(
                 raw.descriptors.unwrap_or_default(),
+                &domain,
                 "descriptors",
                 "",
                 false,
@@ -390,6 +394,7 @@ type Invalid<'a> = dyn Fn(&str, &str) -> RlsConfigError + 'a;
 
 fn level(
     raw: Vec<RawDescriptor>,
+    domain: &str,
     at: &str,
     parent: &str,
     parent_per_value: bool,
@@ -434,12 +439,18 @@ fn level(
         }
         let children = level(
             d.descriptors.unwrap_or_default(),
+            domain,
             &format!("{here}.descriptors"),
             &format!("{path}/"),
             per_value,
             invalid,
         )?;
+        let resource = d
+            .permitd_resource
+            .clone()
+            .unwrap_or_else(|| super::resource_name(domain, &path));
         let rule = Rule {
+            resource,
             key: key.clone(),
             value: value.clone(),
             limit,

@@ -15,6 +15,7 @@
 
 pub mod config;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,20 +120,21 @@ impl Detail {
     }
 }
 
-/// What one descriptor of a request matched.
+/// What one descriptor of a request matched (borrowing from the rules: a request makes
+/// no copy of them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched {
+pub struct Matched<'a> {
     /// The resource its hits draw on (unqualified); `None`: matched, unlimited.
-    pub resource: Option<String>,
+    pub resource: Option<Cow<'a, str>>,
     /// The bucket within it ("" = the resource-wide one).
     pub partition: String,
     /// The limit shown back (`current_limit`); for a `permitd_resource` rule without its
     /// own `rate_limit`, filled from the resource by the caller.
-    pub limit: Option<Limit>,
+    pub limit: Option<Cow<'a, Limit>>,
     /// Counted, never OVER_LIMIT.
     pub shadow_mode: bool,
     /// The rule's path, for metrics.
-    pub path: String,
+    pub path: &'a str,
     /// Metrics per value.
     pub detailed_metric: bool,
 }
@@ -147,7 +149,7 @@ impl Rls {
         domain: &str,
         entries: &[(&str, &str)],
         override_limit: Option<(u32, Unit)>,
-    ) -> Option<Matched> {
+    ) -> Option<Matched<'_>> {
         let top = self.config.domains.get(domain)?;
         if let Some((rpu, unit)) = override_limit {
             let limit = Limit {
@@ -158,11 +160,11 @@ impl Rls {
                 replaces: Vec::new(),
             };
             return Some(Matched {
-                resource: Some(override_name(domain, rpu, unit)),
+                resource: Some(Cow::Owned(override_name(domain, rpu, unit))),
                 partition: partition_of(entries.iter().copied()),
-                limit: Some(limit),
+                limit: Some(Cow::Owned(limit)),
                 shadow_mode: false,
-                path: "override".into(),
+                path: "override",
                 detailed_metric: false,
             });
         }
@@ -179,15 +181,7 @@ impl Rls {
                 if rule.limit.is_none() && !rule.unlimited && rule.permitd_resource.is_none() {
                     return None;
                 }
-                let resource = if rule.unlimited {
-                    None
-                } else {
-                    Some(
-                        rule.permitd_resource
-                            .clone()
-                            .unwrap_or_else(|| resource_name(domain, &rule.path)),
-                    )
-                };
+                let resource = (!rule.unlimited).then_some(Cow::Borrowed(rule.resource.as_str()));
                 return Some(Matched {
                     resource,
                     partition: if rule.per_value || rule.permitd_resource.is_some() {
@@ -195,9 +189,9 @@ impl Rls {
                     } else {
                         String::new()
                     },
-                    limit: rule.limit.clone(),
+                    limit: rule.limit.as_ref().map(Cow::Borrowed),
                     shadow_mode: rule.shadow_mode,
-                    path: rule.path.clone(),
+                    path: &rule.path,
                     detailed_metric: rule.detailed_metric,
                 });
             }
@@ -213,9 +207,9 @@ impl Rls {
             .config
             .rules()
             .filter(|(_, r)| r.permitd_resource.is_none() && !r.unlimited)
-            .filter_map(|(d, r)| {
+            .filter_map(|(_, r)| {
                 let l = r.limit.as_ref()?;
-                Some(definition(&resource_name(d, &r.path), l, r.per_value))
+                Some(definition(&r.resource, l, r.per_value))
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -264,8 +258,19 @@ fn override_name(domain: &str, rpu: u32, unit: Unit) -> String {
 
 /// The partition of the values a bucket is kept per, `key:value/key:value`, made to fit.
 fn partition_of<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let joined: Vec<String> = entries.map(|(k, v)| format!("{k}:{v}")).collect();
-    fit(&joined.join("/"), MAX_NAME_LEN)
+    let mut joined = String::new();
+    for (k, v) in entries {
+        if !joined.is_empty() {
+            joined.push('/');
+        }
+        joined.push_str(k);
+        joined.push(':');
+        joined.push_str(v);
+    }
+    if joined.is_empty() || check_name(&joined, false, MAX_NAME_LEN).is_ok() {
+        return joined;
+    }
+    fit(&joined, MAX_NAME_LEN)
 }
 
 /// `s` if it is a valid name of at most `max` bytes; else its valid characters (others as

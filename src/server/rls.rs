@@ -127,7 +127,7 @@ fn check(req: &RateLimitRequest) -> Result<(), Status> {
 impl RlsService {
     /// The hits of one descriptor: a query (0 hits) reads the bucket, otherwise the hits
     /// are taken at once (never queued).
-    async fn hit(&self, m: &Matched, hits: u64) -> Result<Hit, Status> {
+    async fn hit(&self, m: &Matched<'_>, hits: u64) -> Result<Hit, Status> {
         let Some(resource) = &m.resource else {
             // Matched an unlimited rule.
             return Ok(Hit {
@@ -157,12 +157,14 @@ impl RlsService {
                 "resource {resource:?} has no requests limit for the gateway to draw on"
             )));
         };
-        let shown = m.limit.clone().unwrap_or(rls::Limit {
-            requests_per_unit: u32::try_from(rate.amount).unwrap_or(u32::MAX),
-            unit: unit_of(Duration::from_nanos(rate.period_ns)),
-            multiplier: 1,
-            name: String::new(),
-            replaces: Vec::new(),
+        let shown = m.limit.clone().unwrap_or_else(|| {
+            std::borrow::Cow::Owned(rls::Limit {
+                requests_per_unit: u32::try_from(rate.amount).unwrap_or(u32::MAX),
+                unit: unit_of(Duration::from_nanos(rate.period_ns)),
+                multiplier: 1,
+                name: String::new(),
+                replaces: Vec::new(),
+            })
         });
         let current = RateLimit {
             name: shown.name.clone(),
@@ -210,9 +212,9 @@ impl RlsService {
                 window,
             });
         }
-        let cost = HashMap::from([("requests".to_owned(), hits)]);
         let taken = match &self.cluster {
             Some(c) => {
+                let cost = HashMap::from([("requests".to_owned(), hits)]);
                 let req = AcquireRequest {
                     resource: &qualified,
                     partition,
@@ -229,7 +231,7 @@ impl RlsService {
                     }
                 })
             }
-            None => self.registry.take(&qualified, partition, &cost).map(|t| {
+            None => self.registry.take(&qualified, partition, hits).map(|t| {
                 let held = if t.taken {
                     Held::Taken {
                         resource: qualified.clone().into_owned(),
@@ -296,11 +298,7 @@ impl RlsService {
                 resource,
                 partition,
                 hits,
-            } => self.registry.untake(
-                &resource,
-                &partition,
-                &HashMap::from([("requests".to_owned(), hits)]),
-            ),
+            } => self.registry.untake(&resource, &partition, hits),
             Held::Permit(id) => {
                 let settlement = if refund {
                     Settlement::Refund
