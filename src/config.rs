@@ -62,6 +62,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams allowed per connection. Default 1024.
     pub max_concurrent_streams: u32,
+    /// Runtime worker threads; `None`: one per CPU the process may run on (affinity and
+    /// cgroup quota), and a single-threaded runtime when that is one.
+    pub worker_threads: Option<usize>,
     /// Upstream statuses worth a retry (0 = no answer). Default 0, 429, 502, 503, 504.
     pub retryable_status: Vec<u32>,
     /// Template for resources created on first use (its name is empty); `None` makes an
@@ -97,6 +100,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_message_bytes: 256 * 1024,
             max_concurrent_streams: 1024,
+            worker_threads: None,
             retryable_status: vec![0, 429, 502, 503, 504],
             default_resource: None,
             resources: Vec::new(),
@@ -214,6 +218,7 @@ struct RawServer {
     max_message_bytes: Option<i64>,
     max_concurrent_streams: Option<i64>,
     retryable_status: Option<Vec<i64>>,
+    worker_threads: Option<i64>,
 }
 
 impl Config {
@@ -319,6 +324,11 @@ impl Config {
             None => defaults.max_concurrent_streams,
         };
 
+        let worker_threads = s
+            .worker_threads
+            .map(|n| in_range("server.worker_threads", n, 1, 1024))
+            .transpose()?
+            .map(|n| usize::try_from(n).unwrap_or(1));
         let retryable_status = match s.retryable_status {
             Some(codes) => codes
                 .into_iter()
@@ -375,6 +385,7 @@ impl Config {
             shutdown_grace,
             max_message_bytes,
             max_concurrent_streams,
+            worker_threads,
             retryable_status,
             default_resource,
             resources,

@@ -195,7 +195,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     init_tracing(&config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One worker per CPU the process may really use (available_parallelism honours affinity
+    // and the cgroup quota); on one CPU a single-threaded runtime, which skips the
+    // work-stealing machinery a lone worker pays for on every wake-up.
+    let workers = config
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let rt = builder
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
