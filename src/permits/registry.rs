@@ -543,13 +543,6 @@ impl Registry {
             })
     }
 
-    /// Callers queued now: in `tenant`, and in all.
-    #[must_use]
-    pub fn waiters(&self, tenant: &str) -> (usize, usize) {
-        let w = &self.inner.waiters;
-        (w.of(tenant), w.total())
-    }
-
     fn next_id(&self) -> (u64, u64) {
         (
             self.inner.seq.fetch_add(1, Ordering::Relaxed),

@@ -218,8 +218,8 @@ impl Rls {
 }
 
 /// A resource of one limit: `requests_per_unit` per window, burst the same, partitioned when
-/// the rule matches any value. A limit of 0 is one request per 100 years that is never
-/// granted (a burst of 0 is not a bucket): every hit is over.
+/// the rule matches any value. A limit of 0 is kept as 1 per window (a burst of 0 is not a
+/// bucket); the handler answers every hit on it OVER_LIMIT without taking.
 #[must_use]
 pub fn definition(name: &str, l: &Limit, per_value: bool) -> crate::proto::Resource {
     let amount = u64::from(l.requests_per_unit.max(1));

@@ -153,19 +153,26 @@ async fn send_snapshot(source: &Source, scope: &Scope, tx: &Outbox) -> bool {
         // Reserve the slot first: the state is read once the client has room for it. A
         // client that does not read for a second lets go of the list while it waits, and
         // resumes after the last key it was sent in the list of that moment.
-        let slot = match tokio::time::timeout(STALLED, tx.reserve()).await {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return false,
-            Err(_) => {
-                drop(keys);
-                let Ok(slot) = tx.reserve().await else {
-                    return false;
-                };
-                keys = source.snapshot(&scope.prefix);
-                at = keys.partition_point(|x| {
-                    (&x.resource, &x.partition) <= (&k.resource, &k.partition)
-                });
-                slot
+        let slot = match tx.try_reserve() {
+            Ok(slot) => slot,
+            Err(mpsc::error::TrySendError::Closed(())) => return false,
+            // Full: wait for room, a second at most while holding the list.
+            Err(mpsc::error::TrySendError::Full(())) => {
+                match tokio::time::timeout(STALLED, tx.reserve()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => return false,
+                    Err(_) => {
+                        drop(keys);
+                        let Ok(slot) = tx.reserve().await else {
+                            return false;
+                        };
+                        keys = source.snapshot(&scope.prefix);
+                        at = keys.partition_point(|x| {
+                            (&x.resource, &x.partition) <= (&k.resource, &k.partition)
+                        });
+                        slot
+                    }
+                }
             }
         };
         let Ok(v) = source.quota(&k.resource, &k.partition).await else {

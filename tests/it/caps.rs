@@ -702,11 +702,9 @@ async fn watchers_that_do_not_read_cost_no_snapshot() {
     // Non-readers on channels of their own: what they leave unread holds their
     // connection's window, which must not stall the readers.
     let mut idle = Vec::new();
-    for i in 0..subscribers / 2 {
-        let ch = channel();
-        let mut q = proto::quotas_client::QuotasClient::new(ch);
+    for _ in 0..subscribers / 2 {
+        let mut q = proto::quotas_client::QuotasClient::new(channel());
         idle.push(q.watch(req()).await.expect("watch").into_inner());
-        let _ = i;
     }
     let readers = subscribers - subscribers / 2;
     let mut tasks = tokio::task::JoinSet::new();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use permitd::config::Config;
-use permitd::proto;
 use permitd::proto::envoy::extensions::common::ratelimit::v3::{
     RateLimitDescriptor, rate_limit_descriptor::Entry,
 };
@@ -373,7 +372,6 @@ async fn response_headers() {
         h.get("ratelimit")
             .is_some_and(|v| v.starts_with("\"default\";r=0;t="))
     );
-    let _ = proto::Resource::default();
     server.stop().await;
 }
 
