@@ -68,6 +68,7 @@ fn basis_name(b: Basis) -> &'static str {
         Basis::Configured => "configured",
         Basis::StatedWindow => "stated",
         Basis::FittedWindow => "fitted",
+        Basis::ProbedWindow => "probed",
         Basis::ConfiguredWindow => "configured-window",
         Basis::DialectWindow => "dialect-window",
         Basis::Adaptive => "adaptive",
@@ -78,6 +79,7 @@ fn basis_of(s: &str) -> Option<Basis> {
     Some(match s {
         "stated" => Basis::StatedWindow,
         "fitted" => Basis::FittedWindow,
+        "probed" => Basis::ProbedWindow,
         "configured-window" => Basis::ConfiguredWindow,
         "dialect-window" => Basis::DialectWindow,
         _ => return None,

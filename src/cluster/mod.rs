@@ -1301,7 +1301,7 @@ impl Target for Effects {
         Refilled::AtReset
     }
     fn arm_refill_probe(&mut self, _dimension: usize, _probe_at: Nanos, _reset_at: Nanos) {}
-    fn observe_refill(&mut self, _dimension: usize, _status: u32, _now: Nanos) {}
+    fn observe_refill(&mut self, _dimension: usize, _status: u32, _seq: Option<u64>, _now: Nanos) {}
     fn succeeded_blind(&mut self, _cap: Option<f64>, _adapts: bool, _now: Nanos) {}
     fn limited_blind(
         &mut self,

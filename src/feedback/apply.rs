@@ -67,6 +67,8 @@ pub struct Applied {
     pub adapted: bool,
     /// Whether a pause this report asked for was cut to `max_retry_after`.
     pub capped: bool,
+    /// What the report did to a trial of a shorter window, if anything.
+    pub pace: Option<Pace>,
 }
 
 /// Whether a status pauses the resource for everyone.
@@ -99,7 +101,7 @@ pub trait Target {
     /// `dimension`.
     fn arm_refill_probe(&mut self, dimension: usize, probe_at: Nanos, reset_at: Nanos);
     /// Judge a pending probe of `dimension` by this answer's status.
-    fn observe_refill(&mut self, dimension: usize, status: u32, now: Nanos);
+    fn observe_refill(&mut self, dimension: usize, status: u32, seq: Option<u64>, now: Nanos);
     /// A call succeeded without teaching a limit (`adapts`: the header-less ramp may run).
     fn succeeded_blind(&mut self, cap: Option<f64>, adapts: bool, now: Nanos);
     /// A 429 without rate-limit headers for permit `seq`: cut the adaptive rate; calls
@@ -156,8 +158,8 @@ impl Target for BucketState {
     fn arm_refill_probe(&mut self, dimension: usize, probe_at: Nanos, reset_at: Nanos) {
         BucketState::arm_refill_probe(self, dimension, probe_at, reset_at);
     }
-    fn observe_refill(&mut self, dimension: usize, status: u32, now: Nanos) {
-        BucketState::observe_refill(self, dimension, status, now);
+    fn observe_refill(&mut self, dimension: usize, status: u32, seq: Option<u64>, now: Nanos) {
+        BucketState::observe_refill(self, dimension, status, seq, now);
     }
     fn succeeded_blind(&mut self, cap: Option<f64>, adapts: bool, now: Nanos) {
         BucketState::succeeded_blind(self, cap, now);
@@ -231,10 +233,14 @@ pub fn apply(
     let mut confirmed = false;
     let mut probes: Vec<(usize, Nanos, Nanos)> = Vec::new();
     if def.learn_from_headers {
-        let default_window = if obs.upstream_resource.is_some() {
-            GITHUB_WINDOW
-        } else {
-            DEFAULT_WINDOW
+        let answer = Answer {
+            status,
+            now,
+            default_window: if obs.upstream_resource.is_some() {
+                GITHUB_WINDOW
+            } else {
+                DEFAULT_WINDOW
+            },
         };
         for d in &obs.dimensions {
             let reset_at = d.reset_after.map(|r| now.saturating_add(nanos(r)));
@@ -261,14 +267,16 @@ pub fn apply(
             let names_window_end =
                 d.refill == Refill::AtReset || (d.refill == Refill::Unstated && d.window.is_none());
             if names_window_end {
-                bucket.observe_refill(i, status, now);
+                bucket.observe_refill(i, status, seq, now);
             }
             let early = names_window_end && bucket.refilled(i) == Refilled::Early;
             let refill = if early { Refill::Continuous } else { d.refill };
             // The limit this report teaches, if it teaches one.
             let mut taught = None;
+            let mut probed = false;
             if let Some(limit) = d.limit.filter(|&l| (1..=MAX_AMOUNT).contains(&l)) {
-                let (period_ns, basis) = window(def, bucket, d, refill, i, limit, default_window);
+                let (period_ns, basis, pace) = window(def, bucket, d, refill, i, limit, &answer);
+                out.pace = out.pace.or(pace);
                 // One unit never waits longer than the longest pause allowed.
                 let period_ns = period_ns
                     .clamp(MIN_PERIOD_NS, MAX_PERIOD_NS)
@@ -279,6 +287,7 @@ pub fn apply(
                     burst: limit,
                 };
                 taught = Some(rate);
+                probed = basis == Basis::ProbedWindow;
                 confirmed = true;
                 // A guessed limit gives way to what the upstream says; a known one stays
                 // (every limit must have room, so learning can only tighten it).
@@ -290,7 +299,12 @@ pub fn apply(
                 }
             }
             if let Some(r) = d.remaining {
-                bucket.correct_down(i, d.window.map(nanos), r, now);
+                // A stated window read as coarse is enforced at the pace the calls found.
+                let window = match (d.window, taught) {
+                    (Some(_), Some(t)) if probed => Some(t.period_ns),
+                    (w, _) => w.map(nanos),
+                };
+                bucket.correct_down(i, window, r, now);
                 if let (0, Some(reset), Some(at)) = (r, d.reset_after, reset_at) {
                     let period = taught.map(|t| Duration::from_nanos(t.period_ns));
                     let until = match taught {
@@ -377,6 +391,14 @@ fn capped_note(capped: bool, def: &ResourceDef) -> String {
     }
 }
 
+/// The answer a learned window is read from.
+struct Answer {
+    status: u32,
+    now: Nanos,
+    /// The dialect's usual window, when nothing better is known.
+    default_window: Duration,
+}
+
 /// The window of a limit the upstream taught, and how it was read: as the upstream states
 /// it; else fitted from its reset (a token bucket: `limit - remaining` units came back in
 /// `reset`, so the whole limit in `reset * limit / (limit - remaining)`; a fixed window: at
@@ -389,13 +411,35 @@ fn window(
     refill: Refill,
     dimension: usize,
     limit: u64,
-    default_window: Duration,
-) -> (Nanos, Basis) {
-    if let Some(w) = d.window {
-        return (nanos(w), Basis::StatedWindow);
-    }
+    answer: &Answer,
+) -> (Nanos, Basis, Option<Pace>) {
+    let Answer {
+        status,
+        now,
+        default_window,
+    } = *answer;
+    let mut pace = None;
     // What earlier answers proved for the same limit (a changed limit starts over).
     let before = bucket.fit(dimension).filter(|f| f.amount == limit);
+    if let Some(w) = d.window {
+        let w = nanos(w);
+        // A stated window of a second or two is as coarse as a reset in whole seconds (a
+        // policy of one per second may be a bucket of three per second): the calls decide.
+        if d.resolution < super::SECONDS || w > COARSE_STATED {
+            return (w, Basis::StatedWindow, None);
+        }
+        let mut f = before.filter(|b| !b.at_reset).unwrap_or(Fit {
+            amount: limit,
+            hi: w,
+            proven: w,
+            ..Fit::default()
+        });
+        f.hi = f.hi.min(w).max(1);
+        f.lo = f.lo.max(w.saturating_sub(nanos(super::SECONDS)));
+        let pace = try_pace(&mut f, d.remaining == Some(0), status, now);
+        bucket.set_fit(dimension, f);
+        return (f.window(), Basis::ProbedWindow, pace);
+    }
     let reset = d.reset_after.map(nanos).filter(|&r| r > 0);
     let fit = match (refill, reset, d.remaining) {
         // A token bucket that is `deficit` units short is whole in `reset`, at limit/window
@@ -405,6 +449,7 @@ fn window(
         // units short on, at most reset*limit/(deficit-1). Bounds from every answer are
         // intersected; the upper one tightens towards the truth as answers come.
         (Refill::Continuous, Some(reset), Some(left)) if left < limit => {
+            let before = before.filter(|b| !b.at_reset);
             let deficit = limit - left;
             let over = |t: Nanos, d: u64| {
                 u64::try_from(u128::from(t) * u128::from(limit) / u128::from(d)).unwrap_or(u64::MAX)
@@ -415,8 +460,17 @@ fn window(
             // near zero, and the upper one tightens only with answers a slow pace never
             // brings): there the estimate is the smallest reset*limit/deficit seen, which
             // answers at different points of the second bring down to the truth.
-            let (lo, hi) = if d.resolution >= super::SECONDS {
-                (0, over(reset, deficit))
+            let coarse = d.resolution >= super::SECONDS;
+            // Whole seconds: a reset rounded up is less than a second longer than the truth,
+            // so each answer's reset less a second is a lower bound. Absolute instants
+            // (GitHub's epoch, Anthropic's RFC 3339) fall at different points of the second
+            // and bring both bounds to the truth; a delta in whole seconds shows the same 1
+            // for every sub-second refill, and leaves the gap to trials.
+            let (lo, hi) = if coarse {
+                (
+                    over(reset.saturating_sub(nanos(d.resolution)), deficit),
+                    over(reset, deficit),
+                )
             } else {
                 (
                     over(reset.saturating_sub(nanos(d.resolution)), deficit),
@@ -427,21 +481,36 @@ fn window(
                     },
                 )
             };
-            Some(match before {
+            let mut f = match before {
                 Some(b) => Fit {
-                    amount: limit,
                     lo: b.lo.max(lo),
                     hi: match (b.hi, hi) {
                         (0, h) | (h, 0) => h,
                         (a, h) => a.min(h),
                     },
+                    proven: match (b.proven, hi) {
+                        (0, h) | (h, 0) => h,
+                        (a, h) => a.min(h),
+                    },
+                    ..b
                 },
                 None => Fit {
                     amount: limit,
                     lo,
                     hi,
+                    proven: hi,
+                    ..Fit::default()
                 },
-            })
+            };
+            if coarse {
+                // A window a 429 proved too short stays behind: answers read late (the reset
+                // counted from when the report arrived) must not bring it back.
+                if f.too_short > 0 {
+                    f.hi = f.hi.max(f.too_short.saturating_add(f.too_short / 16));
+                }
+                pace = try_pace(&mut f, left == 0, status, now);
+            }
+            Some(f)
         }
         // A fixed window lasts at least as long as any reset it states, less the rounding
         // of the reset (whole seconds, rounded up).
@@ -450,14 +519,20 @@ fn window(
             Some(Fit {
                 amount: limit,
                 lo: before.map_or(0, |b| b.lo).max(proven),
-                hi: 0,
+                at_reset: true,
+                ..Fit::default()
             })
         }
         _ => before,
     };
     if let Some(f) = fit {
         bucket.set_fit(dimension, f);
-        return (f.window(), Basis::FittedWindow);
+        let basis = if f.trial > 0 || f.probed {
+            Basis::ProbedWindow
+        } else {
+            Basis::FittedWindow
+        };
+        return (f.window(), basis, pace);
     }
     let configured = def
         .limits
@@ -466,9 +541,126 @@ fn window(
         .map(|l| l.rate.period_ns)
         .min();
     match configured {
-        Some(w) => (w, Basis::ConfiguredWindow),
-        None => (nanos(default_window), Basis::DialectWindow),
+        Some(w) => (w, Basis::ConfiguredWindow, None),
+        None => (nanos(default_window), Basis::DialectWindow, None),
     }
+}
+
+/// What a report did to the trial of a shorter window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// A trial began.
+    Tried,
+    /// Calls at the trial's pace kept succeeding: it is the window now.
+    Held,
+    /// A call at a tried pace was refused: the window is longer than that.
+    Refused,
+}
+
+/// Stated windows up to this long are whole seconds too coarse to trust as they are.
+const COARSE_STATED: Nanos = 2_000_000_000;
+
+/// Successes beyond what the window in force allows before a trial is adopted: an
+/// upstream's hidden tolerance lets a pace a little too fast succeed a few times.
+const TRIAL_MARGIN: u64 = 2;
+
+/// Answers showing the limit spent, under the pace in force, before a trial.
+const TRIAL_AFTER: u32 = 3;
+
+/// Resets in whole seconds cannot tell a refill of one unit per second from three: every
+/// reset below a second shows as 1. The evidence then is the calls themselves. A trial
+/// halves the gap between what the headers and earlier trials prove (`f.lo`) and the
+/// window in force (`f.hi`); it is adopted once calls at its pace kept succeeding, and
+/// a 429 at a tried pace makes it the lower bound (and an adopted pace that fails later goes
+/// back to the one before). Trials stop once the gap is under an eighth of the window, and
+/// start only while refusals stay under 1 + 1 % of the successes seen, so probing never
+/// costs more than about 1 % of calls.
+fn try_pace(f: &mut Fit, exhausted: bool, status: u32, now: Nanos) -> Option<Pace> {
+    // Headers that since proved a window as short as the trial's end it; headers that
+    // proved an adopted pace too fast overrule it.
+    if f.trial > 0 && f.hi > 0 && f.trial >= f.hi {
+        f.trial = 0;
+    }
+    if f.probed && f.hi < f.lo {
+        f.hi = f.lo.min(f.proven).max(f.hi);
+    }
+    if status == 429 {
+        f.too_short = f.too_short.max(f.window());
+        if f.trial > 0 {
+            f.lo = f.lo.max(f.trial);
+            f.trial = 0;
+        } else if f.probed {
+            // The adopted pace succeeded only on the upstream's tolerance.
+            f.lo = f.lo.max(f.hi);
+            // Back to the pace before, or what the headers prove if that is tighter.
+            let back = if f.prev > f.hi {
+                f.prev
+            } else {
+                f.hi.saturating_add(f.hi / 8)
+            };
+            f.hi = back.min(f.proven).max(f.hi);
+            f.prev = 0;
+            f.probed = f.hi < f.proven;
+        } else if f.hi > 0 {
+            // A 429 at the pace the headers proved: they overstated it (a reset read late,
+            // or rounded the other way). The observation wins: the window is longer.
+            f.lo = f.lo.max(f.hi);
+            f.hi = f.hi.saturating_add(f.hi / 8);
+            f.proven = f.proven.max(f.hi);
+        } else {
+            return None;
+        }
+        f.misses = f.misses.saturating_add(1);
+        // The next trial waits for a success: the 429's pause runs first.
+        return Some(Pace::Refused);
+    }
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    f.wins = f.wins.saturating_add(1);
+    let mut out = None;
+    if f.trial > 0 {
+        f.held = f.held.saturating_add(1);
+        // Proof is more successes than the window in force could have let through since
+        // the trial began (its burst and its rate, plus a margin for a hidden tolerance),
+        // over at least two of the trial's windows: calls that merely kept coming at the
+        // old pace prove nothing.
+        let elapsed = now.saturating_sub(f.since);
+        let allowed = u128::from(f.amount)
+            + u128::from(f.amount) * u128::from(elapsed) / u128::from(f.hi.max(1))
+            + u128::from(TRIAL_MARGIN + f.amount / 8);
+        if elapsed < f.trial.saturating_mul(2) || u128::from(f.held) < allowed {
+            return None;
+        }
+        f.prev = f.hi;
+        f.hi = f.trial;
+        f.trial = 0;
+        f.probed = true;
+        out = Some(Pace::Held);
+    }
+    // A trial starts where the pace in force binds: answers showing the limit spent, a
+    // few of them, so a fleet that asks for less does not prove a faster pace.
+    if exhausted {
+        f.bound = f.bound.saturating_add(1);
+    }
+    let floor = f.lo;
+    if f.hi == 0
+        || !exhausted
+        || f.bound < TRIAL_AFTER
+        || f.hi.saturating_sub(floor) <= f.hi / 8
+        || f.misses > f.wins / 100
+    {
+        return out;
+    }
+    f.trial = if floor == 0 {
+        f.hi / 2
+    } else {
+        floor + (f.hi - floor) / 2
+    };
+    f.since = now;
+    f.held = 0;
+    f.bound = 0;
+    out.or(Some(Pace::Tried))
 }
 
 /// Whether an exhausted dimension (remaining 0, `reset` away) gets its next unit at the rate
@@ -515,6 +707,12 @@ pub struct Counters {
     pub cooldowns: AtomicU64,
     /// Upstream 429s reported.
     pub upstream_429: AtomicU64,
+    /// Trials of a shorter window (resets too coarse to fit it), by what became of them.
+    pub pace_tried: AtomicU64,
+    /// See `pace_tried`.
+    pub pace_held: AtomicU64,
+    /// See `pace_tried`.
+    pub pace_refused: AtomicU64,
 }
 
 impl Counters {
@@ -528,6 +726,12 @@ impl Counters {
         add(&self.ignored_headers, obs.ignored.len());
         add(&self.cooldowns, usize::from(applied.imposed));
         add(&self.upstream_429, usize::from(status == 429));
+        match applied.pace {
+            Some(Pace::Tried) => add(&self.pace_tried, 1),
+            Some(Pace::Held) => add(&self.pace_held, 1),
+            Some(Pace::Refused) => add(&self.pace_refused, 1),
+            None => {}
+        }
     }
 }
 
@@ -1152,5 +1356,180 @@ mod tests {
             b.check(None, &[1, 0], 0),
             Err(Block::Rate { wait: 20_000_000 })
         );
+    }
+
+    /// Only the probe's own answer judges it: 429s of calls granted before it (a burst
+    /// that overran) do not make a token bucket look like a fixed window.
+    #[test]
+    fn a_probe_is_judged_by_its_own_answer() {
+        let mut d = def(true, None);
+        d.limits_known = false;
+        let mut b = BucketState::new(&d, Scope::Resource, true);
+        let headers = |left: &str| {
+            crate::feedback::parse(
+                [
+                    ("x-ratelimit-limit", "2"),
+                    ("x-ratelimit-remaining", left),
+                    ("x-ratelimit-reset", "2"),
+                ],
+                std::time::UNIX_EPOCH,
+            )
+        };
+        b.commit(None, vec![1, 0].into_boxed_slice(), 0, SEC, 1, 1);
+        super::apply(&d, &mut b, &headers("0"), 200, None, Some(1), 0);
+        for _ in 0..3 {
+            super::apply(&d, &mut b, &headers("0"), 429, None, Some(1), 0);
+        }
+        assert_eq!(b.refilled(0), Refilled::Unknown, "earlier calls' 429s");
+        b.commit(None, vec![1, 0].into_boxed_slice(), SEC, SEC, 2, 2);
+        super::apply(&d, &mut b, &headers("0"), 200, None, Some(2), SEC);
+        assert_eq!(b.refilled(0), Refilled::Early, "the probe's success");
+    }
+}
+
+/// Trials of a shorter window against simulated token buckets whose whole-second resets
+/// always show 1: the fleet ends near the true pace, and refusals stay within the budget.
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// Calls at the enforced pace for `secs` against a bucket of one unit (plus `slack`
+    /// hidden) refilling every `unit` ns; each 429 pauses one second (its Retry-After).
+    /// Returns (successes, refusals, successes in the second half, the final window).
+    fn run(unit: Nanos, slack: f64, secs: u64) -> (u64, u64, u64, Nanos) {
+        let mut f = Fit {
+            amount: 1,
+            hi: SEC,
+            proven: SEC,
+            ..Fit::default()
+        };
+        let (mut t, mut last, mut level) = (0u64, 0u64, 1.0 + slack);
+        let (mut ok, mut refused, mut late) = (0, 0, 0);
+        #[allow(clippy::cast_precision_loss)]
+        while t < secs * SEC {
+            level = (level + (t - last) as f64 / unit as f64).min(1.0 + slack);
+            last = t;
+            let status = if level >= 1.0 {
+                level -= 1.0;
+                ok += 1;
+                if t >= secs * SEC / 2 {
+                    late += 1;
+                }
+                200
+            } else {
+                refused += 1;
+                429
+            };
+            // Every answer shows the reset of one unit, rounded up to whole seconds.
+            let _ = try_pace(&mut f, true, status, t);
+            t += if status == 429 { SEC } else { f.window() };
+        }
+        (ok, refused, late, f.window())
+    }
+
+    #[test]
+    fn sub_second_refills_are_found() {
+        for (per_sec, slack) in [(3, 1.0), (10, 1.0), (50, 1.0), (3, 0.0), (50, 2.0)] {
+            let unit = SEC / per_sec;
+            let (ok, refused, late, w) = run(unit, slack, 120);
+            assert!(
+                refused <= 1 + ok / 100,
+                "{per_sec}/s slack {slack}: {refused} refused of {ok}"
+            );
+            // Utilisation over the second minute, and a window that does not undercut it.
+            let allowed = 60 * per_sec;
+            assert!(
+                late * 100 >= allowed * 85,
+                "{per_sec}/s slack {slack}: {late} of {allowed} (window {w} ns)"
+            );
+        }
+    }
+
+    /// Where a second per unit is the truth, the first minute costs one refusal (the one
+    /// a trial must risk: the headers look the same as at 3/s), and the window stays.
+    #[test]
+    fn one_per_second_costs_at_most_one_refusal_a_minute() {
+        for slack in [0.0, 1.0] {
+            let (ok, refused, _, w) = run(SEC, slack, 60);
+            assert!(refused <= 1, "{refused} refused of {ok}");
+            let (ok, refused, _, w2) = run(SEC, slack, 600);
+            assert!(refused <= 1 + ok / 100, "{refused} refused of {ok}");
+            assert!(w.min(w2) >= SEC - SEC / 8, "window {w} / {w2}");
+        }
+    }
+
+    /// Through `apply`, as a server sees it: an IETF upstream whose policy says one per
+    /// second (`w` is whole seconds) while its bucket refills three per second. The calls
+    /// that succeed at a faster pace overrule the stated window, and say so.
+    #[test]
+    fn a_coarse_stated_window_gives_way_to_the_calls() {
+        use crate::permits::resource::{BackoffDef, Origin, REQUESTS, Scope};
+        let def = ResourceDef {
+            name: "r".into(),
+            dimensions: vec![REQUESTS.into()],
+            declared_dimensions: vec![],
+            limits: vec![],
+            concurrency: 0,
+            lease: Duration::from_secs(60),
+            per_partition: false,
+            backoff: BackoffDef::default(),
+            max_queue: 10,
+            learn_from_headers: true,
+            failure_policy: None,
+            limits_known: false,
+            probe_concurrency: 0,
+            accept_feedback_without_permit: false,
+        };
+        let mut b = BucketState::new(&def, Scope::Resource, true);
+        let unit = SEC / 3;
+        let (mut t, mut last, mut level) = (0u64, 0u64, 2.0f64);
+        let mut refused = 0;
+        while t < 60 * SEC {
+            #[allow(clippy::cast_precision_loss)]
+            let refill = (t - last) as f64 / unit as f64;
+            level = (level + refill).min(2.0);
+            last = t;
+            let status = if level >= 1.0 {
+                level -= 1.0;
+                200
+            } else {
+                refused += 1;
+                429
+            };
+            let o = crate::feedback::parse(
+                [
+                    ("ratelimit-policy", r#""d";q=1;w=1"#),
+                    ("ratelimit", r#""d";r=0;t=1"#),
+                ],
+                std::time::UNIX_EPOCH,
+            );
+            let _ = super::apply(&def, &mut b, &o, status, None, None, t);
+            let slot = b.limits.iter().find(|l| l.origin == Origin::Learned);
+            let period = slot.map_or(SEC, |l| l.state.rate().period_ns);
+            t += if status == 429 { SEC } else { period };
+        }
+        let slot = b.limits.iter().find(|l| l.origin == Origin::Learned);
+        let (basis, period) = slot.map(|l| (l.basis, l.state.rate().period_ns)).unzip();
+        assert_eq!(basis, Some(Basis::ProbedWindow));
+        assert!(period.is_some_and(|p| p <= SEC / 2), "{period:?}");
+        assert!(refused <= 2, "{refused} refused");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Any refill between 20 ms and 1 s per unit, any hidden tolerance up to two units:
+        /// refusals within 1 + 1 % of successes over ten minutes, and the last five minutes
+        /// at least 80 % used.
+        #[test]
+        fn probing_stays_in_budget(unit_ms in 20u64..=1000, slack in 0u8..=2) {
+            let unit = unit_ms * 1_000_000;
+            let (ok, refused, late, _) = run(unit, f64::from(slack), 600);
+            prop_assert!(refused <= 1 + ok / 100, "{} refused of {}", refused, ok);
+            let allowed = 300 * SEC / unit;
+            prop_assert!(late * 100 >= allowed * 80, "{} of {}", late, allowed);
+        }
     }
 }

@@ -370,6 +370,20 @@ pub fn render(state: &State, view: &View) -> String {
         e.family(name, Kind::Counter, help);
         e.int(name, &[], load(c));
     }
+    // Evidence overruling coarse headers: trials of a shorter learned window.
+    let name = "permitd_feedback_pace_trials_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Trials of a shorter learned window than whole-second resets show, by outcome.",
+    );
+    for (outcome, c) in [
+        ("tried", &f.pace_tried),
+        ("held", &f.pace_held),
+        ("refused", &f.pace_refused),
+    ] {
+        e.int(name, &[("result", outcome)], load(c));
+    }
 
     if let Some((idempotency, cache)) = &state.records {
         let i = idempotency.stats();

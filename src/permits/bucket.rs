@@ -50,6 +50,9 @@ pub enum Basis {
     /// Learned; the window fitted from the reset: `limit - remaining` units come back in
     /// `reset` (a token bucket), or the longest reset seen (a fixed window).
     FittedWindow,
+    /// Learned; the resets were too coarse (whole seconds) for the window, so a shorter one
+    /// was tried and calls at its pace kept succeeding (or one is being tried).
+    ProbedWindow,
     /// Learned; the window of the configured limit on the dimension (nothing better known).
     ConfiguredWindow,
     /// Learned; the dialect's usual window (nothing else known).
@@ -471,16 +474,19 @@ struct Rare {
     upstream_429_total: u64,
     /// Slow start and the adaptive rate, while the upstream's limits are unconfirmed.
     adaptive: Option<Adaptive>,
-    /// Per dimension, what the upstream showed of how an exhausted quota comes back, and
-    /// the stated reset a pending probe is held to (empty until the first probe).
-    refill: Vec<(Refilled, Nanos, u8)>,
+    /// Per dimension, what the upstream showed of how an exhausted quota comes back, the
+    /// stated reset a pending probe is held to, the refusals so far, and the probe's permit
+    /// (0: not granted yet). Empty until the first probe.
+    refill: Vec<(Refilled, Nanos, u8, u64)>,
     /// Per dimension, what the answers so far prove about a fitted window.
     fits: Vec<Option<Fit>>,
 }
 
 /// What the answers so far prove about the window of a learned limit of `amount`: at
-/// least `lo`, at most `hi` (0: no upper bound yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// least `lo`, at most `hi` (0: no upper bound yet). When the resets are too coarse to say
+/// (whole seconds against a sub-second refill), a shorter `trial` window is tried: it
+/// becomes `hi` once calls at its pace kept succeeding, and `lo` when one was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Fit {
     /// The limit the bounds are for (a changed limit starts over).
     pub amount: u64,
@@ -488,14 +494,46 @@ pub struct Fit {
     pub lo: Nanos,
     /// The window is at most this long (0: unknown).
     pub hi: Nanos,
+    /// The tightest upper bound the headers alone proved (0: none), `hi` before trials.
+    pub proven: Nanos,
+    /// The longest window a 429 answered at (0: none): the window is longer than that.
+    pub too_short: Nanos,
+    /// A shorter window being tried (0: none).
+    pub trial: Nanos,
+    /// When the trial began.
+    pub since: Nanos,
+    /// Calls that succeeded at the trial's pace.
+    pub held: u64,
+    /// The `hi` before a trial's window replaced it (0: `hi` is the headers' own): a 429 at
+    /// the adopted pace goes back to it.
+    pub prev: Nanos,
+    /// Successful calls seen, and trials (or adopted paces) refused: a trial may start only
+    /// while refusals stay under 1 + 1 % of successes.
+    pub wins: u32,
+    /// See `wins`.
+    pub misses: u32,
+    /// Answers that showed the limit spent since the last trial.
+    pub bound: u32,
+    /// Whether `hi` came from a trial.
+    pub probed: bool,
+    /// Whether the bounds read the resets as a fixed window's end (they do not carry over
+    /// once a probe showed a token bucket).
+    pub at_reset: bool,
 }
 
 impl Fit {
-    /// The window to enforce: the longest the evidence allows when it bounds it from above
-    /// (the bound tightens towards the truth as answers come), else the shortest it proves.
+    /// The window to enforce: a trial's while one runs; else the longest the evidence
+    /// allows when it bounds it from above (the bound tightens towards the truth as answers
+    /// come), else the shortest it proves.
     #[must_use]
     pub fn window(&self) -> Nanos {
-        if self.hi > 0 { self.hi } else { self.lo }
+        if self.trial > 0 {
+            self.trial
+        } else if self.hi > 0 {
+            self.hi
+        } else {
+            self.lo
+        }
     }
 }
 
@@ -774,8 +812,16 @@ impl BucketState {
             cost: LeaseCost::new(cost),
         });
         self.granted_total = self.granted_total.saturating_add(1);
-        if let Some(a) = self.rare.as_mut().and_then(|r| r.adaptive.as_mut()) {
-            a.granted(seq);
+        if let Some(r) = self.rare.as_mut() {
+            if let Some(a) = r.adaptive.as_mut() {
+                a.granted(seq);
+            }
+            // The first grant after a refill probe was armed is the probe.
+            for e in &mut r.refill {
+                if e.0 == Refilled::Unknown && e.1 != 0 && e.3 == 0 {
+                    e.3 = seq;
+                }
+            }
         }
         Granted {
             seq,
@@ -1201,10 +1247,11 @@ impl BucketState {
         }
         let r = self.rare_mut();
         if r.refill.is_empty() {
-            r.refill = vec![(Refilled::Unknown, 0, 0); dims];
+            r.refill = vec![(Refilled::Unknown, 0, 0, 0); dims];
         }
         if let Some(e) = r.refill.get_mut(dim) {
             e.1 = reset_at;
+            e.3 = 0;
         }
         match r.adaptive.as_mut() {
             Some(a) => a.probe = a.probe.max(1),
@@ -1212,17 +1259,22 @@ impl BucketState {
         }
     }
 
-    /// Judge a pending probe of `dim` by its answer: a success before the stated reset
-    /// means units come back early; a refusal, a real fixed window.
-    pub fn observe_refill(&mut self, dim: usize, status: u32, now: Nanos) {
+    /// Judge a pending probe of `dim` by its answer (permit `seq`; `None`: a call made
+    /// without one): a success before the stated reset means units come back early; a
+    /// refusal, a real fixed window. Answers to calls granted before the probe say nothing
+    /// about it (a burst's 429s would read as a window).
+    pub fn observe_refill(&mut self, dim: usize, status: u32, seq: Option<u64>, now: Nanos) {
         let Some(e) = self.rare.as_mut().and_then(|r| r.refill.get_mut(dim)) else {
             return;
         };
         if e.0 != Refilled::Unknown || e.1 == 0 {
             return;
         }
+        if seq.is_some_and(|s| s != e.3) {
+            return;
+        }
         if (200..300).contains(&status) && now < e.1 {
-            *e = (Refilled::Early, 0, e.2);
+            *e = (Refilled::Early, 0, e.2, 0);
         } else if status == 429 {
             let refused = e.2.saturating_add(1);
             let verdict = if refused >= REFUSED_PROBES {
@@ -1230,7 +1282,7 @@ impl BucketState {
             } else {
                 Refilled::Unknown
             };
-            *e = (verdict, 0, refused);
+            *e = (verdict, 0, refused, 0);
         }
     }
 

@@ -207,6 +207,10 @@ fn reason(def: &ResourceDef, basis: Basis, adaptive: Option<&Adaptive>) -> Strin
         Basis::Configured => "configured guess (limits_known is false)".to_owned(),
         Basis::StatedWindow => "learned: limit and window stated by the upstream".to_owned(),
         Basis::FittedWindow => "learned: window fitted from the upstream's reset".to_owned(),
+        Basis::ProbedWindow => "learned: the upstream's resets are whole seconds, too coarse \
+                                for its refill; the window is the shortest pace that held when \
+                                tried (a 429 at a tried pace goes back)"
+            .to_owned(),
         Basis::ConfiguredWindow => {
             "learned: the configured window (the upstream stated none)".to_owned()
         }

@@ -201,20 +201,26 @@ impl Cell {
     /// The floors (refused below, utilisation at least) of a shape whose targets permitd
     /// does not reach yet, if this cell is one:
     /// - GitHub's headers name a fixed window's end in whole epoch seconds. On these token
-    ///   buckets a probe shows units coming back early, but a reset rounded to the second
-    ///   bounds a sub-second refill only slowly: 0 refused, utilisation 0.10-0.99.
+    ///   buckets a probe shows units coming back early; a reset rounded to the second then
+    ///   says little about a sub-second refill, so shorter windows are tried, and a trial
+    ///   may be refused once early (and about 1 % after): in a 20 s cell at 3/s that one
+    ///   429 is 1.7 %. A storm is more than 1 % refused *and* more than 1 + 1 % of the
+    ///   calls.
     /// - Without headers the rate is found by 429s, each pausing the fleet for its
     ///   Retry-After (at least a second): refused under 5 %, utilisation 0.72-0.93, below
     ///   naive's (which takes every unit by having 85-95 % of its calls refused).
     fn known_gap(&self) -> Option<(f64, f64)> {
         match (self.mode.as_str(), self.dialect.as_str()) {
             ("known" | "naive", _) => None,
-            // At least what the headers prove: the limit once per stated reset (1 per second
-            // at 10/s with a burst of 1 is 0.10) when probing finds no early refill.
-            (_, "github") => Some((0.01, 0.09)),
+            (_, "github") => Some((0.01, GITHUB_FLOOR)),
             (_, "none") => Some((0.05, 0.60)),
             _ => None,
         }
+    }
+
+    /// Whether the refusals are within what trials of a shorter window may cost.
+    fn within_trial_budget(&self) -> bool {
+        self.limited <= 1.0 + self.calls / 100.0
     }
 
     /// What went wrong besides the figures: failed calls, no call at all.
@@ -280,6 +286,12 @@ impl Cell {
     }
 }
 
+/// The utilisation below which a GitHub-headers cell starves. Whole-second resets are
+/// probed towards the refill, so a burst of 1 gets past the 1/s its resets show (0.8-0.97
+/// in 60 s cells); a burst of the rate reads either right (0.99) or, in some runs under
+/// load, one window in two (0.5).
+const GITHUB_FLOOR: f64 = 0.3;
+
 /// Every cell of the bounded matrix meets its target, and the command says so too.
 ///
 /// Whether `cell` meets its target against `naive`: `Err` describes the miss. Shapes whose
@@ -300,7 +312,7 @@ fn judge(cell: &Cell, naive: Option<&Cell>) -> Result<(), String> {
             }
         );
         misses = cell.faults();
-        if refused >= max_refused {
+        if refused >= max_refused && !(cell.dialect == "github" && cell.within_trial_budget()) {
             misses.push(format!("refused {:.2}%: a storm", refused * 100.0));
         }
         if util < min_util {

@@ -127,6 +127,14 @@ async fn metrics_parse_and_move() {
     ] {
         assert!(value(&after, f, &[]).is_some(), "{f}");
     }
+    for r in ["tried", "held", "refused"] {
+        let l = [("result", r)];
+        assert_eq!(
+            value(&after, "permitd_feedback_pace_trials_total", &l),
+            Some(0.0),
+            "{r}"
+        );
+    }
     let acquires = must(
         &after,
         "permitd_grpc_requests_total",
