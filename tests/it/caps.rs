@@ -670,9 +670,11 @@ async fn watchers_that_do_not_read_cost_no_snapshot() {
         subscribers + 10
     ))
     .await;
+    // One unit of ten refills in six minutes: every bucket stays live (not swept as idle)
+    // however slowly the readers go, after its permit's lease has expired.
     let mut r = resource(
         "wide:p",
-        vec![limit("requests", 1_000_000, Duration::from_secs(60), 0)],
+        vec![limit("requests", 10, Duration::from_secs(3600), 0)],
         0,
     );
     r.per_partition = true;

@@ -152,6 +152,32 @@ impl Spawned {
         Err(())
     }
 
+    /// A server on a fresh temporary data directory with extra `serve` arguments: for
+    /// tests that measure the server's own memory, apart from the tests beside it.
+    pub async fn temp(args: &[&str]) -> (Spawned, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let launch = Launch {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..Launch::default()
+        };
+        let s = Self::launch(
+            &dir.path().join("data"),
+            None,
+            &dir.path().join("log"),
+            &launch,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("permitd did not start:\n{}", e.log));
+        (s, dir)
+    }
+
+    /// A lazy channel with no per-call timeout, for streams that outlive one.
+    pub fn stream_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("url")
+            .connect_lazy()
+    }
+
     /// A lazy channel to the server, with a per-call timeout so calls to a killed server end.
     pub fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))

@@ -6,7 +6,16 @@ use std::time::{Duration, Instant};
 use permitd::proto;
 use tokio_stream::StreamExt;
 
+use crate::spawned::Spawned;
 use crate::support::{TestServer, acquire_req, dur, limit, put, resource};
+
+/// Define `r` on a spawned server.
+async fn define(s: &Spawned, r: proto::Resource) {
+    proto::quotas_client::QuotasClient::new(s.channel())
+        .put_resource(proto::PutResourceRequest { resource: Some(r) })
+        .await
+        .expect("put_resource");
+}
 
 fn watch_req(prefix: &str, interval: Duration) -> proto::WatchRequest {
     proto::WatchRequest {
@@ -134,8 +143,8 @@ async fn updates_are_coalesced() {
 /// latest state instead of replaying history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_reader_costs_nothing() {
-    let server = TestServer::start().await;
-    put(
+    let (server, _dir) = Spawned::temp(&[]).await;
+    define(
         &server,
         resource(
             "w:stall",
@@ -144,11 +153,11 @@ async fn stalled_reader_costs_nothing() {
         ),
     )
     .await;
-    async fn hammer(server: &TestServer, n: usize) -> Duration {
+    async fn hammer(server: &Spawned, n: usize) -> Duration {
         let t = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..8 {
-            let mut c = server.permits().await;
+            let mut c = proto::permits_client::PermitsClient::new(server.channel());
             tasks.push(tokio::spawn(async move {
                 for _ in 0..n / 8 {
                     c.acquire_permit(acquire_req("w:stall")).await.unwrap();
@@ -165,15 +174,13 @@ async fn stalled_reader_costs_nothing() {
     // Alternate rounds without and with the stalled reader, so that drift from whatever
     // else the machine runs hits both alike.
     let (mut alone, mut stalled) = (Duration::ZERO, Duration::ZERO);
-    let rss_before = crate::support::rss_kib().unwrap_or(0);
+    let rss_before = server.rss_kib();
     let mut reader = None;
     for _ in 0..5 {
         alone += hammer(&server, n).await;
         // Subscribe and never read: the stream object is held, nothing polls it.
         reader = Some(
-            server
-                .quotas()
-                .await
+            proto::quotas_client::QuotasClient::new(server.stream_channel())
                 .watch(watch_req("w:", Duration::from_millis(10)))
                 .await
                 .unwrap()
@@ -181,7 +188,7 @@ async fn stalled_reader_costs_nothing() {
         );
         stalled += hammer(&server, n).await;
     }
-    let rss_after = crate::support::rss_kib().unwrap_or(0);
+    let rss_after = server.rss_kib();
     let ratio = alone.as_secs_f64() / stalled.as_secs_f64();
     // The last reader stalled through 2 000 acquires: it catches up with the present state
     // without replaying them.
@@ -216,7 +223,7 @@ async fn stalled_reader_costs_nothing() {
         rss_after.saturating_sub(rss_before) < 32 * 1024,
         "memory grew"
     );
-    server.stop().await;
+    assert!(rss_before > 0, "the server's RSS is readable");
 }
 
 /// Shutdown ends every Watch stream with a final UNAVAILABLE, promptly.
@@ -267,8 +274,8 @@ async fn bad_interval() {
 /// and the server's memory stay flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_subscribers() {
-    let server = TestServer::start().await;
-    put(
+    let (server, _dir) = Spawned::temp(&[]).await;
+    define(
         &server,
         resource(
             "w:many",
@@ -277,7 +284,7 @@ async fn a_thousand_subscribers() {
         ),
     )
     .await;
-    let mut c = server.permits().await;
+    let mut c = proto::permits_client::PermitsClient::new(server.channel());
     let timed = async |c: &mut permitd::proto::permits_client::PermitsClient<_>| {
         let t = Instant::now();
         for _ in 0..1000 {
@@ -287,8 +294,8 @@ async fn a_thousand_subscribers() {
     };
     timed(&mut c).await;
     let alone = timed(&mut c).await;
-    let rss_before = crate::support::rss_kib().unwrap_or(0);
-    let channel = server.channel().await;
+    let rss_before = server.rss_kib();
+    let channel = server.stream_channel();
     let mut streams = Vec::new();
     for _ in 0..1000 {
         let mut q = permitd::proto::quotas_client::QuotasClient::new(channel.clone());
@@ -304,7 +311,7 @@ async fn a_thousand_subscribers() {
         streams.push(s);
     }
     let watched = timed(&mut c).await;
-    let rss_after = crate::support::rss_kib().unwrap_or(0);
+    let rss_after = server.rss_kib();
     let ratio = alone.as_secs_f64() / watched.as_secs_f64();
     println!(
         "RESULT watch_thousand_subscribers throughput_ratio={ratio:.2} rss_growth_kib={}",
@@ -320,6 +327,6 @@ async fn a_thousand_subscribers() {
         rss_after.saturating_sub(rss_before) < 128 * 1024,
         "memory grew"
     );
+    assert!(rss_before > 0, "the server's RSS is readable");
     drop(streams);
-    server.stop().await;
 }
