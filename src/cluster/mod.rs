@@ -1016,7 +1016,7 @@ impl Cluster {
         settlement: Settlement<'_>,
     ) -> Result<(), PermitError> {
         if id.seq & CLUSTER_SEQ == 0 {
-            return self.fallback.release_id(id, settlement);
+            return self.fallback.release_id(id, settlement).map(|_| ());
         }
         let def = self
             .registry
@@ -1317,9 +1317,12 @@ impl Target for Effects {
         dimension: usize,
         window_ns: Option<Nanos>,
         remaining: u64,
+        _earliest: Nanos,
         _now: Nanos,
-    ) {
+    ) -> bool {
+        // Applied in Redis as of the report (the engine does not know the grant, #15).
         self.corrections.push((dimension, window_ns, remaining));
+        true
     }
     fn block_dimension(&mut self, dimension: usize, until: Nanos) {
         self.blocks.push((dimension, until));

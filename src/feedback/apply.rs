@@ -114,13 +114,16 @@ pub trait Target {
         resume_at: Nanos,
     ) -> bool;
     /// Lower `dimension`'s limits (of `window_ns`, or all) to `remaining` if above.
+    /// `earliest`: the first instant the upstream can have counted (the call's grant).
+    /// Returns whether a limit had to change (always, for engines that cannot tell).
     fn correct_down(
         &mut self,
         dimension: usize,
         window_ns: Option<Nanos>,
         remaining: u64,
+        earliest: Nanos,
         now: Nanos,
-    );
+    ) -> bool;
     /// Grant nothing of `dimension` until `until`.
     fn block_dimension(&mut self, dimension: usize, until: Nanos);
     /// The cooldown in force (0: none).
@@ -181,9 +184,10 @@ impl Target for BucketState {
         dimension: usize,
         window_ns: Option<Nanos>,
         remaining: u64,
+        earliest: Nanos,
         now: Nanos,
-    ) {
-        BucketState::correct_down(self, dimension, window_ns, remaining, now);
+    ) -> bool {
+        BucketState::correct_down(self, dimension, window_ns, remaining, earliest, now)
     }
     fn block_dimension(&mut self, dimension: usize, until: Nanos) {
         BucketState::block_dimension(self, dimension, until);
@@ -196,18 +200,30 @@ impl Target for BucketState {
     }
 }
 
+/// The permitted call a report is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// The permit's sequence number.
+    pub seq: u64,
+    /// When it was granted, if the engine knows: the upstream answered after that.
+    pub granted: Option<Nanos>,
+}
+
 /// Apply `obs` to the bucket; `cooldown` is the pause to impose (already decided by the
-/// caller from the status, Retry-After and policy), if any; `seq`: the reported permit's
-/// sequence number (`None`: a call made without a permit).
+/// caller from the status, Retry-After and policy), if any; `call`: the reported permit
+/// (`None`: a call made without a permit).
 pub fn apply(
     def: &ResourceDef,
     bucket: &mut (impl Target + ?Sized),
     obs: &Observation,
     status: u32,
     cooldown: Option<Duration>,
-    seq: Option<u64>,
+    call: Option<Call>,
     now: Nanos,
 ) -> Applied {
+    let seq = call.map(|c| c.seq);
+    // The first instant the upstream can have counted what it reports.
+    let earliest = call.and_then(|c| c.granted).unwrap_or(now).min(now);
     let mut out = Applied::default();
     if status == 429 {
         bucket.count_429();
@@ -304,15 +320,18 @@ pub fn apply(
                     (Some(_), Some(t)) if probed => Some(t.period_ns),
                     (w, _) => w.map(nanos),
                 };
-                bucket.correct_down(i, window, r, now);
+                // The count was made between the call's grant and now: a bucket already as
+                // low as of the grant fits it, and stays.
+                let moved = bucket.correct_down(i, window, r, earliest, now);
                 if let (0, Some(reset), Some(at)) = (r, d.reset_after, reset_at) {
                     let period = taught.map(|t| Duration::from_nanos(t.period_ns));
                     let until = match taught {
                         // The correction to 0 already makes the learned limit wait one unit;
                         // the block says so too, in case it could not be learned (too many
-                        // windows on the dimension).
+                        // windows on the dimension), from the grant when the bucket fit.
                         Some(t) if refills_at_rate(refill, d.window, reset, period) => {
-                            now.saturating_add(t.period_ns.div_ceil(t.amount))
+                            let from = if moved { now } else { earliest };
+                            from.saturating_add(t.period_ns.div_ceil(t.amount))
                         }
                         // Untested, with limits that are a guess: one probe at half the way
                         // to the reset tells a window from a bucket (a refusal costs one
@@ -1127,6 +1146,49 @@ mod tests {
         }
     }
 
+    /// A report is read as of its call's grant, not of its arrival: a burst of one is paced
+    /// by its grants, so the round trip of each call (5 ms here) is not added to each unit.
+    #[test]
+    fn a_report_is_read_from_its_calls_grant() {
+        const MS: u64 = SEC / 1000;
+        let run = |grant_known: bool| -> Nanos {
+            let mut d = def(true, Some(1000));
+            d.limits_known = false;
+            let mut b = BucketState::new(&d, Scope::Resource, true);
+            let o = crate::feedback::parse(
+                [
+                    ("x-ratelimit-limit-requests", "1"),
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "100ms"),
+                ],
+                std::time::UNIX_EPOCH,
+            );
+            let mut t = 0;
+            for seq in 1..=20 {
+                while b.check(None, &[1, 0], t).is_err() {
+                    t += MS / 10;
+                }
+                b.commit(None, vec![1, 0].into_boxed_slice(), t, SEC, seq, 1);
+                let answered = t + 5 * MS;
+                let granted =
+                    b.release(None, seq, 1, crate::permits::bucket::Settle::Keep, answered);
+                assert_eq!(granted, Some(t));
+                let call = Call {
+                    seq,
+                    granted: granted.filter(|_| grant_known),
+                };
+                super::apply(&d, &mut b, &o, 200, None, Some(call), answered);
+            }
+            t
+        };
+        // The 20th grant: 19 units of 100 ms after the first (the fitted window rounds up
+        // by at most a millisecond), against 105 ms each when read as of the report.
+        let paced = run(true);
+        assert!(paced <= 19 * 101 * MS, "{paced}");
+        let late = run(false);
+        assert!(late >= 19 * 104 * MS, "{late}");
+    }
+
     /// A guess (limits not known) gives way to what the upstream says, up or down, with the
     /// window fitted from the reset; slow start ends at that first lesson.
     #[test]
@@ -1204,7 +1266,7 @@ mod tests {
             &none,
             429,
             Some(Duration::from_secs(1)),
-            Some(seq),
+            Some(Call { seq, granted: None }),
             t,
         );
         assert!(a.adapted && a.imposed);
@@ -1215,7 +1277,18 @@ mod tests {
             Err(Block::Cooldown { .. })
         ));
         // A second 429 of a permit granted before the cut is the same loss.
-        let a = super::apply(&d, &mut b, &none, 429, None, Some(seq - 1), t);
+        let a = super::apply(
+            &d,
+            &mut b,
+            &none,
+            429,
+            None,
+            Some(Call {
+                seq: seq - 1,
+                granted: None,
+            }),
+            t,
+        );
         assert!(!a.adapted);
         let resume = t + SEC;
         assert_eq!(b.check(None, &[1, 0], resume), Ok(()));
@@ -1376,13 +1449,46 @@ mod tests {
             )
         };
         b.commit(None, vec![1, 0].into_boxed_slice(), 0, SEC, 1, 1);
-        super::apply(&d, &mut b, &headers("0"), 200, None, Some(1), 0);
+        super::apply(
+            &d,
+            &mut b,
+            &headers("0"),
+            200,
+            None,
+            Some(Call {
+                seq: 1,
+                granted: None,
+            }),
+            0,
+        );
         for _ in 0..3 {
-            super::apply(&d, &mut b, &headers("0"), 429, None, Some(1), 0);
+            super::apply(
+                &d,
+                &mut b,
+                &headers("0"),
+                429,
+                None,
+                Some(Call {
+                    seq: 1,
+                    granted: None,
+                }),
+                0,
+            );
         }
         assert_eq!(b.refilled(0), Refilled::Unknown, "earlier calls' 429s");
         b.commit(None, vec![1, 0].into_boxed_slice(), SEC, SEC, 2, 2);
-        super::apply(&d, &mut b, &headers("0"), 200, None, Some(2), SEC);
+        super::apply(
+            &d,
+            &mut b,
+            &headers("0"),
+            200,
+            None,
+            Some(Call {
+                seq: 2,
+                granted: None,
+            }),
+            SEC,
+        );
         assert_eq!(b.refilled(0), Refilled::Early, "the probe's success");
     }
 }

@@ -217,6 +217,8 @@ struct Lease {
     tag: u64,
     /// When the slot is reclaimed.
     expires: Nanos,
+    /// When it was granted: the earliest the upstream can have seen its call.
+    granted: Nanos,
     /// What the permit took, for refunds and reconciliation.
     cost: LeaseCost,
 }
@@ -809,6 +811,7 @@ impl BucketState {
             seq,
             tag,
             expires,
+            granted: now,
             cost: LeaseCost::new(cost),
         });
         self.granted_total = self.granted_total.saturating_add(1);
@@ -1005,7 +1008,8 @@ impl BucketState {
         }
     }
 
-    /// Release a permit's lease; false when the permit is unknown or already released.
+    /// Release a permit's lease: when it was granted, `None` when the permit is unknown or
+    /// already released.
     pub fn release(
         &mut self,
         secondary: Option<&mut BucketState>,
@@ -1013,10 +1017,8 @@ impl BucketState {
         tag: u64,
         settle: Settle<'_>,
         now: Nanos,
-    ) -> bool {
-        let Some(lease) = self.leases.remove(seq, tag) else {
-            return false;
-        };
+    ) -> Option<Nanos> {
+        let lease = self.leases.remove(seq, tag)?;
         let cost = lease.cost.as_slice();
         // (refund, charge) of one dimension.
         let amounts = |d: usize| -> (u64, u64) {
@@ -1036,7 +1038,7 @@ impl BucketState {
         if let Some(s) = secondary {
             settle_limits(&mut s.limits, amounts, now);
         }
-        true
+        Some(lease.granted)
     }
 
     /// Give back `cost` taken without a permit ([`Self::charge`] undone).
@@ -1109,18 +1111,23 @@ impl BucketState {
 
     /// Lower the limits of `dimension` to `remaining` if they think they have more: those
     /// of the same window when the upstream gave one, else all of the dimension.
+    /// `earliest`: the first instant the upstream can have counted (the reported call's
+    /// grant; `now` when unknown). Returns whether any limit had to change.
     pub fn correct_down(
         &mut self,
         dimension: usize,
         window_ns: Option<Nanos>,
         remaining: u64,
+        earliest: Nanos,
         now: Nanos,
-    ) {
+    ) -> bool {
+        let mut changed = false;
         for l in self.limits.iter_mut().filter(|l| {
             l.dimension() == dimension && window_ns.is_none_or(|w| l.state.rate().period_ns == w)
         }) {
-            l.state.correct_down(remaining, now);
+            changed |= l.state.correct_since(remaining, earliest, now);
         }
+        changed
     }
 
     /// Set the learned limit of `dimension` for `rate`'s window. An upstream may publish
@@ -1502,6 +1509,7 @@ mod tests {
                             seq,
                             tag,
                             expires: now + d,
+                            granted: now,
                             cost: LeaseCost::new(vec![seq].into_boxed_slice()),
                         });
                         model.push((seq, tag, now + d));
@@ -1657,7 +1665,7 @@ mod tests {
     fn compact_sizes() {
         assert_eq!(std::mem::size_of::<LimitSlot>(), 48);
         assert_eq!(std::mem::size_of::<Limits>(), 48);
-        assert_eq!(std::mem::size_of::<Lease>(), 40);
-        assert_eq!(std::mem::size_of::<BucketState>(), 128);
+        assert_eq!(std::mem::size_of::<Lease>(), 48);
+        assert_eq!(std::mem::size_of::<BucketState>(), 136);
     }
 }

@@ -159,6 +159,21 @@ impl LimitState {
         self.set_tat(self.tat().max(s + used));
     }
 
+    /// [`Self::correct_down`] for a count the upstream made at an unknown instant between
+    /// `earliest` (its call's grant) and `now` (the report). When the bucket is already
+    /// that low as of `earliest`, the reading fits it and it stays; charging from the
+    /// report instead would add the call's round trip to every unit, which a burst of one
+    /// cannot make up. A reading no instant explains is applied as of `now`. Returns
+    /// whether it was.
+    pub fn correct_since(&mut self, remaining: u64, earliest: Nanos, now: Nanos) -> bool {
+        let used = u128::from(self.rate.burst.saturating_sub(remaining)) * self.unit();
+        if self.tat() >= self.scaled(earliest.min(now)) + used {
+            return false;
+        }
+        self.correct_down(remaining, now);
+        true
+    }
+
     /// The instant the bucket is full again.
     #[must_use]
     pub fn full_at(&self) -> Nanos {
@@ -245,6 +260,26 @@ mod tests {
         assert_eq!(l.available(0), 30);
         l.correct_down(90, 0);
         assert_eq!(l.available(0), 30);
+    }
+
+    /// A count the bucket already explains as of the call's grant leaves it; one it does
+    /// not is applied as of the report.
+    #[test]
+    fn correct_since_keeps_a_bucket_the_reading_fits() {
+        // 1 per 100 ms, burst 1: granted at 0, reported at 5 ms with 0 remaining.
+        let mut l = LimitState::new(rate(1, SEC / 10, 1));
+        l.take(1, 0);
+        assert!(!l.correct_since(0, 0, 5_000_000));
+        assert_eq!(l.full_at(), SEC / 10);
+        // Another consumer took the unit back at 100 ms: at 150 ms (granted at 120 ms)
+        // the upstream still says 0 where the bucket had one.
+        assert!(l.correct_since(0, 120_000_000, 150_000_000));
+        assert_eq!(l.full_at(), 250_000_000);
+        // No grant instant known (earliest = now): the old correction.
+        let mut m = LimitState::new(rate(100, SEC, 100));
+        assert!(m.correct_since(30, 0, 0));
+        assert_eq!(m.available(0), 30);
+        assert!(!m.correct_since(90, 0, 0));
     }
 
     /// The extreme shapes stay exact and never overflow.

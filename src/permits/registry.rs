@@ -771,15 +771,16 @@ impl Registry {
     /// Release a permit. `NotFound` for an unknown or already released permit.
     pub fn release(&self, permit_id: &str, settlement: Settlement<'_>) -> Result<(), PermitError> {
         let id = id::parse(permit_id).ok_or(PermitError::MalformedPermit)?;
-        self.release_id(&id, settlement)
+        self.release_id(&id, settlement).map(|_| ())
     }
 
     /// [`Self::release`] for an id the caller has already parsed.
+    /// Returns when the permit was granted.
     pub fn release_id(
         &self,
         id: &PermitId<'_>,
         settlement: Settlement<'_>,
-    ) -> Result<(), PermitError> {
+    ) -> Result<Nanos, PermitError> {
         let entry = self
             .inner
             .resources
@@ -807,11 +808,7 @@ impl Registry {
             .home
             .release(l.sec.as_deref_mut(), id.seq, id.tag, settle, now);
         self.drain_locked(&mut l, &home, sec.as_ref(), now);
-        if released {
-            Ok(())
-        } else {
-            Err(PermitError::UnknownPermit)
-        }
+        released.ok_or(PermitError::UnknownPermit)
     }
 
     /// How long until one request on (`resource`, `partition`) could be granted, with

@@ -286,7 +286,7 @@ impl Permits for PermitsService {
             }
             .into());
         }
-        let (resource, partition, seq) = if r.permit_id.is_empty() {
+        let (resource, partition, call) = if r.permit_id.is_empty() {
             let resource = caller
                 .qualify(&r.resource, "resource", MAX_NAME_LEN)?
                 .into_owned();
@@ -321,20 +321,26 @@ impl Permits for PermitsService {
             } else {
                 Settlement::Actual(&r.actual_cost)
             };
+            // When the permit was granted: the upstream answered after it. The cluster
+            // engine does not say (#15), and the report's instant is used instead.
             let released = match &self.cluster {
-                Some(c) => c.release(&id, settlement).await,
-                None => self.registry.release_id(&id, settlement),
+                Some(c) => c.release(&id, settlement).await.map(|()| None),
+                None => self.registry.release_id(&id, settlement).map(Some),
             };
-            match released {
+            let granted = match released {
+                Ok(g) => g,
                 // A lease that already ended has nothing to release, but what the upstream
                 // said still matters to every other worker: learn from it anyway.
-                Ok(()) | Err(PermitError::UnknownPermit) => {}
+                Err(PermitError::UnknownPermit) => None,
                 Err(e) => return Err(e.into()),
-            }
+            };
             (
                 id.resource.to_owned(),
                 id.partition.to_owned(),
-                Some(id.seq),
+                Some(feedback::apply::Call {
+                    seq: id.seq,
+                    granted,
+                }),
             )
         };
         let clock = self.registry.clock();
@@ -362,7 +368,7 @@ impl Permits for PermitsService {
                     .wait
                     .unwrap_or_else(|| backoff::delay(&def.backoff, attempt, &mut rng))
             });
-            let applied = feedback::apply::apply(def, target, &obs, status, cooldown, seq, now);
+            let applied = feedback::apply::apply(def, target, &obs, status, cooldown, call, now);
             (advice, applied)
         };
         let ((mut advice, applied), now) = match &self.cluster {
