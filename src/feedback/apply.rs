@@ -329,7 +329,9 @@ pub fn apply(
                         // The correction to 0 already makes the learned limit wait one unit;
                         // the block says so too, in case it could not be learned (too many
                         // windows on the dimension), from the grant when the bucket fit.
-                        Some(t) if refills_at_rate(refill, d.window, reset, period) => {
+                        Some(t)
+                            if refills_at_rate(refill, d.window, reset, period, d.resolution) =>
+                        {
                             let from = if moved { now } else { earliest };
                             from.saturating_add(t.period_ns.div_ceil(t.amount))
                         }
@@ -697,6 +699,7 @@ pub fn refills_at_rate(
     window: Option<Duration>,
     reset: Duration,
     taught: Option<Duration>,
+    resolution: Duration,
 ) -> bool {
     let Some(period) = taught else {
         return false;
@@ -705,7 +708,10 @@ pub fn refills_at_rate(
         Refill::AtReset => false,
         // Whole again within the learned window is what the learned rate predicts; a longer
         // reset means the assumed window is wrong (a daily quota), so the reset is the truth.
-        Refill::Continuous => reset <= period.saturating_add(RESET_ROUNDING),
+        // An instant in whole seconds is rounded up by as much as a second more than the
+        // window (Anthropic's and GitHub's): read against the window alone, half of the
+        // answers of a bucket that refills in a second blocked it to the next second.
+        Refill::Continuous => reset <= period.saturating_add(RESET_ROUNDING + resolution),
         // An empty token bucket is whole one window later; a fixed window resets sooner
         // (unless it was emptied within its first second: then one 429, whose Retry-After
         // pauses the bucket until the reset, is the price).
@@ -1382,20 +1388,75 @@ mod tests {
     #[test]
     fn refills_at_rate_rule() {
         let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let (fine, whole) = (crate::feedback::MILLISECONDS, crate::feedback::SECONDS);
         let table = [
-            (Refill::Continuous, None, s(1), Some(s(60)), true),
-            (Refill::Continuous, None, s(61), Some(s(60)), true),
-            (Refill::Continuous, None, s(62), Some(s(60)), false),
-            (Refill::Continuous, None, s(1), None, false),
-            (Refill::Unstated, Some(s(60)), s(59), Some(s(60)), true),
-            (Refill::Unstated, Some(s(60)), s(61), Some(s(60)), true),
-            (Refill::Unstated, Some(s(60)), s(58), Some(s(60)), false),
-            (Refill::Unstated, None, s(60), Some(s(60)), false),
-            (Refill::AtReset, Some(s(60)), s(60), Some(s(60)), false),
+            (Refill::Continuous, None, s(1), Some(s(60)), fine, true),
+            (Refill::Continuous, None, s(61), Some(s(60)), fine, true),
+            (Refill::Continuous, None, s(62), Some(s(60)), fine, false),
+            (Refill::Continuous, None, s(1), None, fine, false),
+            // A whole-second instant: up to 2 s after a 900 ms window's start still fits.
+            (
+                Refill::Continuous,
+                None,
+                ms(1_950),
+                Some(ms(900)),
+                fine,
+                false,
+            ),
+            (
+                Refill::Continuous,
+                None,
+                ms(1_950),
+                Some(ms(900)),
+                whole,
+                true,
+            ),
+            (
+                Refill::Continuous,
+                None,
+                ms(2_950),
+                Some(ms(900)),
+                whole,
+                false,
+            ),
+            (
+                Refill::Unstated,
+                Some(s(60)),
+                s(59),
+                Some(s(60)),
+                whole,
+                true,
+            ),
+            (
+                Refill::Unstated,
+                Some(s(60)),
+                s(61),
+                Some(s(60)),
+                whole,
+                true,
+            ),
+            (
+                Refill::Unstated,
+                Some(s(60)),
+                s(58),
+                Some(s(60)),
+                whole,
+                false,
+            ),
+            (Refill::Unstated, None, s(60), Some(s(60)), whole, false),
+            (
+                Refill::AtReset,
+                Some(s(60)),
+                s(60),
+                Some(s(60)),
+                whole,
+                false,
+            ),
         ];
-        for (refill, window, reset, taught, want) in table {
+        for (refill, window, reset, taught, resolution, want) in table {
             assert_eq!(
-                refills_at_rate(refill, window, reset, taught),
+                refills_at_rate(refill, window, reset, taught, resolution),
                 want,
                 "{refill:?} window {window:?} reset {reset:?} taught {taught:?}"
             );
