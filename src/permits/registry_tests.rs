@@ -183,7 +183,12 @@ fn rss_bytes() -> u64 {
 async fn memory_per_bucket() {
     const N: usize = 500_000;
     let clock = ManualClock::new();
-    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
+    // Above the default cap on live partitions, which would stop it at 100 000.
+    let caps = crate::permits::caps::Caps {
+        partitions_per_resource: N + 1,
+        ..crate::permits::caps::Caps::default()
+    };
+    let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new()).with_caps(caps);
     reg.put(def("mem", true, 10, 0));
     reg.put(def("idle", true, 10, 0));
     let none = HashMap::new();

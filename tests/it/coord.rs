@@ -203,24 +203,20 @@ impl Cell {
     /// - GitHub's headers name a fixed window's end in whole epoch seconds. On these token
     ///   buckets a probe shows units coming back early; a reset rounded to the second then
     ///   says little about a sub-second refill, so shorter windows are tried, and a trial
-    ///   may be refused once early (and about 1 % after): in a 20 s cell at 3/s that one
-    ///   429 is 1.7 %. A storm is more than 1 % refused *and* more than 1 + 1 % of the
-    ///   calls.
+    ///   may be refused once early (and about 1 % after). The first windows read from a
+    ///   level shown rounded down can also be short by up to a unit's share, until 429s
+    ///   lengthen them: in a 20 s cell at 3/s (65 calls) that is 2-3 429s, 3-5 %. A storm
+    ///   (5 % and more; the bimodal reading of whole-second resets was 60-90 %) fails.
     /// - Without headers the rate is found by 429s, each pausing the fleet for its
     ///   Retry-After (at least a second): refused under 5 %, utilisation 0.72-0.93, below
     ///   naive's (which takes every unit by having 85-95 % of its calls refused).
     fn known_gap(&self) -> Option<(f64, f64)> {
         match (self.mode.as_str(), self.dialect.as_str()) {
             ("known" | "naive", _) => None,
-            (_, "github") => Some((0.01, GITHUB_FLOOR)),
+            (_, "github") => Some((0.05, GITHUB_FLOOR)),
             (_, "none") => Some((0.05, 0.60)),
             _ => None,
         }
-    }
-
-    /// Whether the refusals are within what trials of a shorter window may cost.
-    fn within_trial_budget(&self) -> bool {
-        self.limited <= 1.0 + self.calls / 100.0
     }
 
     /// What went wrong besides the figures: failed calls, no call at all.
@@ -287,10 +283,10 @@ impl Cell {
 }
 
 /// The utilisation below which a GitHub-headers cell starves. Whole-second resets are
-/// probed towards the refill, so a burst of 1 gets past the 1/s its resets show (0.8-0.97
-/// in 60 s cells); a burst of the rate reads either right (0.99) or, in some runs under
-/// load, one window in two (0.5).
-const GITHUB_FLOOR: f64 = 0.3;
+/// probed towards the refill, so a burst of 1 gets past the 1/s its resets show (0.76-0.87
+/// in 20 s cells of the debug build); a burst of the rate reads 0.98-0.99. One window in
+/// two (0.5), as whole-second instants were once read, fails.
+const GITHUB_FLOOR: f64 = 0.6;
 
 /// Every cell of the bounded matrix meets its target, and the command says so too.
 ///
@@ -312,7 +308,7 @@ fn judge(cell: &Cell, naive: Option<&Cell>) -> Result<(), String> {
             }
         );
         misses = cell.faults();
-        if refused >= max_refused && !(cell.dialect == "github" && cell.within_trial_budget()) {
+        if refused >= max_refused {
             misses.push(format!("refused {:.2}%: a storm", refused * 100.0));
         }
         if util < min_util {
