@@ -24,9 +24,10 @@ fi
 # and the integration tests (real server on 127.0.0.1:0, real clients, real sled on disk, the
 # dashboard in headless Chromium).
 cargo test --locked --all-targets "$@"
-# The bounded coordination matrix measures timing: on its own, so nothing else competes
-# for the two cores while its fleets pace their calls.
+# The bounded coordination matrix and the cluster's utilisation measure timing: on their
+# own, so nothing else competes for the two cores while their fleets pace their calls.
 cargo test --locked --test it coord::coord_matrix_meets_targets -- --ignored --exact
+cargo test --locked --test it cluster::redis_cluster_utilisation -- --ignored --exact
 
 # Bounded fuzzing of every parser target (cargo-fuzz, libFuzzer): FUZZ_SECONDS per target.
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"

@@ -855,16 +855,11 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-/// The same guarantees on a 3-node Redis Cluster given as seed nodes: no over-grant across
-/// 3 replicas for resources whose keys live on different nodes, a 429 pausing every
-/// replica, idempotency shared.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_seed_nodes() {
-    let Some(fleet) = Fleet::start_cluster("redis_cluster_seed_nodes", 3).await else {
-        return;
-    };
+/// Two resources hashed to different slots (and, on 3 nodes, most likely nodes), driven
+/// through every replica at once for 2 s: no grant outside the limit's envelope (over-grants
+/// fail at once); returns each one's utilisation.
+async fn drive_two_slots<R>(fleet: &Fleet<R>) -> Vec<(&'static str, f64)> {
     let (amount, period, burst) = (20, Duration::from_millis(100), 20);
-    // Two resources, hashed to different slots (and, on 3 nodes, most likely nodes).
     for name in ["rc:a", "rc:b"] {
         fleet
             .define(resource(
@@ -874,31 +869,36 @@ async fn redis_cluster_seed_nodes() {
             ))
             .await;
     }
-    // Utilisation is timing: with the rest of the suite on two cores a run can lose a
-    // tenth to scheduling, so a run that misses it is measured once more. Over-grants
-    // fail at once.
-    for attempt in 1..=2 {
-        let (a, b) = tokio::join!(
-            drive(&fleet, "rc:a", period * 20, Duration::ZERO),
-            drive(&fleet, "rc:b", period * 20, Duration::ZERO)
+    let (a, b) = tokio::join!(
+        drive(fleet, "rc:a", period * 20, Duration::ZERO),
+        drive(fleet, "rc:b", period * 20, Duration::ZERO)
+    );
+    let mut out = Vec::new();
+    for (name, run) in [("rc:a", &a), ("rc:b", &b)] {
+        let (violations, worst) = envelope(&run.grants, amount, period, burst);
+        let util = utilisation(run.grants.len(), amount, period, burst, run.elapsed);
+        println!(
+            "RESULT redis_cluster_no_over_grant resource={name} nodes=3 replicas=3 grants={} windows_over_limit={violations} worst_window={worst} utilisation={util:.3}",
+            run.grants.len()
         );
-        let mut low = Vec::new();
-        for (name, run) in [("rc:a", &a), ("rc:b", &b)] {
-            let (violations, worst) = envelope(&run.grants, amount, period, burst);
-            let util = utilisation(run.grants.len(), amount, period, burst, run.elapsed);
-            println!(
-                "RESULT redis_cluster_no_over_grant resource={name} nodes=3 replicas=3 grants={} windows_over_limit={violations} worst_window={worst} utilisation={util:.3} attempt={attempt}",
-                run.grants.len()
-            );
-            assert_eq!(violations, 0, "{name}: grants outside the envelope");
-            if util <= 0.9 {
-                low.push(format!("{name}: utilisation {util:.3}"));
-            }
-        }
-        if low.is_empty() {
-            break;
-        }
-        assert!(attempt < 2, "{}", low.join("; "));
+        assert_eq!(violations, 0, "{name}: grants outside the envelope");
+        out.push((name, util));
+    }
+    out
+}
+
+/// The same guarantees on a 3-node Redis Cluster given as seed nodes: no over-grant across
+/// 3 replicas for resources whose keys live on different nodes, a 429 pausing every
+/// replica, idempotency shared. Utilisation is only guarded against starving here (with
+/// the suite beside it on two cores it lost up to a fifth to scheduling in CI);
+/// `redis_cluster_utilisation` holds it to 0.9, run alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_seed_nodes() {
+    let Some(fleet) = Fleet::start_cluster("redis_cluster_seed_nodes", 3).await else {
+        return;
+    };
+    for (name, util) in drive_two_slots(&fleet).await {
+        assert!(util > 0.5, "{name}: utilisation {util:.3}: starving");
     }
     // A 429 at replica 0 pauses replica 2.
     let mut p0 = fleet.permits(0);
@@ -936,6 +936,29 @@ async fn redis_cluster_seed_nodes() {
     let second = i1.begin(begin).await.expect("begin").into_inner();
     assert_eq!(second.state, proto::IdempotencyState::InProgress as i32);
     let _ = &fleet.redis;
+}
+
+/// Grants across 3 replicas over a 3-node Redis Cluster use at least 0.9 of what the
+/// limit allows. Timing: run alone, after the rest (`scripts/test.sh` does); a run that
+/// misses is measured once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing: run alone, after the rest (scripts/test.sh does)"]
+async fn redis_cluster_utilisation() {
+    let Some(fleet) = Fleet::start_cluster("redis_cluster_utilisation", 3).await else {
+        return;
+    };
+    for attempt in 1..=2 {
+        let low: Vec<String> = drive_two_slots(&fleet)
+            .await
+            .into_iter()
+            .filter(|&(_, util)| util <= 0.9)
+            .map(|(name, util)| format!("{name}: utilisation {util:.3}"))
+            .collect();
+        if low.is_empty() {
+            return;
+        }
+        assert!(attempt < 2, "{}", low.join("; "));
+    }
 }
 
 /// Redis hangs (SIGSTOP: sockets stay open, nothing answers): the first caller gets
