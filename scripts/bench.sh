@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks of the permit hot path against the floor (the server's own Health/Check),
-# measured in the same run: server pinned to core 0, load generator to core 1.
+# Benchmarks of the permit hot path against two floors measured in the same run: the
+# server's own Health/Check, and a bare tonic server's (examples/floor.rs: health only, a
+# current-thread runtime). Servers pinned to core 0, load generator to core 1.
 #   scripts/bench.sh            full sweep, writes bench/results.md
 #   DURATION=2s scripts/bench.sh  shorter phases
 #   COORD_DURATION=5s scripts/bench.sh  shorter coordination modes (default 10s)
@@ -9,10 +10,15 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-6s}
 OUT=${OUT:-bench/results.md}
 PORT=${PORT:-50997}
+FLOOR_PORT=${FLOOR_PORT:-50990}
 cargo build --release --locked
+cargo build --release --locked --example floor
 BIN=target/release/permitd
 DATA=$(mktemp -d)
-trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$DATA"' EXIT
+taskset -c 0 target/release/examples/floor "127.0.0.1:$FLOOR_PORT" &
+FLOOR=$!
+trap 'kill "$SERVER" "$FLOOR" 2>/dev/null || true; rm -rf "$DATA"' EXIT
+BARE=(--floor-server "127.0.0.1:$FLOOR_PORT" --floor-pid "$FLOOR")
 
 start_server() {
   taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$1" --log-filter warn &
@@ -30,7 +36,8 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
   echo
   echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
   echo "server on core 0, load generator on core 1 (\`taskset\`), $DURATION per phase in 5 interleaved rounds."
-  echo "\`x_floor\`: throughput / Health/Check's; \`cpu_x\`: server CPU per request / Health/Check's."
+  echo "\`x_floor\`: throughput / Health/Check's; \`cpu_x\`: server CPU per request / Health/Check's;"
+  echo "\`x_bare\`, \`cpu_x_bare\`: the same against the bare tonic server's Health/Check (\`floor\`)."
   echo
 } > "$OUT"
 
@@ -39,7 +46,7 @@ for conc in 1 16 64 256; do
   n=$((n+1)); start_server "$n"
   echo "## concurrency $conc, 1 bucket" >> "$OUT"
   echo '```' >> "$OUT"
-  taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency "$conc" --duration "$DURATION" --server-pid "$SERVER" | tee -a "$OUT"
+  taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency "$conc" --duration "$DURATION" --server-pid "$SERVER" "${BARE[@]}" | tee -a "$OUT"
   echo '```' >> "$OUT"
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 done

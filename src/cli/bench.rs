@@ -11,6 +11,11 @@
 //! With `--server-pid` the server's CPU time per request is read from
 //! `/proc/PID/task/*/schedstat` (nanoseconds, all threads), which is steadier than
 //! throughput when the load generator is the bottleneck.
+//!
+//! `health` is a floor that carries permitd's own overhead (its runtime, layers and
+//! router). With `--floor-server` (and `--floor-pid`) a `floor` phase measures
+//! `Health/Check` on a bare tonic server too (`cargo run --release --example floor`), in
+//! the same rounds, and every phase is also given against it (`x_bare`, `cpu_x_bare`).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -55,6 +60,13 @@ pub struct BenchArgs {
     /// The server's process id, to measure its CPU time per request
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// A bare gRPC server whose Health/Check is the true floor, measured in the same rounds
+    /// (plaintext; `cargo run --release --example floor -- ADDR` is one)
+    #[arg(long, value_name = "URL")]
+    pub floor_server: Option<String>,
+    /// The bare server's process id, to measure its CPU time per request
+    #[arg(long, value_name = "PID", requires = "floor_server")]
+    pub floor_pid: Option<u32>,
     /// Print only the JSON line
     #[arg(long)]
     pub json: bool,
@@ -76,6 +88,8 @@ pub enum Phase {
     /// Envoy's ShouldRateLimit: domain `bench`, one descriptor `user` whose value cycles over
     /// `--buckets` values (the server needs `--rls-config` with that rule: scripts/bench.sh).
     Rls,
+    /// grpc.health.v1.Health/Check on `--floor-server`: the true floor (added with it).
+    Floor,
 }
 
 impl Phase {
@@ -87,6 +101,7 @@ impl Phase {
             Self::Release => "release",
             Self::Batch => "batch",
             Self::Rls => "rls",
+            Self::Floor => "floor",
         }
     }
 }
@@ -208,7 +223,7 @@ async fn one(
                     )
                 })
         }),
-        Phase::Health => health
+        Phase::Health | Phase::Floor => health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
             })
@@ -249,15 +264,26 @@ async fn one(
     }
 }
 
+/// The connections of the servers measured: permitd's, and the bare floor's if any.
+struct Targets {
+    permitd: Vec<Channel>,
+    floor: Vec<Channel>,
+}
+
 /// Run one phase for `length` with `args.concurrency` workers.
 async fn round(
     phase: Phase,
-    channels: &[Channel],
+    targets: &Targets,
     args: &BenchArgs,
     length: Duration,
     t: &mut Totals,
 ) {
-    let cpu0 = args.server_pid.and_then(cpu_time);
+    let (channels, pid) = if phase == Phase::Floor {
+        (&targets.floor, args.floor_pid)
+    } else {
+        (&targets.permitd, args.server_pid)
+    };
+    let cpu0 = pid.and_then(cpu_time);
     let start = Instant::now();
     let end = start + length;
     let mut tasks = Vec::with_capacity(args.concurrency);
@@ -321,7 +347,7 @@ async fn round(
         }
     }
     t.elapsed += start.elapsed();
-    if let (Some(a), Some(b)) = (cpu0, args.server_pid.and_then(cpu_time)) {
+    if let (Some(a), Some(b)) = (cpu0, pid.and_then(cpu_time)) {
         t.cpu = Some(t.cpu.unwrap_or_default() + b.saturating_sub(a));
     }
 }
@@ -353,22 +379,49 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCod
         "--batch must be 1 to {}",
         crate::server::batch::MAX_BATCH
     );
-    let mut channels = Vec::new();
-    for _ in 0..args.connections {
-        channels.push(super::rpc::connect(&args.conn, args.conn.timeout).await?);
+    let mut phases = args.phases.clone();
+    match &args.floor_server {
+        Some(_) if !phases.contains(&Phase::Floor) => phases.insert(0, Phase::Floor),
+        None if phases.contains(&Phase::Floor) => {
+            anyhow::bail!("the floor phase needs --floor-server")
+        }
+        _ => {}
     }
-    setup(channels[0].clone(), args.buckets).await?;
+    let mut targets = Targets {
+        permitd: Vec::new(),
+        floor: Vec::new(),
+    };
+    for _ in 0..args.connections {
+        targets
+            .permitd
+            .push(super::rpc::connect(&args.conn, args.conn.timeout).await?);
+    }
+    if let Some(url) = &args.floor_server {
+        // Plaintext and no token: nothing but a tonic round trip.
+        let bare = ConnArgs {
+            server: url.clone(),
+            timeout: args.conn.timeout,
+            token: None,
+            tenant: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        };
+        for _ in 0..args.connections {
+            let c = super::rpc::connect(&bare, args.conn.timeout)
+                .await
+                .context("connecting to --floor-server")?;
+            targets.floor.push(c);
+        }
+    }
+    setup(targets.permitd[0].clone(), args.buckets).await?;
     let slice = args.duration / args.rounds;
-    let mut totals: Vec<(Phase, Totals)> = args
-        .phases
-        .iter()
-        .map(|&p| (p, Totals::default()))
-        .collect();
+    let mut totals: Vec<(Phase, Totals)> = phases.iter().map(|&p| (p, Totals::default())).collect();
     // Warm-up: connections, the server's buckets and allocator.
     for (p, _) in &totals {
         round(
             *p,
-            &channels,
+            &targets,
             &args,
             slice.min(Duration::from_millis(500)),
             &mut Totals::default(),
@@ -377,7 +430,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCod
     }
     for _ in 0..args.rounds {
         for (p, t) in &mut totals {
-            round(*p, &channels, &args, slice, t).await;
+            round(*p, &targets, &args, slice, t).await;
         }
     }
     report(&args, &mut totals);
@@ -391,12 +444,24 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
         t.cpu
             .map(|c| c.as_secs_f64() * 1e6 / (t.requests.max(1) as f64))
     };
-    let floor = totals
-        .iter()
-        .find(|(p, _)| *p == Phase::Health)
-        .map(|(_, t)| (rate(t), cpu_us(t)));
+    let floor_of = |phase: Phase| {
+        totals
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, t)| (rate(t), cpu_us(t)))
+    };
+    let (floor, bare) = (floor_of(Phase::Health), floor_of(Phase::Floor));
+    // Throughput and CPU per request of a phase against a floor.
+    let against = |r: f64, c: Option<f64>, f: Option<(f64, Option<f64>)>| {
+        let x = f.map_or(f64::NAN, |(f, _)| r / f);
+        let cx = match (c, f.and_then(|(_, fc)| fc)) {
+            (Some(c), Some(f)) => c / f,
+            _ => f64::NAN,
+        };
+        (x, cx)
+    };
     let mut table = format!(
-        "{:<8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>11} {:>9}\n",
+        "{:<8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>11} {:>9}",
         "phase",
         "req/s",
         "p50_us",
@@ -408,6 +473,10 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
         "cpu_us/req",
         "cpu_x"
     );
+    if bare.is_some() {
+        let _ = write!(table, " {:>8} {:>10}", "x_bare", "cpu_x_bare");
+    }
+    table.push('\n');
     let mut json = format!(
         "{{\"concurrency\":{},\"connections\":{},\"buckets\":{},\"phases\":{{",
         args.concurrency, args.connections, args.buckets
@@ -416,14 +485,11 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
         t.latencies_us.sort_unstable();
         let l = &t.latencies_us;
         let r = rate(t);
-        let x = floor.map_or(f64::NAN, |(f, _)| r / f);
         let c = cpu_us(t);
-        let cx = match (c, floor.and_then(|(_, fc)| fc)) {
-            (Some(c), Some(f)) => c / f,
-            _ => f64::NAN,
-        };
+        let (x, cx) = against(r, c, floor);
+        let (xb, cxb) = against(r, c, bare);
         let c_text = c.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
-        let _ = writeln!(
+        let _ = write!(
             table,
             "{:<8} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8.2} {:>11} {:>9.2}",
             p.name(),
@@ -437,9 +503,13 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
             c_text,
             cx
         );
+        if bare.is_some() {
+            let _ = write!(table, " {xb:>8.2} {cxb:>10.2}");
+        }
+        table.push('\n');
         let _ = write!(
             json,
-            "{}\"{}\":{{\"rps\":{r:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"errors\":{},\"ratio_rps\":{},\"cpu_us_per_req\":{},\"ratio_cpu\":{}}}",
+            "{}\"{}\":{{\"rps\":{r:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"errors\":{},\"ratio_rps\":{},\"cpu_us_per_req\":{},\"ratio_cpu\":{},\"ratio_rps_bare\":{},\"ratio_cpu_bare\":{}}}",
             if i > 0 { "," } else { "" },
             p.name(),
             pct(l, 0.5),
@@ -450,6 +520,8 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
             num(x),
             c.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}")),
             num(cx),
+            num(xb),
+            num(cxb),
         );
     }
     json.push('}');

@@ -70,6 +70,96 @@ async fn bench_batch_phase() {
     server.stop().await;
 }
 
+/// The bare floor (`examples/floor.rs`, built by `cargo test --all-targets`): its own
+/// process on a free port, measured in the same rounds as permitd's phases, with every
+/// phase given against it; the floor phase without a floor server is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_against_the_bare_floor() {
+    let server = TestServer::start().await;
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_permitd"))
+        .parent()
+        .expect("target dir")
+        .join("examples/floor");
+    assert!(
+        exe.exists(),
+        "{} is missing: `cargo build --example floor` (cargo test --all-targets builds it)",
+        exe.display()
+    );
+    let port = crate::spawned::free_port();
+    let mut floor = Command::new(&exe)
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("start the floor server");
+    let url = format!("http://127.0.0.1:{port}");
+    // Serving once Health answers SERVING (bounded).
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .expect("url")
+        .connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut up = false;
+    for _ in 0..500 {
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        if health
+            .check(req)
+            .await
+            .is_ok_and(|r| r.into_inner().status == 1)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(up, "the floor server serves");
+    let pid = floor.id().to_string();
+    // The test server runs in this process.
+    let own = std::process::id().to_string();
+    let (code, out) = run(
+        &server,
+        &[
+            "bench",
+            "--phases",
+            "health,grant",
+            "--floor-server",
+            &url,
+            "--floor-pid",
+            &pid,
+            "--server-pid",
+            &own,
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--duration",
+            "400ms",
+            "--rounds",
+            "2",
+            "--json",
+        ],
+    )
+    .await;
+    let _ = floor.kill();
+    let _ = floor.wait();
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().last().unwrap();
+    println!("RESULT bench_floor {line}");
+    assert!(line.contains("\"floor\":{\"rps\":"), "{line}");
+    // The floor's own CPU was read (its pid), and grant is given against it.
+    let floor_part = &line[line.find("\"floor\":").unwrap()..];
+    assert!(!floor_part.starts_with("\"floor\":{\"rps\":0,"), "{line}");
+    assert!(
+        floor_part.contains("\"ratio_rps_bare\":1.000,\"ratio_cpu_bare\":1.000"),
+        "{line}"
+    );
+    let grant = &line[line.find("\"grant\":").unwrap()..];
+    assert!(!grant.contains("\"ratio_cpu_bare\":null"), "{line}");
+    assert_eq!(line.matches("\"errors\":0,").count(), 3, "{line}");
+    let (code, _) = run(&server, &["bench", "--phases", "floor", "--duration", "1s"]).await;
+    assert_eq!(code, 1, "the floor phase needs --floor-server");
+    server.stop().await;
+}
+
 /// Every mode of the coordination benchmark runs against its own upstream and reports
 /// calls, 429s, the refused share and the utilisation of the upstream, one JSON line each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
