@@ -18,6 +18,7 @@
 //! the same rounds, and every phase is also given against it (`x_bare`, `cpu_x_bare`).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::cli::rpc::Conn as Channel;
@@ -548,10 +549,12 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
         );
     }
     json.push('}');
+    // Written, not printed: a reader that closed the pipe (`| head`) must not panic it.
+    let mut out = std::io::stdout().lock();
     if !args.json {
-        print!("{table}");
+        let _ = out.write_all(table.as_bytes());
     }
-    println!("{json}");
+    let _ = writeln!(out, "{json}");
 }
 
 fn num(x: f64) -> String {
