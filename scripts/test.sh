@@ -23,6 +23,9 @@ fi
 # Unit tests (bucket math with proptest, parsers, store conformance on memory, sled and Redis)
 # and the integration tests (real server on 127.0.0.1:0, real clients, real sled on disk, the
 # dashboard in headless Chromium).
+# The bench's bare floor server, which bench_cli runs (`cargo test` builds examples only as
+# test harnesses).
+cargo build --locked --example floor
 cargo test --locked --all-targets "$@"
 # The bounded coordination matrix and the cluster's utilisation measure timing: on their
 # own, so nothing else competes for the two cores while their fleets pace their calls.

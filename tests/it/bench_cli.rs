@@ -70,7 +70,7 @@ async fn bench_batch_phase() {
     server.stop().await;
 }
 
-/// The bare floor (`examples/floor.rs`, built by `cargo test --all-targets`): its own
+/// The bare floor (`examples/floor.rs`, built by `scripts/test.sh` first): its own
 /// process on a free port, measured in the same rounds as permitd's phases, with every
 /// phase given against it; the floor phase without a floor server is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +82,7 @@ async fn bench_against_the_bare_floor() {
         .join("examples/floor");
     assert!(
         exe.exists(),
-        "{} is missing: `cargo build --example floor` (cargo test --all-targets builds it)",
+        "{} is missing: `cargo build --example floor` (scripts/test.sh does)",
         exe.display()
     );
     let port = crate::spawned::free_port();
