@@ -105,7 +105,11 @@ impl Fleet<RedisCluster> {
     /// `n` replicas over a fresh 3-node Redis Cluster, given its seed nodes.
     async fn start_cluster(test: &str, n: usize) -> Option<Self> {
         let redis = RedisCluster::for_test(test)?;
-        let (replicas, dir) = replicas(&redis.url_list(), n, None, &[]).await;
+        // Six processes and the suite share two cores: a slot's script call can outlast the
+        // default 250 ms there and be UNAVAILABLE (fail closed, as it should, but these
+        // tests are about limits, not timeouts; redis_hang_* tests the timeout).
+        let config = "[redis]\nop_timeout = \"2s\"\n";
+        let (replicas, dir) = replicas(&redis.url_list(), n, Some(config), &[]).await;
         Some(Self {
             redis,
             replicas,
