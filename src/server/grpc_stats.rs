@@ -7,7 +7,6 @@
 //! adds and one hash lookup. For a server-streaming method (Watch) the time is to the
 //! stream's start, not its end.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,10 +56,9 @@ impl MethodStats {
 /// Per-method counters of the gRPC server. Shared by the layer and `/metrics`.
 #[derive(Debug)]
 pub struct GrpcStats {
-    /// (path, counters), in path order, [`OTHER`] last.
+    /// (path, counters), in path order, [`OTHER`] last: a path is found by binary search
+    /// (a few comparisons of short strings, no hashing on the request path).
     methods: Vec<(String, MethodStats)>,
-    /// Path -> index into `methods`.
-    index: HashMap<String, usize>,
 }
 
 impl Default for GrpcStats {
@@ -77,17 +75,11 @@ impl GrpcStats {
         paths.sort();
         paths.dedup();
         paths.push(OTHER.to_owned());
-        let index = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.clone(), i))
-            .collect();
         Self {
             methods: paths
                 .into_iter()
                 .map(|p| (p, MethodStats::default()))
                 .collect(),
-            index,
         }
     }
 
@@ -106,10 +98,10 @@ impl GrpcStats {
 
     /// Index of a request path's counters ([`OTHER`]'s for an unknown one).
     fn index_of(&self, path: &str) -> usize {
-        self.index
-            .get(path)
-            .copied()
-            .unwrap_or(self.methods.len() - 1)
+        let other = self.methods.len() - 1;
+        self.methods[..other]
+            .binary_search_by(|(p, _)| p.as_str().cmp(path))
+            .unwrap_or(other)
     }
 
     /// The counters of a request path ([`OTHER`]'s for an unknown one).
@@ -184,7 +176,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = Timed<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -194,13 +186,37 @@ where
         let stats = Arc::clone(&self.stats);
         let i = stats.index_of(req.uri().path());
         stats.methods[i].1.requests.fetch_add(1, Ordering::Relaxed);
-        let start = Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            stats.methods[i].1.observe(start.elapsed());
-            res
-        })
+        Timed {
+            inner: self.inner.call(req),
+            stats,
+            index: i,
+            start: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future, timed to its end (no allocation per call).
+    #[derive(Debug)]
+    pub struct Timed<F> {
+        #[pin]
+        inner: F,
+        stats: Arc<GrpcStats>,
+        index: usize,
+        start: Instant,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        this.stats.methods[*this.index]
+            .1
+            .observe(this.start.elapsed());
+        Poll::Ready(out)
     }
 }
 
