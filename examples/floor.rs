@@ -4,15 +4,25 @@
 //! --floor-server` measures its `Health/Check` in the same rounds as permitd's phases, so
 //! every figure can be read against what any tonic server costs.
 //!
-//! `cargo run --release --example floor -- 127.0.0.1:50990`
+//! With a certificate and key (PEM) it serves TLS through tonic's own rustls acceptor: the
+//! floor of the TLS rows of `scripts/bench-floor.sh`.
+//!
+//! `cargo run --release --example floor -- 127.0.0.1:50990 [CERT KEY]`
 
 use std::net::SocketAddr;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args
+        .next()
         .unwrap_or_else(|| "127.0.0.1:50990".to_owned())
         .parse()?;
+    let tls = match (args.next(), args.next()) {
+        (Some(cert), Some(key)) => Some(tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?),
+        )),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -21,10 +31,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve(addr)
-            .await
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder.add_service(service).serve(addr).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     Ok(())
 }

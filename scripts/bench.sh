@@ -25,7 +25,7 @@ start_server() {
   SERVER=$!
   for _ in $(seq 100); do
     # NOT_FOUND for an unknown resource is an answer: the server is up.
-    "$BIN" quota x --server "127.0.0.1:$PORT" 2>&1 | grep -q NOT_FOUND && break
+    [[ $("$BIN" quota x --server "127.0.0.1:$PORT" 2>&1) == *NOT_FOUND* ]] && break
     sleep 0.1
   done
 }
@@ -75,7 +75,7 @@ n=$((n+1))
 taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$n" --log-filter warn --rls-config "$DATA/rls.yaml" &
 SERVER=$!
 for _ in $(seq 100); do
-  "$BIN" quota x --server "127.0.0.1:$PORT" 2>&1 | grep -q NOT_FOUND && break
+  [[ $("$BIN" quota x --server "127.0.0.1:$PORT" 2>&1) == *NOT_FOUND* ]] && break
   sleep 0.1
 done
 echo "## Envoy ShouldRateLimit: concurrency 64, one descriptor over 100 values" >> "$OUT"
@@ -126,7 +126,7 @@ taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$n" --lo
 SERVER=$!
 TLS_ARGS=(--server "https://127.0.0.1:$PORT" --tls-ca "$TLS/ca.pem" --token "$TOKEN")
 for _ in $(seq 100); do
-  "$BIN" quota x "${TLS_ARGS[@]}" 2>&1 | grep -q NOT_FOUND && break
+  [[ $("$BIN" quota x "${TLS_ARGS[@]}" 2>&1) == *NOT_FOUND* ]] && break
   sleep 0.1
 done
 echo "## TLS + bearer token, concurrency 64, 1 bucket (floor: Health/Check over TLS)" >> "$OUT"
