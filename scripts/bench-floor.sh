@@ -23,7 +23,7 @@ command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-
 command -v nghttp >/dev/null || { echo "nghttp missing: apt-get install nghttp2-client" >&2; exit 1; }
 cargo build --release --locked
 cargo build --release --locked --example floor
-BIN=target/release/permitd
+BIN=${BIN:-target/release/permitd}
 W=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$W"' EXIT
