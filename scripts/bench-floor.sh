@@ -44,17 +44,8 @@ descriptors:
 YAML
 
 # A throwaway CA and server certificate, and an admin token for the TLS rows.
-ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-( cd "$W"
-  openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj "/CN=bench CA" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-  openssl req "${ec[@]}" -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 2 \
-    -extfile server.ext -out server.pem 2>/dev/null )
-minted=$("$BIN" token new --name bench --tenant bench --role admin)
-TOKEN=$(sed -n 's/^token: //p' <<<"$minted")
-{ echo '[auth]'; echo 'mode = "tokens"'; sed -n '/^\[\[auth.principals\]\]/,$p' <<<"$minted"; } > "$W/tls.toml"
+. scripts/bench-tls.sh
+bench_tls "$W"
 
 wait_up() { # url, extra args for permitd quota
   local url=$1; shift
@@ -72,7 +63,7 @@ BARE_TLS=$!; PIDS+=("$BARE_TLS")
 taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$W/d1" --log-filter warn \
   --rls-config "$W/rls.yaml" & PLAIN=$!; PIDS+=("$PLAIN")
 taskset -c 0 "$BIN" serve --listen "127.0.0.1:$((PORT+1))" --data-dir "$W/d2" --log-filter warn \
-  --rls-config "$W/rls.yaml" --config "$W/tls.toml" --tls-cert "$W/server.pem" --tls-key "$W/server.key" &
+  --rls-config "$W/rls.yaml" --config "$W/permitd.toml" --tls-cert "$W/server.pem" --tls-key "$W/server.key" &
 TLSD=$!; PIDS+=("$TLSD")
 wait_up "127.0.0.1:$PORT"
 TLS_ARGS=(--tls-ca "$W/ca.pem" --token "$TOKEN")

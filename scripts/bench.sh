@@ -109,17 +109,8 @@ kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 # granted AcquirePermit on each at concurrency 64. The TLS run's ratios are against
 # Health/Check over TLS; the summary compares TLS with plaintext.
 TLS=$DATA/tls; mkdir -p "$TLS"
-ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-( cd "$TLS"
-  openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj "/CN=bench CA" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-  openssl req "${ec[@]}" -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 2 \
-    -extfile server.ext -out server.pem 2>/dev/null )
-minted=$("$BIN" token new --name bench --tenant bench --role admin)
-TOKEN=$(sed -n 's/^token: //p' <<<"$minted")
-{ echo '[auth]'; echo 'mode = "tokens"'; sed -n '/^\[\[auth.principals\]\]/,$p' <<<"$minted"; } > "$TLS/permitd.toml"
+. scripts/bench-tls.sh
+bench_tls "$TLS"
 n=$((n+1))
 taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d$n" --log-filter warn \
   --config "$TLS/permitd.toml" --tls-cert "$TLS/server.pem" --tls-key "$TLS/server.key" &
