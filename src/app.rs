@@ -38,6 +38,9 @@ use crate::watch::Hub;
 
 /// How often expired leases and idle partition buckets are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long a starting permitd waits for the data directory's lock, held by a predecessor
+/// that is still exiting, before saying another permitd has it.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +147,10 @@ pub async fn run_with(
         }
         None => {
             let dir = config.data_dir.clone();
-            let sled = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await??);
+            let sled = Arc::new(
+                tokio::task::spawn_blocking(move || SledStore::open_within(&dir, LOCK_WAIT))
+                    .await??,
+            );
             (Arc::clone(&sled) as Arc<dyn ResourceStore>, sled)
         }
     };

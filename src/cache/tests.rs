@@ -185,7 +185,7 @@ async fn reopen_rebuilds_the_index() {
         }
         commit.close();
     }
-    let sled = SledStore::open(dir.path()).unwrap();
+    let sled = SledStore::open_within(dir.path(), Duration::from_secs(10)).unwrap();
     sled.insert_raw_record(RecordTree::Cache, b"\x07default\x02nsbad", b"junk")
         .unwrap();
     let store: Arc<dyn RecordStore> = Arc::new(sled);

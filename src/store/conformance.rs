@@ -433,7 +433,9 @@ store_conformance!(redis_cluster_backend, redis_cluster);
 
 /// Opens `dir` or panics with the error chain.
 fn open(dir: &Path) -> SledStore {
-    SledStore::open(dir).unwrap_or_else(|e| panic!("open {}: {e:?}", dir.display()))
+    // Reopens follow a drop; sled frees the lock a moment later, from its own threads.
+    SledStore::open_within(dir, std::time::Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("open {}: {e:?}", dir.display()))
 }
 
 /// Proves data written and acknowledged survives closing and reopening the directory.

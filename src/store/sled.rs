@@ -67,6 +67,25 @@ impl fmt::Debug for SledStore {
 }
 
 impl SledStore {
+    /// Like [`SledStore::open`], but while another holder still has the directory's lock,
+    /// retries until `wait` has passed (errors as for `open`): sled releases the lock from its background threads
+    /// a moment after the last handle drops, and a restarted permitd may start while its
+    /// predecessor is still exiting.
+    pub fn open_within(dir: &Path, wait: std::time::Duration) -> Result<SledStore, StoreError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match SledStore::open(dir) {
+                Err(StoreError::Open {
+                    hint: OpenHint::Locked,
+                    ..
+                }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Opens (creating if needed) the store in directory `dir`.
     ///
     /// Blocks while sled recovers its log; call it before serving, or in `spawn_blocking`.

@@ -161,7 +161,7 @@ async fn expired_items_are_gone_after_a_sweep() {
     assert_eq!(swept, (10, 10));
     assert!(cache_get(&mut cache, "ns", "live").await.found);
     server.stop().await;
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = SledStore::open_within(dir.path(), Duration::from_secs(10)).unwrap();
     for tree in [RecordTree::Idempotency, RecordTree::Cache] {
         let left = store.scan(tree, None, 100).unwrap();
         assert_eq!(left.len(), 1, "{tree:?}: {left:?}");
