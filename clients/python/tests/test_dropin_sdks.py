@@ -41,9 +41,13 @@ def llm() -> Iterator[LLMUpstream]:
     up.close()
 
 
-def sdk(api: str, base: str, pd: permitd.Client, http: Any = httpx2, **kw: Any) -> Any:
+def preset(api: str, **kw: Any) -> List[Any]:
+    return permitd.presets.openai(**kw) if api == "openai" else permitd.presets.anthropic(**kw)
+
+
+def sdk(api: str, base: str, pd: permitd.Client, http: Any = httpx2, rules: Any = None, **kw: Any) -> Any:
     """The SDK's client, built as a user would, its HTTP client given the permit transport."""
-    rules = permitd.presets.openai() if api == "openai" else permitd.presets.anthropic()
+    rules = rules or preset(api)
     transport = permitd.httpx.PermitTransport(pd, rules=rules)
     client = http.Client(transport=transport)
     if api == "openai":
@@ -118,9 +122,14 @@ def test_sixteen_threads_of_sdk_calls_stay_under_the_limits(
 
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
-def test_token_reservations_end_reconciled_to_usage(llm: LLMUpstream, client: permitd.Client, target: str, api: str) -> None:
+@pytest.mark.parametrize("under", [False, True], ids=["estimated", "underestimated"])
+def test_token_reservations_end_reconciled_to_usage(
+    llm: LLMUpstream, client: permitd.Client, target: str, api: str, under: bool
+) -> None:
     """Plain and streamed answers (sync and async): the reservation (prompt estimate +
-    max_tokens) ends as what the upstream's usage said, in every token dimension."""
+    max_tokens) ends as what the upstream's usage said, in every token dimension — down
+    when it was too much, up when a tokenizer that counts nothing made it too little."""
+    rules = preset(api, tokenizer=(lambda text: 0) if under else None)
     model = f"m-{uuid.uuid4().hex[:8]}"
     big, period = 10_000_000, 30 * 86_400  # refill during the test: a few tokens a second
     dims = token_dims(api)
@@ -128,7 +137,7 @@ def test_token_reservations_end_reconciled_to_usage(llm: LLMUpstream, client: pe
     rng = random.Random(7)
     t0 = time.monotonic()
     with permitd.Client(target) as pd:
-        c = sdk(api, llm.base, pd)
+        c = sdk(api, llm.base, pd, rules=rules)
         for _ in range(4):
             call(api, c, model, prompt(rng), max_tokens=rng.randint(50, 400))
         for _ in range(3):  # streamed: the final usage event reconciles
@@ -141,7 +150,6 @@ def test_token_reservations_end_reconciled_to_usage(llm: LLMUpstream, client: pe
 
     async def streamed_async() -> None:
         async with permitd.AsyncClient(target) as apd:
-            rules = permitd.presets.openai() if api == "openai" else permitd.presets.anthropic()
             http = httpx2.AsyncClient(transport=permitd.httpx.AsyncPermitTransport(apd, rules=rules))
             if api == "openai":
                 ac: Any = openai.AsyncOpenAI(base_url=llm.base + "/v1", api_key="k", http_client=http)
@@ -174,7 +182,7 @@ def test_token_reservations_end_reconciled_to_usage(llm: LLMUpstream, client: pe
     slack = big / period * elapsed + 2
     for d in dims:
         consumed = big - q[d].remaining
-        print(f"{api} {d}: upstream used {used[d]}, permitd holds {consumed}")
+        print(f"{api} {d}: upstream used {used[d]}, permitd holds {consumed} (underestimated: {under})")
         assert abs(consumed - used[d]) <= slack, (d, consumed, used[d])
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -103,10 +104,11 @@ class PermitTask(celery.Task):  # type: ignore[misc]
             if self.permit_max_retries is not None and retries >= self.permit_max_retries:
                 raise
             spread = min(self.permit_jitter, 0.1 * 2 ** min(retries, 16))
+            # retry()'s max_retries=None means the task's own default (3): pass a bound.
             raise self.retry(
                 exc=e,
                 countdown=e.retry_after + random.uniform(0, spread),
-                max_retries=None,
+                max_retries=self.permit_max_retries if self.permit_max_retries is not None else sys.maxsize,
             )
         # The request is per task run (and per thread), unlike the task object.
         self.request.permit = p

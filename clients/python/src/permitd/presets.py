@@ -55,7 +55,7 @@ def _texts(value: Any) -> List[str]:
 def estimate_tokens(body: Mapping[str, Any], tokenizer: Tokenizer) -> int:
     """Prompt tokens of an OpenAI or Anthropic request body: its texts, plus a few tokens
     of framing per message (as the APIs count them)."""
-    parts = _texts({k: body.get(k) for k in ("messages", "input", "prompt", "system", "instructions") if k in body})
+    parts = [t for k in ("messages", "input", "prompt", "system", "instructions") if k in body for t in _texts(body[k])]
     messages = body.get("messages")
     framing = 4 * len(messages) if isinstance(messages, list) else 0
     return sum(tokenizer(t) for t in parts) + framing
