@@ -169,6 +169,7 @@ pub(super) async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         headers,
         actual_cost,
         attempt: args.attempt,
+        answered_ago: None,
     };
     let resp = client
         .report_outcome(request(msg, args.conn.timeout))

@@ -35,6 +35,8 @@ pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 const MAX_PERMIT_ID: usize = 512;
 /// Margin kept before a caller's gRPC deadline, so the answer arrives before it expires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+/// The longest a report may say the answer came before it (`answered_ago`).
+const MAX_ANSWERED_AGO: Duration = Duration::from_secs(3600);
 
 /// The Permits service.
 #[derive(Debug, Clone)]
@@ -286,6 +288,14 @@ impl Permits for PermitsService {
             }
             .into());
         }
+        // The instant of the answer: an absolute reset proves a refill counted from then.
+        let ago = opt_duration(
+            r.answered_ago.as_ref(),
+            "answered_ago",
+            Duration::ZERO,
+            MAX_ANSWERED_AGO,
+        )?
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let (resource, partition, call) = if r.permit_id.is_empty() {
             let resource = caller
                 .qualify(&r.resource, "resource", MAX_NAME_LEN)?
@@ -344,9 +354,17 @@ impl Permits for PermitsService {
             )
         };
         let clock = self.registry.clock();
+        let now = clock.now();
+        let since_grant = call
+            .and_then(|c| c.granted)
+            .map_or(u64::MAX, |g| now.saturating_sub(g));
         let obs = feedback::parse(
             r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            clock.wall(clock.now()),
+            // On the wall clock: the monotonic one starts with the server.
+            clock
+                .wall(now)
+                .checked_sub(Duration::from_nanos(ago.min(since_grant)))
+                .unwrap_or(std::time::UNIX_EPOCH),
         );
         let upstream = Upstream::of(&obs);
         let attempt = r.attempt.max(1);

@@ -583,3 +583,110 @@ async fn retry_after_is_the_block_not_one_unit() {
     }
     server.stop().await;
 }
+
+/// A reset stated as an instant (Anthropic's RFC 3339) proves a refill counted from when the
+/// upstream answered: a report made later (at the end of a stream) says how much later
+/// with `answered_ago`, and the learned window is not shortened by the wait. A report under
+/// a permit cannot place the answer before the grant; a bad value is refused naming the
+/// field and settles nothing.
+#[tokio::test]
+async fn answered_ago_reads_instant_resets_as_of_the_answer() {
+    let server = TestServer::start().await;
+    for name in ["up:ago", "up:now", "up:clamped"] {
+        let mut r = resource(name, vec![], 0);
+        r.limits_known = None;
+        r.learn_from_headers = Some(true);
+        r.dimensions = vec!["requests".into()];
+        r.accept_feedback_without_permit = Some(true);
+        put(&server, r).await;
+    }
+    // Full again at a whole second 3-4 s from now: 1 unit short of 10.
+    let whole = SystemTime::now() + Duration::from_secs(4);
+    let at = humantime::format_rfc3339_seconds(whole).to_string();
+    let headers: std::collections::HashMap<String, String> = [
+        ("anthropic-ratelimit-requests-limit", "10"),
+        ("anthropic-ratelimit-requests-remaining", "9"),
+        ("anthropic-ratelimit-requests-reset", at.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let mut permits = server.permits().await;
+    let report =
+        |resource: &str, permit_id: String, ago: Option<Duration>| proto::ReportOutcomeRequest {
+            resource: if permit_id.is_empty() {
+                resource.into()
+            } else {
+                String::new()
+            },
+            permit_id,
+            status_code: 200,
+            headers: headers.clone(),
+            attempt: 1,
+            answered_ago: ago.map(dur),
+            ..Default::default()
+        };
+    let held = permits
+        .acquire_permit(acquire_req("up:clamped"))
+        .await
+        .unwrap()
+        .into_inner();
+    let bad = permits
+        .report_outcome(proto::ReportOutcomeRequest {
+            answered_ago: Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+            ..report("", held.permit_id.clone(), None)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("answered_ago"), "{}", bad.message());
+    let ago = Some(Duration::from_secs(1));
+    for (resource, id) in [
+        ("up:ago", String::new()),
+        ("up:now", String::new()),
+        ("up:clamped", held.permit_id),
+    ] {
+        let ago = if resource == "up:now" { None } else { ago };
+        permits
+            .report_outcome(report(resource, id, ago))
+            .await
+            .unwrap();
+    }
+    let mut quotas = server.quotas().await;
+    let mut periods = Vec::new();
+    for resource in ["up:ago", "up:now", "up:clamped"] {
+        let got = quotas
+            .get_quota(proto::GetQuotaRequest {
+                resource: resource.into(),
+                partition: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let d = got
+            .dimensions
+            .iter()
+            .find(|d| d.dimension == "requests")
+            .expect("learned");
+        periods.push(crate::support::from_dur(d.period.as_ref().expect("a period")).as_secs_f64());
+    }
+    let [with_ago, as_of_now, clamped] = periods[..] else {
+        unreachable!("three resources")
+    };
+    println!(
+        "RESULT answered_ago window_with={with_ago:.2}s as_of_report={as_of_now:.2}s clamped={clamped:.2}s"
+    );
+    // One unit back in the reset: the window is 10 x the reset; a second more of it each.
+    assert!(
+        (with_ago - as_of_now - 10.0).abs() < 0.5,
+        "{with_ago} vs {as_of_now}"
+    );
+    assert!(
+        (clamped - as_of_now).abs() < 0.5,
+        "{clamped} vs {as_of_now}: the grant bounds the answer"
+    );
+    server.stop().await;
+}

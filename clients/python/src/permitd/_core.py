@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import math
+import time
 import os
 import re
 import uuid
@@ -545,6 +546,7 @@ class Report:
     headers: Dict[str, str]
     actual_cost: Dict[str, int]
     attempt: int
+    answered_at: Optional[float] = None  # time.monotonic() when the answer arrived
 
 
 def response_status(response: Any) -> int:
@@ -596,9 +598,14 @@ def report_args(
     headers: Any,
     actual_cost: Any,
     attempt: Any,
+    answered_at: Any = None,
 ) -> Report:
     if response is None and status is None:
         raise TypeError("report() needs a response or status=")
+    if answered_at is not None and (
+        isinstance(answered_at, bool) or not isinstance(answered_at, (int, float)) or not math.isfinite(answered_at)
+    ):
+        raise TypeError("answered_at must be a time.monotonic() reading")
     st = check_status(status) if status is not None else response_status(response)
     hd = response_headers(response) if response is not None else {}
     if headers is not None:
@@ -608,17 +615,27 @@ def report_args(
         headers=hd,
         actual_cost=check_cost(actual_cost, "actual_cost"),
         attempt=check_int(attempt, "attempt", 1, (1 << 32) - 1) if attempt is not None else 1,
+        answered_at=float(answered_at) if answered_at is not None else None,
     )
 
 
+#: The longest ``answered_ago`` the server takes (seconds).
+MAX_ANSWERED_AGO = 3600.0
+
+
 def report_request(permit_id: str, rep: Report) -> permits_pb2.ReportOutcomeRequest:
-    return permits_pb2.ReportOutcomeRequest(
+    req = permits_pb2.ReportOutcomeRequest(
         permit_id=permit_id,
         status_code=rep.status,
         headers=rep.headers,
         actual_cost=rep.actual_cost,
         attempt=rep.attempt,
     )
+    if rep.answered_at is not None:
+        # How long ago, as of sending: the server reads instant resets as of the answer.
+        ago = min(max(time.monotonic() - rep.answered_at, 0.0), MAX_ANSWERED_AGO)
+        req.answered_ago.FromNanoseconds(int(ago * 1e9))
+    return req
 
 
 def resource_message(

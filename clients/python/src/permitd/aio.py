@@ -75,9 +75,10 @@ class AsyncPermit(_PermitBase):
         headers: Optional[HeadersLike] = None,
         actual_cost: Optional[Mapping[str, int]] = None,
         attempt: Optional[int] = None,
+        answered_at: Optional[float] = None,
     ) -> Outcome:
         """See :meth:`permitd.Permit.report`."""
-        rep = core.report_args(response, status, headers, actual_cost, attempt)
+        rep = core.report_args(response, status, headers, actual_cost, attempt, answered_at)
         if self.done:
             raise RuntimeError(f"permit {self.permit_id} was already reported or released")
         self.done = True

@@ -58,12 +58,15 @@ class Permit(_PermitBase):
         headers: Optional[HeadersLike] = None,
         actual_cost: Optional[Mapping[str, int]] = None,
         attempt: Optional[int] = None,
+        answered_at: Optional[float] = None,
     ) -> Outcome:
         """Report the upstream's answer: ``response`` is a ``requests``, ``httpx`` or
         ``aiohttp`` response (status and headers read from it); ``status=`` (0 = no answer),
         ``headers=`` and ``actual_cost=`` give them explicitly (and override the response's).
+        ``answered_at``: the ``time.monotonic()`` when the answer arrived, if you report
+        later (after a stream): permitd then reads reset instants as of the answer.
         Releases the concurrency slot, reconciles the cost, and returns permitd's advice."""
-        rep = core.report_args(response, status, headers, actual_cost, attempt)
+        rep = core.report_args(response, status, headers, actual_cost, attempt, answered_at)
         if self.done:
             raise RuntimeError(f"permit {self.permit_id} was already reported or released")
         self.done = True

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18permitd/v1/permits.proto\x12\npermitd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x02\n\x14\x41\x63quirePermitRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x38\n\x04\x63ost\x18\x03 \x03(\x0b\x32*.permitd.v1.AcquirePermitRequest.CostEntry\x12+\n\x08max_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12(\n\x05lease\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a+\n\tCostEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xf4\x02\n\x15\x41\x63quirePermitResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x11\n\tpermit_id\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\rdenial_reason\x18\x04 \x01(\x0e\x32\x18.permitd.v1.DenialReason\x12\x34\n\x10lease_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06waited\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x43\n\tremaining\x18\x07 \x03(\x0b\x32\x30.permitd.v1.AcquirePermitResponse.RemainingEntry\x1a\x30\n\x0eRemainingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"K\n\x15\x41\x63quirePermitsRequest\x12\x32\n\x08requests\x18\x01 \x03(\x0b\x32 .permitd.v1.AcquirePermitRequest\"J\n\x16\x41\x63quirePermitsResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.permitd.v1.AcquirePermitResult\"\x84\x01\n\x13\x41\x63quirePermitResult\x12\x35\n\x08response\x18\x01 \x01(\x0b\x32!.permitd.v1.AcquirePermitResponseH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.permitd.v1.PermitItemErrorH\x00\x42\x08\n\x06result\"0\n\x0fPermitItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xde\x02\n\x14ReportOutcomeRequest\x12\x11\n\tpermit_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\t\x12\x13\n\x0bstatus_code\x18\x04 \x01(\r\x12>\n\x07headers\x18\x05 \x03(\x0b\x32-.permitd.v1.ReportOutcomeRequest.HeadersEntry\x12\x45\n\x0b\x61\x63tual_cost\x18\x06 \x03(\x0b\x32\x30.permitd.v1.ReportOutcomeRequest.ActualCostEntry\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x41\x63tualCostEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x81\x01\n\x0cLearnedLimit\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12,\n\x08reset_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\"\xb5\x01\n\x15ReportOutcomeResponse\x12\r\n\x05retry\x18\x01 \x01(\x08\x12.\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0e\x63ooldown_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07learned\x18\x04 \x03(\x0b\x32\x18.permitd.v1.LearnedLimit\"9\n\x14ReleasePermitRequest\x12\x11\n\tpermit_id\x18\x01 \x01(\t\x12\x0e\n\x06refund\x18\x02 \x01(\x08\"\x17\n\x15ReleasePermitResponse\"\xd3\x01\n\x15\x43omputeBackoffRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12?\n\x07headers\x18\x04 \x03(\x0b\x32..permitd.v1.ComputeBackoffRequest.HeadersEntry\x12\x11\n\tpartition\x18\x05 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x16\x43omputeBackoffResponse\x12\r\n\x05retry\x18\x01 \x01(\x08\x12.\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07give_up\x18\x03 \x01(\x08*\xcf\x01\n\x0c\x44\x65nialReason\x12\x1d\n\x19\x44\x45NIAL_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45NIAL_REASON_RATE_LIMITED\x10\x01\x12%\n!DENIAL_REASON_CONCURRENCY_LIMITED\x10\x02\x12\x1a\n\x16\x44\x45NIAL_REASON_COOLDOWN\x10\x03\x12\x1f\n\x1b\x44\x45NIAL_REASON_QUEUE_TIMEOUT\x10\x04\x12\x1c\n\x18\x44\x45NIAL_REASON_QUEUE_FULL\x10\x05\x32\xbd\x03\n\x07Permits\x12T\n\rAcquirePermit\x12 .permitd.v1.AcquirePermitRequest\x1a!.permitd.v1.AcquirePermitResponse\x12W\n\x0e\x41\x63quirePermits\x12!.permitd.v1.AcquirePermitsRequest\x1a\".permitd.v1.AcquirePermitsResponse\x12T\n\rReportOutcome\x12 .permitd.v1.ReportOutcomeRequest\x1a!.permitd.v1.ReportOutcomeResponse\x12T\n\rReleasePermit\x12 .permitd.v1.ReleasePermitRequest\x1a!.permitd.v1.ReleasePermitResponse\x12W\n\x0e\x43omputeBackoff\x12!.permitd.v1.ComputeBackoffRequest\x1a\".permitd.v1.ComputeBackoffResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18permitd/v1/permits.proto\x12\npermitd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x02\n\x14\x41\x63quirePermitRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x38\n\x04\x63ost\x18\x03 \x03(\x0b\x32*.permitd.v1.AcquirePermitRequest.CostEntry\x12+\n\x08max_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12(\n\x05lease\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a+\n\tCostEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xf4\x02\n\x15\x41\x63quirePermitResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x11\n\tpermit_id\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\rdenial_reason\x18\x04 \x01(\x0e\x32\x18.permitd.v1.DenialReason\x12\x34\n\x10lease_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06waited\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x43\n\tremaining\x18\x07 \x03(\x0b\x32\x30.permitd.v1.AcquirePermitResponse.RemainingEntry\x1a\x30\n\x0eRemainingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"K\n\x15\x41\x63quirePermitsRequest\x12\x32\n\x08requests\x18\x01 \x03(\x0b\x32 .permitd.v1.AcquirePermitRequest\"J\n\x16\x41\x63quirePermitsResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.permitd.v1.AcquirePermitResult\"\x84\x01\n\x13\x41\x63quirePermitResult\x12\x35\n\x08response\x18\x01 \x01(\x0b\x32!.permitd.v1.AcquirePermitResponseH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.permitd.v1.PermitItemErrorH\x00\x42\x08\n\x06result\"0\n\x0fPermitItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8f\x03\n\x14ReportOutcomeRequest\x12\x11\n\tpermit_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\t\x12\x13\n\x0bstatus_code\x18\x04 \x01(\r\x12>\n\x07headers\x18\x05 \x03(\x0b\x32-.permitd.v1.ReportOutcomeRequest.HeadersEntry\x12\x45\n\x0b\x61\x63tual_cost\x18\x06 \x03(\x0b\x32\x30.permitd.v1.ReportOutcomeRequest.ActualCostEntry\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12/\n\x0c\x61nswered_ago\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x41\x63tualCostEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x81\x01\n\x0cLearnedLimit\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12,\n\x08reset_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\"\xb5\x01\n\x15ReportOutcomeResponse\x12\r\n\x05retry\x18\x01 \x01(\x08\x12.\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0e\x63ooldown_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07learned\x18\x04 \x03(\x0b\x32\x18.permitd.v1.LearnedLimit\"9\n\x14ReleasePermitRequest\x12\x11\n\tpermit_id\x18\x01 \x01(\t\x12\x0e\n\x06refund\x18\x02 \x01(\x08\"\x17\n\x15ReleasePermitResponse\"\xd3\x01\n\x15\x43omputeBackoffRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12?\n\x07headers\x18\x04 \x03(\x0b\x32..permitd.v1.ComputeBackoffRequest.HeadersEntry\x12\x11\n\tpartition\x18\x05 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x16\x43omputeBackoffResponse\x12\r\n\x05retry\x18\x01 \x01(\x08\x12.\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07give_up\x18\x03 \x01(\x08*\xcf\x01\n\x0c\x44\x65nialReason\x12\x1d\n\x19\x44\x45NIAL_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45NIAL_REASON_RATE_LIMITED\x10\x01\x12%\n!DENIAL_REASON_CONCURRENCY_LIMITED\x10\x02\x12\x1a\n\x16\x44\x45NIAL_REASON_COOLDOWN\x10\x03\x12\x1f\n\x1b\x44\x45NIAL_REASON_QUEUE_TIMEOUT\x10\x04\x12\x1c\n\x18\x44\x45NIAL_REASON_QUEUE_FULL\x10\x05\x32\xbd\x03\n\x07Permits\x12T\n\rAcquirePermit\x12 .permitd.v1.AcquirePermitRequest\x1a!.permitd.v1.AcquirePermitResponse\x12W\n\x0e\x41\x63quirePermits\x12!.permitd.v1.AcquirePermitsRequest\x1a\".permitd.v1.AcquirePermitsResponse\x12T\n\rReportOutcome\x12 .permitd.v1.ReportOutcomeRequest\x1a!.permitd.v1.ReportOutcomeResponse\x12T\n\rReleasePermit\x12 .permitd.v1.ReleasePermitRequest\x1a!.permitd.v1.ReleasePermitResponse\x12W\n\x0e\x43omputeBackoff\x12!.permitd.v1.ComputeBackoffRequest\x1a\".permitd.v1.ComputeBackoffResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,8 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTOUTCOMEREQUEST_ACTUALCOSTENTRY']._serialized_options = b'8\001'
   _globals['_COMPUTEBACKOFFREQUEST_HEADERSENTRY']._loaded_options = None
   _globals['_COMPUTEBACKOFFREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_DENIALREASON']._serialized_start=2181
-  _globals['_DENIALREASON']._serialized_end=2388
+  _globals['_DENIALREASON']._serialized_start=2230
+  _globals['_DENIALREASON']._serialized_end=2437
   _globals['_ACQUIREPERMITREQUEST']._serialized_start=106
   _globals['_ACQUIREPERMITREQUEST']._serialized_end=392
   _globals['_ACQUIREPERMITREQUEST_COSTENTRY']._serialized_start=349
@@ -62,25 +62,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERMITITEMERROR']._serialized_start=1057
   _globals['_PERMITITEMERROR']._serialized_end=1105
   _globals['_REPORTOUTCOMEREQUEST']._serialized_start=1108
-  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=1458
-  _globals['_REPORTOUTCOMEREQUEST_HEADERSENTRY']._serialized_start=1361
-  _globals['_REPORTOUTCOMEREQUEST_HEADERSENTRY']._serialized_end=1407
-  _globals['_REPORTOUTCOMEREQUEST_ACTUALCOSTENTRY']._serialized_start=1409
-  _globals['_REPORTOUTCOMEREQUEST_ACTUALCOSTENTRY']._serialized_end=1458
-  _globals['_LEARNEDLIMIT']._serialized_start=1461
-  _globals['_LEARNEDLIMIT']._serialized_end=1590
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=1593
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=1774
-  _globals['_RELEASEPERMITREQUEST']._serialized_start=1776
-  _globals['_RELEASEPERMITREQUEST']._serialized_end=1833
-  _globals['_RELEASEPERMITRESPONSE']._serialized_start=1835
-  _globals['_RELEASEPERMITRESPONSE']._serialized_end=1858
-  _globals['_COMPUTEBACKOFFREQUEST']._serialized_start=1861
-  _globals['_COMPUTEBACKOFFREQUEST']._serialized_end=2072
-  _globals['_COMPUTEBACKOFFREQUEST_HEADERSENTRY']._serialized_start=1361
-  _globals['_COMPUTEBACKOFFREQUEST_HEADERSENTRY']._serialized_end=1407
-  _globals['_COMPUTEBACKOFFRESPONSE']._serialized_start=2074
-  _globals['_COMPUTEBACKOFFRESPONSE']._serialized_end=2178
-  _globals['_PERMITS']._serialized_start=2391
-  _globals['_PERMITS']._serialized_end=2836
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=1507
+  _globals['_REPORTOUTCOMEREQUEST_HEADERSENTRY']._serialized_start=1410
+  _globals['_REPORTOUTCOMEREQUEST_HEADERSENTRY']._serialized_end=1456
+  _globals['_REPORTOUTCOMEREQUEST_ACTUALCOSTENTRY']._serialized_start=1458
+  _globals['_REPORTOUTCOMEREQUEST_ACTUALCOSTENTRY']._serialized_end=1507
+  _globals['_LEARNEDLIMIT']._serialized_start=1510
+  _globals['_LEARNEDLIMIT']._serialized_end=1639
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=1642
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=1823
+  _globals['_RELEASEPERMITREQUEST']._serialized_start=1825
+  _globals['_RELEASEPERMITREQUEST']._serialized_end=1882
+  _globals['_RELEASEPERMITRESPONSE']._serialized_start=1884
+  _globals['_RELEASEPERMITRESPONSE']._serialized_end=1907
+  _globals['_COMPUTEBACKOFFREQUEST']._serialized_start=1910
+  _globals['_COMPUTEBACKOFFREQUEST']._serialized_end=2121
+  _globals['_COMPUTEBACKOFFREQUEST_HEADERSENTRY']._serialized_start=1410
+  _globals['_COMPUTEBACKOFFREQUEST_HEADERSENTRY']._serialized_end=1456
+  _globals['_COMPUTEBACKOFFRESPONSE']._serialized_start=2123
+  _globals['_COMPUTEBACKOFFRESPONSE']._serialized_end=2227
+  _globals['_PERMITS']._serialized_start=2440
+  _globals['_PERMITS']._serialized_end=2885
 # @@protoc_insertion_point(module_scope)

@@ -105,7 +105,7 @@ class PermitItemError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReportOutcomeRequest(_message.Message):
-    __slots__ = ("permit_id", "resource", "partition", "status_code", "headers", "actual_cost", "attempt")
+    __slots__ = ("permit_id", "resource", "partition", "status_code", "headers", "actual_cost", "attempt", "answered_ago")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class ReportOutcomeRequest(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_COST_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_AGO_FIELD_NUMBER: _ClassVar[int]
     permit_id: str
     resource: str
     partition: str
@@ -134,7 +135,8 @@ class ReportOutcomeRequest(_message.Message):
     headers: _containers.ScalarMap[str, str]
     actual_cost: _containers.ScalarMap[str, int]
     attempt: int
-    def __init__(self, permit_id: _Optional[str] = ..., resource: _Optional[str] = ..., partition: _Optional[str] = ..., status_code: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., actual_cost: _Optional[_Mapping[str, int]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    answered_ago: _duration_pb2.Duration
+    def __init__(self, permit_id: _Optional[str] = ..., resource: _Optional[str] = ..., partition: _Optional[str] = ..., status_code: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., actual_cost: _Optional[_Mapping[str, int]] = ..., attempt: _Optional[int] = ..., answered_ago: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class LearnedLimit(_message.Message):
     __slots__ = ("dimension", "limit", "remaining", "reset_at", "source")
