@@ -100,8 +100,9 @@ def go_duration(secs: float) -> str:
 
 
 class LLMUpstream:
-    def __init__(self, slack: float = 0.1) -> None:
+    def __init__(self, slack: float = 0.1, event_gap: float = 0.0) -> None:
         self.slack = slack
+        self.event_gap = event_gap  # seconds between a stream's events (a model generating)
         self.lock = threading.Lock()
         self.models: Dict[Tuple[str, str], Model] = {}
         self.served: List[Served] = []
@@ -284,6 +285,8 @@ def _handler(up: LLMUpstream) -> type:
                 for ev in data:
                     self.wfile.write(f"{len(ev):x}\r\n".encode() + ev + b"\r\n")
                     self.wfile.flush()
+                    if up.event_gap:
+                        time.sleep(up.event_gap)
                 self.wfile.write(b"0\r\n\r\n")
                 return
             payload = json.dumps(data).encode()

@@ -106,10 +106,13 @@ def storable(status: int) -> bool:
     return 0 < status < 500 and status != 429
 
 
-def report(permit: Any, status: int, headers: Mapping[str, str], actual: Optional[Dict[str, int]]) -> None:
-    """Settle ``permit`` with the upstream's answer; never fails the caller's request."""
+def report(
+    permit: Any, status: int, headers: Mapping[str, str], actual: Optional[Dict[str, int]], answered_at: Optional[float] = None
+) -> None:
+    """Settle ``permit`` with the upstream's answer (which arrived at ``answered_at``, a
+    ``time.monotonic()``); never fails the caller's request."""
     try:
-        permit.report(status=status, headers=dict(headers), actual_cost=actual)
+        permit.report(status=status, headers=dict(headers), actual_cost=actual, answered_at=answered_at)
     except (errors.PermitdError, RuntimeError) as e:
         log.warning("permitd: could not report permit %s: %s", permit.permit_id, e)
 
@@ -121,9 +124,11 @@ def release(permit: Any) -> None:
         log.warning("permitd: could not release permit %s: %s", permit.permit_id, e)
 
 
-async def areport(permit: Any, status: int, headers: Mapping[str, str], actual: Optional[Dict[str, int]]) -> None:
+async def areport(
+    permit: Any, status: int, headers: Mapping[str, str], actual: Optional[Dict[str, int]], answered_at: Optional[float] = None
+) -> None:
     try:
-        await permit.report(status=status, headers=dict(headers), actual_cost=actual)
+        await permit.report(status=status, headers=dict(headers), actual_cost=actual, answered_at=answered_at)
     except (errors.PermitdError, RuntimeError) as e:
         log.warning("permitd: could not report permit %s: %s", permit.permit_id, e)
 

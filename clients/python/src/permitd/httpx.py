@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
+import time
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from . import _gate
@@ -178,6 +179,7 @@ class PermitTransport:
         except BaseException:
             _gate.release(permit)
             raise
+        at = time.monotonic()  # the headers are here; a stream's report comes later
         status, headers = response.status_code, dict(response.headers)
         usage = _observable(route, response) if op is None else None
         if usage is not None:
@@ -185,7 +187,7 @@ class PermitTransport:
                 status,
                 headers=response.headers,
                 stream=_stream_type(mod, _Stream, "SyncByteStream")(
-                    response.stream, usage, lambda: _gate.report(permit, status, headers, usage.cost or None)
+                    response.stream, usage, lambda: _gate.report(permit, status, headers, usage.cost or None, at)
                 ),
                 extensions=response.extensions,
                 request=request,
@@ -195,7 +197,7 @@ class PermitTransport:
             try:
                 content = response.read()
             except BaseException:
-                _gate.report(permit, 0, {}, None)
+                _gate.report(permit, status, headers, None, at)
                 raise
             actual = route.actual_cost(headers.get("content-type", ""), content)
             if op is not None:
@@ -203,7 +205,7 @@ class PermitTransport:
                     op.complete(status=status, headers=headers, body=content)
                 else:
                     op.abandon()
-        _gate.report(permit, status, headers, actual)
+        _gate.report(permit, status, headers, actual, at)
         return response
 
     def close(self) -> None:
@@ -275,10 +277,13 @@ class AsyncPermitTransport:
         except BaseException:
             await _gate.arelease(permit)
             raise
+        at = time.monotonic()
         status, headers = response.status_code, dict(response.headers)
         usage = _observable(route, response) if op is None else None
         if usage is not None:
-            stream = _stream_type(mod, _AsyncStream, "AsyncByteStream")(response.stream, usage, permit, status, headers)
+            stream = _stream_type(mod, _AsyncStream, "AsyncByteStream")(
+                response.stream, usage, permit, status, headers, at
+            )
             return mod.Response(
                 status, headers=response.headers, stream=stream, extensions=response.extensions, request=request
             )
@@ -287,7 +292,7 @@ class AsyncPermitTransport:
             try:
                 content = await response.aread()
             except BaseException:
-                await _gate.areport(permit, 0, {}, None)
+                await _gate.areport(permit, status, headers, None, at)
                 raise
             actual = route.actual_cost(headers.get("content-type", ""), content)
             if op is not None:
@@ -295,7 +300,7 @@ class AsyncPermitTransport:
                     await op.complete(status=status, headers=headers, body=content)
                 else:
                     await op.abandon()
-        await _gate.areport(permit, status, headers, actual)
+        await _gate.areport(permit, status, headers, actual, at)
         return response
 
     async def aclose(self) -> None:
@@ -311,7 +316,10 @@ class AsyncPermitTransport:
 
 
 class _AsyncStream:
-    def __init__(self, inner: Any, usage: StreamUsage, permit: Any, status: int, headers: Dict[str, str]) -> None:
+    def __init__(
+        self, inner: Any, usage: StreamUsage, permit: Any, status: int, headers: Dict[str, str], at: float
+    ) -> None:
+        self._at = at
         self._inner = inner
         self._usage = usage
         self._permit = permit
@@ -330,4 +338,4 @@ class _AsyncStream:
         finally:
             if not self._settled:
                 self._settled = True
-                await _gate.areport(self._permit, self._status, self._headers, self._usage.cost or None)
+                await _gate.areport(self._permit, self._status, self._headers, self._usage.cost or None, self._at)

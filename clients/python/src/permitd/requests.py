@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from typing import Any, Dict, Optional, Sequence
 
 import requests
@@ -115,13 +116,14 @@ class PermitAdapter(requests.adapters.HTTPAdapter):
         except BaseException:
             _gate.release(permit)
             raise
+        at = time.monotonic()
         status, headers = response.status_code, dict(response.headers)
         actual: Optional[Dict[str, int]] = None
         if (route.usage is not None and not kwargs.get("stream")) or op is not None:
             try:
                 content = response.content
             except BaseException:
-                _gate.report(permit, 0, {}, None)
+                _gate.report(permit, status, headers, None, at)
                 raise
             actual = route.actual_cost(headers.get("Content-Type", headers.get("content-type", "")), content)
             if op is not None:
@@ -129,6 +131,6 @@ class PermitAdapter(requests.adapters.HTTPAdapter):
                     op.complete(status=status, headers=headers, body=content)
                 else:
                     op.abandon()
-        _gate.report(permit, status, headers, actual)
+        _gate.report(permit, status, headers, actual, at)
         return response
 
