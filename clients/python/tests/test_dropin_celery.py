@@ -99,3 +99,37 @@ def test_two_workers_hold_one_global_limit(broker: str, target: str, make_resour
     assert retried > 0  # denied tasks went back to the queue, not held a worker
     q = permitd.Client(target).get_quota(res)
     assert q.granted_total == tasks
+
+
+def test_permit_options_and_bounded_retries(target: str, make_resource: Callable[..., str]) -> None:
+    """In-process (eager) tasks: the permit spec may be a function of the task's arguments
+    (a partition per user), a body that raises refunds, and permit_max_retries bounds the
+    retries of denials."""
+    from celery import Celery
+
+    from permitd.celery import PermitTask
+
+    res = make_resource(limits=[Limit("requests", 1, 3600)], per_partition=True)
+    app = Celery("eager", set_as_current=False)
+    app.conf.task_always_eager = True
+    factory = lambda: permitd.Client(target)  # noqa: E731 - the task attribute is a factory
+
+    @app.task(base=PermitTask, bind=True, permit=lambda user, fail=False: {"resource": res, "partition": user},
+              permitd_client=factory, permit_max_retries=0)
+    def work(self: PermitTask, user: str, fail: bool = False) -> str:
+        if fail:
+            raise RuntimeError("the upstream call failed before it was made")
+        self.request.permit.report(status=200)
+        return user
+
+    assert work.apply(args=("alice",)).get() == "alice"
+    assert work.apply(args=("bob",)).get() == "bob"  # another partition, its own limit
+    with pytest.raises(RuntimeError):
+        work.apply(args=("carol", True)).get()
+    assert work.apply(args=("carol",)).get() == "carol"  # carol's permit was refunded
+    with pytest.raises(permitd.PermitDenied):
+        work.apply(args=("alice",)).get()  # alice's hour is used; no retry allowed
+    with pytest.raises(TypeError):
+        from permitd.celery import _options
+
+        _options({"resource": res, "typo": 1}, (), {})

@@ -21,3 +21,20 @@ def test_mypy_strict(tmp_path: Path) -> None:
         cwd=PY_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_errors_pickle_intact() -> None:
+    """Errors cross processes (Celery results, multiprocessing) as what they are."""
+    import pickle
+
+    import permitd
+
+    for e in [
+        permitd.PermitDenied("r", "p", "RATE_LIMITED", 1.5),
+        permitd.IdempotencyConflict("k"),
+        permitd.IdempotencyInProgress("k", 2.0),
+        permitd.NotFound("gone", code="NOT_FOUND"),
+        permitd.RetriesExhausted("r", 3, 429),
+    ]:
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e) and back.__dict__ == e.__dict__

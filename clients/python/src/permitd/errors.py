@@ -33,6 +33,18 @@ class PermitdError(Exception):
         super().__init__(message)
         self.code = code
 
+    def __reduce__(self) -> Any:
+        # Pickled as they are, not through __init__ (whose arguments differ per class), so
+        # they cross processes intact: Celery's result backend, multiprocessing.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: Any, args: Any, state: Any) -> Any:
+    e = cls.__new__(cls)
+    Exception.__init__(e, *args)
+    e.__dict__.update(state)
+    return e
+
 
 class PermitdUnavailable(PermitdError):
     """permitd could not be reached, is shutting down, or did not answer in time."""
