@@ -84,7 +84,9 @@ def test_sixteen_threads_of_sdk_calls_stay_under_the_limits(
     llm: LLMUpstream, client: permitd.Client, target: str, api: str, known: bool
 ) -> None:
     model = f"m-{uuid.uuid4().hex[:8]}"
-    rate, tokens = 50, 3000  # per second, bursts as large
+    # 25/s: at 50/s, a cold start read from Anthropic's whole-second resets erred by the
+    # report's latency on a loaded machine (up to 1.5 % refused in CI; see the README).
+    rate, tokens = 25, 1500  # per second, bursts as large
     llm.model(api, model, Shape(requests=(rate, rate), tokens=(tokens, tokens)))
     if known:
         limits = [Limit("requests", rate, 1)] + [Limit(d, tokens, 1) for d in token_dims(api)]
