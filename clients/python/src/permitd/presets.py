@@ -15,6 +15,7 @@ The prompt's size is estimated with ``tokenizer`` (a function of text to tokens)
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -29,11 +30,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@-]")
 
 
 def _default_tokenizer() -> Tokenizer:
+    by_bytes: Tokenizer = lambda text: math.ceil(len(text.encode()) / 4)  # noqa: E731
     try:
         import tiktoken
     except ImportError:
-        return lambda text: math.ceil(len(text.encode()) / 4)
-    enc = tiktoken.get_encoding("o200k_base")
+        return by_bytes
+    try:
+        # The first use downloads the encoding: offline, estimate by bytes instead.
+        enc = tiktoken.get_encoding("o200k_base")
+    except Exception as e:  # noqa: BLE001 - any failure to load leaves the estimate
+        logging.getLogger("permitd").warning("permitd: tiktoken unavailable (%s); estimating tokens by bytes", e)
+        return by_bytes
     return lambda text: len(enc.encode(text, disallowed_special=()))
 
 
