@@ -99,6 +99,12 @@ def go_duration(secs: float) -> str:
     return f"{int(m)}m{s:g}s" if m else f"{s:g}s"
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 drops connections when 48 clients connect at once on
+    # a loaded machine, and the SDKs retry them: a real server's backlog is deeper.
+    request_queue_size = 256
+
+
 class LLMUpstream:
     def __init__(self, slack: float = 0.1, event_gap: float = 0.0) -> None:
         self.slack = slack
@@ -106,7 +112,7 @@ class LLMUpstream:
         self.lock = threading.Lock()
         self.models: Dict[Tuple[str, str], Model] = {}
         self.served: List[Served] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.httpd = _Server(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
