@@ -13,6 +13,7 @@ pub mod limit;
 pub mod registry;
 pub mod resource;
 pub mod stats;
+pub mod summary;
 
 pub use answer::{
     AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,

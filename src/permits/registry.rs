@@ -149,6 +149,8 @@ struct Entry {
     name: Arc<Arc<str>>,
     /// The registry's count of bucket-set changes (for [`Registry::bucket_keys`]).
     generation: Arc<AtomicU64>,
+    /// The shared ranking of its partitions (summaries, pages, the dashboard).
+    ranking: summary::RankingCell,
 }
 
 impl Entry {
@@ -164,6 +166,7 @@ impl Entry {
             shared_has_limits,
             name,
             generation,
+            ranking: summary::RankingCell::default(),
         }
     }
 
@@ -1145,6 +1148,8 @@ fn remaining(l: &Locked<'_>, now: Nanos) -> Vec<(usize, u64)> {
 
 #[path = "registry_views.rs"]
 mod views;
+#[path = "registry_summary.rs"]
+mod summary;
 #[path = "registry_wait.rs"]
 mod wait;
 use wait::{TimedOut, WaitGuard};

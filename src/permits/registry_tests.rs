@@ -237,3 +237,158 @@ async fn short_and_long_partition_names() {
     }
     assert_eq!(reg.bucket_count(), 6);
 }
+
+mod summaries {
+    //! The summary equals the sum over the partitions, and its top N are the partitions a
+    //! plain sort by pressure puts first, on random workloads.
+
+    use super::*;
+    use crate::permits::QuotaView;
+    use crate::permits::summary::{NEAR_EMPTY, Order, Row};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Take { part: u8, cost: u64 },
+        Release { nth: u8, refund: bool },
+        Advance { ms: u16 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..12, 1u64..4).prop_map(|(part, cost)| Op::Take { part, cost }),
+            2 => (any::<u8>(), any::<bool>()).prop_map(|(nth, refund)| Op::Release { nth, refund }),
+            1 => (1u16..700).prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    /// A row as the partition's own quota view gives it (the brute force).
+    fn row_of(name: &str, v: &QuotaView, burst: u64) -> Row {
+        let mut share = 1.0f32;
+        for d in &v.dimensions {
+            #[allow(clippy::cast_precision_loss)]
+            let f = d.remaining as f32 / burst as f32;
+            share = share.min(f);
+        }
+        if v.concurrency > 0 {
+            #[allow(clippy::cast_precision_loss)]
+            let used = v.in_flight as f32 / v.concurrency as f32;
+            share = share.min(1.0 - used.min(1.0));
+        }
+        Row {
+            partition: name.into(),
+            share,
+            queue: v.queue_depth,
+            in_flight: v.in_flight,
+            cooling: v.cooldown_until.is_some(),
+            probing: v.probing,
+            granted: v.granted_total,
+            denied: v.denied_total,
+            upstream_429: v.upstream_429_total,
+            granted_delta: 0,
+            denied_delta: 0,
+        }
+    }
+
+    fn run(amount: u64, concurrency: u32, ops: &[Op], prefix: &str, n: usize) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let clock = ManualClock::new();
+            let reg = Registry::new(Arc::new(clock.clone()), None, Hub::new());
+            reg.put(def("r", true, amount, concurrency));
+            let mut held: Vec<String> = Vec::new();
+            let mut granted_since = 0u64;
+            let mut denied_since = 0u64;
+            // A first ranking, so the deltas of the second count what the ops did.
+            let first = reg.summary("r", "", 0).unwrap();
+            assert_eq!(first.totals.partitions, 0);
+            for o in ops {
+                match o {
+                    Op::Take { part, cost } => {
+                        let p = format!("{}{part}", if part % 2 == 0 { "a" } else { "b" });
+                        // A cost above the burst is refused as invalid, not denied.
+                        let c = HashMap::from([("requests".to_owned(), (*cost).min(amount))]);
+                        match ask(&reg, req("r", &p, &c)).await {
+                            Ok(g) => {
+                                held.push(g.permit_id);
+                                granted_since += 1;
+                            }
+                            Err(_) => denied_since += 1,
+                        }
+                    }
+                    Op::Release { nth, refund } if !held.is_empty() => {
+                        let id = held.swap_remove(usize::from(*nth) % held.len());
+                        let s = if *refund {
+                            Settlement::Refund
+                        } else {
+                            Settlement::Keep
+                        };
+                        reg.release(&id, s).unwrap();
+                    }
+                    Op::Release { .. } => {}
+                    Op::Advance { ms } => clock.advance(Duration::from_millis(u64::from(*ms))),
+                }
+            }
+            // Past the shared ranking's age: the next summary reads every partition now.
+            clock.advance(crate::permits::summary::REFRESH);
+            let s = reg.summary("r", prefix, n).unwrap();
+            let (all, more, total) = reg.partitions("r", prefix, Order::Name, "", 1000).unwrap();
+            assert!(!more);
+            assert_eq!(total, s.totals.partitions);
+            let rows: Vec<Row> = all
+                .iter()
+                .map(|(p, v)| row_of(p, v, amount))
+                .collect();
+            let sum = |f: fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
+            let t = s.totals;
+            assert_eq!(t.partitions, rows.len() as u64);
+            assert_eq!(t.in_flight, sum(|r| u64::from(r.in_flight)));
+            assert_eq!(t.queued, sum(|r| u64::from(r.queue)));
+            assert_eq!(t.granted, sum(|r| r.granted));
+            assert_eq!(t.denied, sum(|r| r.denied));
+            assert_eq!(t.cooling, sum(|r| u64::from(r.cooling)));
+            assert_eq!(
+                t.near_empty,
+                sum(|r| u64::from(r.share <= NEAR_EMPTY))
+            );
+            if prefix.is_empty() {
+                // Partitions are never dropped here, so every grant and denial is counted
+                // in the window since the first ranking.
+                assert_eq!(t.granted, granted_since);
+                assert_eq!(t.denied, denied_since);
+                assert_eq!(t.granted_delta, granted_since);
+                assert_eq!(t.denied_delta, denied_since);
+            }
+            // The top N: a plain stable sort of the name-ordered rows by pressure.
+            let mut want = rows.clone();
+            want.sort_by(Row::pressure);
+            let want: Vec<&str> = want.iter().take(n).map(|r| &*r.partition).collect();
+            let got: Vec<&str> = s.top.iter().map(|(p, _)| &**p).collect();
+            assert_eq!(got, want);
+            // Paging by pressure walks the same order.
+            let (page, _, _) = reg.partitions("r", prefix, Order::Pressure, "1", 3).unwrap();
+            let paged: Vec<&str> = page.iter().map(|(p, _)| &**p).collect();
+            let mut all_p = rows.clone();
+            all_p.sort_by(Row::pressure);
+            let want_p: Vec<&str> = all_p.iter().skip(1).take(3).map(|r| &*r.partition).collect();
+            assert_eq!(paged, want_p);
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn summary_is_the_sum_and_top_is_the_sort(
+            amount in 1u64..6,
+            concurrency in 0u32..4,
+            ops in proptest::collection::vec(op(), 0..120),
+            prefix in prop_oneof![Just(""), Just("a"), Just("b1")],
+            n in 0usize..6,
+        ) {
+            run(amount, concurrency, &ops, prefix, n);
+        }
+    }
+}
