@@ -10,6 +10,12 @@
 //! latest state instead of replaying history. Coalescing falls out of the same design: the
 //! keys seen during one `min_interval` are sent once each.
 //!
+//! Resource-wide buckets and partitions have rings of their own: a resource may have 10^5
+//! partitions changing thousands of times a second, and a subscriber that shows only
+//! resource-wide buckets (the dashboard, which reads partitions as summaries) must not pay
+//! for reading and dropping each of those changes, nor resynchronise whenever they overflow
+//! its ring.
+//!
 //! sled's `watch_prefix` is deliberately not used (subscribers can leak, spacejam/sled#1380).
 
 use std::sync::Arc;
@@ -32,7 +38,10 @@ pub struct BucketKey {
 /// The hub. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Hub {
+    /// Changes of resource-wide buckets.
     tx: broadcast::Sender<Arc<BucketKey>>,
+    /// Changes of partition buckets.
+    parts: broadcast::Sender<Arc<BucketKey>>,
     closed: watch::Sender<bool>,
     /// Streams open per tenant (Watch and dashboard feeds), for the cap.
     streams: Arc<crate::permits::caps::Counter>,
@@ -44,8 +53,11 @@ pub type StreamSlot = crate::permits::caps::Held;
 /// One subscriber's view of the hub.
 #[derive(Debug)]
 pub struct Subscription {
-    /// Announced changes.
+    /// Announced changes of resource-wide buckets.
     pub changes: broadcast::Receiver<Arc<BucketKey>>,
+    /// Announced changes of partitions (`None` for a subscriber of resource-wide buckets
+    /// only).
+    pub partitions: Option<broadcast::Receiver<Arc<BucketKey>>>,
     /// Flips to true at shutdown.
     pub closed: watch::Receiver<bool>,
 }
@@ -61,9 +73,11 @@ impl Hub {
     #[must_use]
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(RING);
+        let (parts, _) = broadcast::channel(RING);
         let (closed, _) = watch::channel(false);
         Self {
             tx,
+            parts,
             closed,
             streams: Arc::default(),
         }
@@ -77,28 +91,34 @@ impl Hub {
 
     /// Announce that a bucket changed. Never blocks; nearly free with no subscriber.
     pub fn changed(&self, key: &Arc<BucketKey>) {
-        if self.tx.receiver_count() > 0 {
-            // An error only means every subscriber left meanwhile.
-            let _ = self.tx.send(Arc::clone(key));
-        }
+        self.changed_with(!key.partition.is_empty(), || Arc::clone(key));
     }
 
     /// [`Self::changed`] for a key built only when someone watches (buckets keep their key
     /// inline: per-bucket memory matters more than an allocation per watched change).
-    pub fn changed_with(&self, key: impl FnOnce() -> Arc<BucketKey>) {
-        if self.tx.receiver_count() > 0 {
+    pub fn changed_with(&self, partition: bool, key: impl FnOnce() -> Arc<BucketKey>) {
+        let ring = if partition { &self.parts } else { &self.tx };
+        if ring.receiver_count() > 0 {
             // An error only means every subscriber left meanwhile.
-            let _ = self.tx.send(key());
+            let _ = ring.send(key());
         }
     }
 
-    /// Subscribe (take the snapshot *after* this, so no change falls in between).
+    /// Subscribe (take the snapshot *after* this, so no change falls in between); with
+    /// `partitions` false, to resource-wide buckets only.
     #[must_use]
-    pub fn subscribe(&self) -> Subscription {
+    pub fn subscribe(&self, partitions: bool) -> Subscription {
         Subscription {
             changes: self.tx.subscribe(),
+            partitions: partitions.then(|| self.parts.subscribe()),
             closed: self.closed.subscribe(),
         }
+    }
+
+    /// The shutdown signal alone (for streams that poll rather than follow changes).
+    #[must_use]
+    pub fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
     }
 
     /// Subscribers now.
@@ -130,7 +150,7 @@ mod tests {
     async fn lagging_subscriber_skips() {
         let hub = Hub::new();
         hub.changed(&key("nobody-listens"));
-        let mut s = hub.subscribe();
+        let mut s = hub.subscribe(false);
         hub.changed(&key("a"));
         assert_eq!(s.changes.recv().await.unwrap().resource.as_ref(), "a");
         for _ in 0..RING + 10 {

@@ -47,6 +47,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let req = WatchRequest {
         resource_prefix: args.prefix.clone().unwrap_or_default(),
         min_interval: Some(min_interval),
+        ..WatchRequest::default()
     };
     let mut stream = QuotasClient::new(channel)
         .watch(req)

@@ -59,6 +59,9 @@ pub(super) fn stream(
     let req = proto::WatchRequest {
         resource_prefix: String::new(),
         min_interval: Some(to_duration(COALESCE)),
+        // Partitions reach the page as summaries: 10^5 of them must not flood it.
+        resource_buckets_only: true,
+        ..proto::WatchRequest::default()
     };
     let tenant = view.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into());
     let watch = crate::server::watch::start(

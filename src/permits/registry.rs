@@ -765,9 +765,10 @@ impl Registry {
 
     /// Tell watchers a bucket (and its secondary) changed.
     fn announce(&self, home: &Bucket, sec: Option<&Arc<Bucket>>) {
-        self.inner.hub.changed_with(|| home.key());
+        let hub = &self.inner.hub;
+        hub.changed_with(!home.partition.as_str().is_empty(), || home.key());
         if let Some(s) = sec {
-            self.inner.hub.changed_with(|| s.key());
+            hub.changed_with(!s.partition.as_str().is_empty(), || s.key());
         }
     }
 

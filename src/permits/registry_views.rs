@@ -61,7 +61,7 @@ impl Registry {
     /// it, not a copy of every bucket's state (300 subscribers of 20 000 partitions once
     /// took the server to 2.8 GiB).
     #[must_use]
-    pub fn bucket_keys(&self, prefix: &str) -> super::BucketKeys {
+    pub fn bucket_keys(&self, prefix: &str) -> (super::BucketKeys, std::ops::Range<usize>) {
         let all = {
             let mut cache = self
                 .inner
@@ -83,13 +83,11 @@ impl Registry {
                 }
             }
         };
-        if prefix.is_empty() {
-            return all;
-        }
-        // A prefix's keys are a contiguous run of the sorted list.
+        // A prefix's keys are a contiguous run of the sorted list: a range into the shared
+        // list, never a copy of it.
         let from = all.partition_point(|k| &*k.resource < prefix);
         let to = from + all[from..].partition_point(|k| k.resource.starts_with(prefix));
-        all[from..to].iter().cloned().collect()
+        (all, from..to)
     }
 
     fn all_keys(&self) -> super::BucketKeys {

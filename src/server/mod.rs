@@ -18,6 +18,7 @@ pub mod permits;
 pub mod quotas;
 pub mod rls;
 pub mod shed;
+pub mod summaries;
 pub mod watch;
 
 use std::future::Future;

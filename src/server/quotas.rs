@@ -112,6 +112,50 @@ pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::Qu
 
 #[tonic::async_trait]
 impl Quotas for QuotasService {
+    async fn get_summary(
+        &self,
+        request: Request<proto::GetSummaryRequest>,
+    ) -> Result<Response<proto::ResourceSummary>, Status> {
+        let caller = self.auth.caller(&request)?;
+        caller.require(Role::Viewer, "GetSummary")?;
+        if self.cluster.is_some() {
+            return Err(super::summaries::cluster_unimplemented("GetSummary"));
+        }
+        let s = super::summaries::get(&self.registry, &caller, request.get_ref())?;
+        Ok(Response::new(s))
+    }
+
+    async fn list_partitions(
+        &self,
+        request: Request<proto::ListPartitionsRequest>,
+    ) -> Result<Response<proto::ListPartitionsResponse>, Status> {
+        let caller = self.auth.caller(&request)?;
+        caller.require(Role::Viewer, "ListPartitions")?;
+        if self.cluster.is_some() {
+            return Err(super::summaries::cluster_unimplemented("ListPartitions"));
+        }
+        let page = super::summaries::list(&self.registry, &caller, request.get_ref())?;
+        Ok(Response::new(page))
+    }
+
+    async fn watch_summaries(
+        &self,
+        request: Request<proto::WatchSummariesRequest>,
+    ) -> Result<Response<super::summaries::SummaryStream>, Status> {
+        let caller = self.auth.caller(&request)?;
+        caller.require(Role::Viewer, "WatchSummaries")?;
+        if self.cluster.is_some() {
+            return Err(super::summaries::cluster_unimplemented("WatchSummaries"));
+        }
+        let stream = super::summaries::watch(
+            &self.registry,
+            &self.hub,
+            &caller.tenant,
+            request.get_ref(),
+        )?;
+        Ok(Response::new(stream))
+    }
+
     async fn watch(
         &self,
         request: Request<proto::WatchRequest>,

@@ -9,6 +9,7 @@
 //! Memory per subscriber is bounded by the ring and the number of live buckets.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use super::convert::{name, opt_duration};
 use super::quotas::quota_update;
 use crate::auth::tenant;
 use crate::cluster::Cluster;
-use crate::permits::resource::MAX_NAME_LEN;
+use crate::permits::resource::{MAX_NAME_LEN, Scope as ResourceScope};
 use crate::permits::{PermitError, QuotaView, Registry};
 use crate::proto;
 use crate::watch::{BucketKey, Hub, Subscription};
@@ -56,17 +57,25 @@ impl Source {
         }
     }
 
-    /// The buckets to show first, as keys: each one's state is read when it is sent. A
-    /// cluster replica knows no bucket of its own: it lists each matching resource's
-    /// resource-wide bucket; partitions follow as they change.
-    fn snapshot(&self, prefix: &str) -> Arc<[Arc<BucketKey>]> {
-        if self.cluster.is_none() {
+    /// The buckets to show first, as keys (a range of a shared list): each one's state is
+    /// read when it is sent. A cluster replica knows no bucket of its own: it lists each
+    /// matching resource's resource-wide bucket; partitions follow as they change.
+    fn snapshot(&self, prefix: &str, shared_only: bool) -> (Arc<[Arc<BucketKey>]>, Range<usize>) {
+        if self.cluster.is_none() && !shared_only {
             return self.registry.bucket_keys(prefix);
         }
+        // Resource-wide buckets only: one per resource, whatever its partitions (an
+        // embedded per-partition resource has one only when it has shared limits).
+        let embedded = self.cluster.is_none();
         let mut keys: Vec<_> = self
             .registry
             .list(prefix, "", usize::MAX)
             .into_iter()
+            .filter(|def| {
+                !embedded
+                    || !def.per_partition
+                    || def.limits.iter().any(|l| l.scope == ResourceScope::Resource)
+            })
             .map(|def| {
                 Arc::new(BucketKey {
                     resource: def.name.as_str().into(),
@@ -75,7 +84,8 @@ impl Source {
             })
             .collect();
         keys.sort_by(|a, b| a.resource.cmp(&b.resource));
-        keys.into()
+        let n = keys.len();
+        (keys.into(), 0..n)
     }
 }
 
@@ -88,9 +98,12 @@ pub fn start(
     req: &proto::WatchRequest,
 ) -> Result<WatchStream, PermitError> {
     name(&req.resource_prefix, "resource_prefix", false, MAX_NAME_LEN)?;
+    name(&req.partition_prefix, "partition_prefix", false, MAX_NAME_LEN)?;
     let scope = Scope {
         tenant: tenant.into(),
         prefix: tenant::qualify(tenant, &req.resource_prefix).into_owned(),
+        partition_prefix: req.partition_prefix.clone(),
+        shared_only: req.resource_buckets_only,
     };
     let interval = opt_duration(
         req.min_interval.as_ref(),
@@ -110,7 +123,7 @@ pub fn start(
             what: format!("{limit} Watch streams open in this tenant"),
         })?;
     // Subscribe before the snapshot so no change falls between the two.
-    let sub = hub.subscribe();
+    let sub = hub.subscribe(!req.resource_buckets_only);
     let (tx, rx) = mpsc::channel(OUTBOX);
     tokio::spawn(run(
         Source {
@@ -126,15 +139,28 @@ pub fn start(
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
-/// What one subscriber sees: its tenant's buckets under its prefix (qualified).
+/// What one subscriber sees: its tenant's buckets under its prefix (qualified), and of
+/// those the partitions under its partition prefix (none when `shared_only`; a non-empty
+/// partition prefix leaves out resource-wide buckets).
 struct Scope {
     tenant: Arc<str>,
     prefix: String,
+    partition_prefix: String,
+    shared_only: bool,
 }
 
 impl Scope {
-    fn holds(&self, resource: &str) -> bool {
-        resource.starts_with(self.prefix.as_str()) && tenant::split(resource).0 == &*self.tenant
+    fn holds(&self, k: &BucketKey) -> bool {
+        let partition_ok = if self.shared_only {
+            k.partition.is_empty()
+        } else if self.partition_prefix.is_empty() {
+            true
+        } else {
+            !k.partition.is_empty() && k.partition.starts_with(self.partition_prefix.as_str())
+        };
+        partition_ok
+            && k.resource.starts_with(self.prefix.as_str())
+            && tenant::split(&k.resource).0 == &*self.tenant
     }
 }
 
@@ -143,11 +169,11 @@ type Outbox = mpsc::Sender<Result<proto::QuotaUpdate, Status>>;
 /// Send every matching bucket's state, each read just before it is sent (so a slow reader
 /// holds no copies, and what it gets is current); false when the client is gone.
 async fn send_snapshot(source: &Source, scope: &Scope, tx: &Outbox) -> bool {
-    let mut keys = source.snapshot(&scope.prefix);
-    let mut at = 0;
-    while let Some(k) = keys.get(at).cloned() {
+    let (mut keys, mut range) = source.snapshot(&scope.prefix, scope.shared_only);
+    let mut at = range.start;
+    while let Some(k) = keys.get(at).filter(|_| at < range.end).cloned() {
         at += 1;
-        if !scope.holds(&k.resource) {
+        if !scope.holds(&k) {
             continue;
         }
         // Reserve the slot first: the state is read once the client has room for it. A
@@ -166,10 +192,12 @@ async fn send_snapshot(source: &Source, scope: &Scope, tx: &Outbox) -> bool {
                         let Ok(slot) = tx.reserve().await else {
                             return false;
                         };
-                        keys = source.snapshot(&scope.prefix);
-                        at = keys.partition_point(|x| {
-                            (&x.resource, &x.partition) <= (&k.resource, &k.partition)
-                        });
+                        (keys, range) = source.snapshot(&scope.prefix, scope.shared_only);
+                        at = keys
+                            .partition_point(|x| {
+                                (&x.resource, &x.partition) <= (&k.resource, &k.partition)
+                            })
+                            .max(range.start);
                         slot
                     }
                 }
@@ -211,6 +239,7 @@ async fn run(
         // Wait for the first change (or shutdown, or the client leaving).
         let first = tokio::select! {
             r = sub.changes.recv() => Some(r),
+            Some(r) = recv_opt(sub.partitions.as_mut()) => Some(r),
             _ = sub.closed.wait_for(|c| *c) => None,
             () = tx.closed() => return,
         };
@@ -227,18 +256,20 @@ async fn run(
         let mut dirty: HashSet<Arc<BucketKey>> = HashSet::new();
         let mut lagged = false;
         let mut take = |r: Result<Arc<BucketKey>, bool>| match r {
-            Ok(k) if scope.holds(&k.resource) => {
+            Ok(k) if scope.holds(&k) => {
                 dirty.insert(k);
             }
             Ok(_) => {}
             Err(lag) => lagged |= lag,
         };
         take(first.map_err(|e| matches!(e, tokio::sync::broadcast::error::RecvError::Lagged(_))));
-        loop {
-            match sub.changes.try_recv() {
-                Ok(k) => take(Ok(k)),
-                Err(TryRecvError::Lagged(_)) => take(Err(true)),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        for ring in std::iter::once(&mut sub.changes).chain(sub.partitions.as_mut()) {
+            loop {
+                match ring.try_recv() {
+                    Ok(k) => take(Ok(k)),
+                    Err(TryRecvError::Lagged(_)) => take(Err(true)),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
             }
         }
         let ok = if lagged {
@@ -264,5 +295,15 @@ async fn run(
             return;
         }
         next = tokio::time::Instant::now() + interval;
+    }
+}
+
+/// The next change of a ring the subscriber may not have (never ready without one).
+async fn recv_opt(
+    ring: Option<&mut tokio::sync::broadcast::Receiver<Arc<BucketKey>>>,
+) -> Option<Result<Arc<BucketKey>, tokio::sync::broadcast::error::RecvError>> {
+    match ring {
+        Some(r) => Some(r.recv().await),
+        None => std::future::pending().await,
     }
 }
