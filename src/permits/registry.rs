@@ -1147,10 +1147,10 @@ fn remaining(l: &Locked<'_>, now: Nanos) -> Vec<(usize, u64)> {
     out
 }
 
-#[path = "registry_views.rs"]
-mod views;
 #[path = "registry_summary.rs"]
 mod summary;
+#[path = "registry_views.rs"]
+mod views;
 #[path = "registry_wait.rs"]
 mod wait;
 use wait::{TimedOut, WaitGuard};

@@ -173,7 +173,11 @@ impl Registry {
             }
         };
         let more = rows.len() > n;
-        Ok((self.read_rows(resource, &rows[..rows.len().min(n)]), more, total))
+        Ok((
+            self.read_rows(resource, &rows[..rows.len().min(n)]),
+            more,
+            total,
+        ))
     }
 
     /// Each row's bucket read in full now (one dropped since the ranking reads as fresh).

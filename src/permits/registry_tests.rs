@@ -338,10 +338,7 @@ mod summaries {
             let (all, more, total) = reg.partitions("r", prefix, Order::Name, "", 1000).unwrap();
             assert!(!more);
             assert_eq!(total, s.totals.partitions);
-            let rows: Vec<Row> = all
-                .iter()
-                .map(|(p, v)| row_of(p, v, amount))
-                .collect();
+            let rows: Vec<Row> = all.iter().map(|(p, v)| row_of(p, v, amount)).collect();
             let sum = |f: fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
             let t = s.totals;
             assert_eq!(t.partitions, rows.len() as u64);
@@ -350,10 +347,7 @@ mod summaries {
             assert_eq!(t.granted, sum(|r| r.granted));
             assert_eq!(t.denied, sum(|r| r.denied));
             assert_eq!(t.cooling, sum(|r| u64::from(r.cooling)));
-            assert_eq!(
-                t.near_empty,
-                sum(|r| u64::from(r.share <= NEAR_EMPTY))
-            );
+            assert_eq!(t.near_empty, sum(|r| u64::from(r.share <= NEAR_EMPTY)));
             if prefix.is_empty() {
                 // Partitions are never dropped here, so every grant and denial is counted
                 // in the window since the first ranking.
@@ -369,11 +363,18 @@ mod summaries {
             let got: Vec<&str> = s.top.iter().map(|(p, _)| &**p).collect();
             assert_eq!(got, want);
             // Paging by pressure walks the same order.
-            let (page, _, _) = reg.partitions("r", prefix, Order::Pressure, "1", 3).unwrap();
+            let (page, _, _) = reg
+                .partitions("r", prefix, Order::Pressure, "1", 3)
+                .unwrap();
             let paged: Vec<&str> = page.iter().map(|(p, _)| &**p).collect();
             let mut all_p = rows.clone();
             all_p.sort_by(Row::pressure);
-            let want_p: Vec<&str> = all_p.iter().skip(1).take(3).map(|r| &*r.partition).collect();
+            let want_p: Vec<&str> = all_p
+                .iter()
+                .skip(1)
+                .take(3)
+                .map(|r| &*r.partition)
+                .collect();
             assert_eq!(paged, want_p);
         });
     }

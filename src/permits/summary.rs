@@ -137,12 +137,7 @@ impl Ranking {
     /// A ranking of `rows` (any order): sorts them by name, counts each one's grants and
     /// denials since `prev`, and indexes them by pressure.
     #[must_use]
-    pub fn new(
-        mut rows: Vec<Row>,
-        read_at: u64,
-        at: SystemTime,
-        prev: Option<&Ranking>,
-    ) -> Self {
+    pub fn new(mut rows: Vec<Row>, read_at: u64, at: SystemTime, prev: Option<&Ranking>) -> Self {
         rows.sort_unstable_by(|a, b| a.partition.cmp(&b.partition));
         let window = prev.map_or(Duration::ZERO, |p| {
             Duration::from_nanos(read_at.saturating_sub(p.read_at))
@@ -324,8 +319,15 @@ mod tests {
         assert_eq!(r.range("user:1"), 1..3);
         assert_eq!(r.range("x"), 4..4);
         assert_eq!(r.range(""), 0..4);
-        let names = |v: Vec<&Row>| v.iter().map(|r| r.partition.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(r.top("", 0, 4)), ["user:2", "team:1", "user:10", "user:1"]);
+        let names = |v: Vec<&Row>| {
+            v.iter()
+                .map(|r| r.partition.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(r.top("", 0, 4)),
+            ["user:2", "team:1", "user:10", "user:1"]
+        );
         assert_eq!(names(r.top("user:", 1, 1)), ["user:10"]);
         let t = r.totals("user:");
         assert_eq!((t.partitions, t.queued, t.near_empty), (3, 3, 1));

@@ -147,12 +147,8 @@ impl Quotas for QuotasService {
         if self.cluster.is_some() {
             return Err(super::summaries::cluster_unimplemented("WatchSummaries"));
         }
-        let stream = super::summaries::watch(
-            &self.registry,
-            &self.hub,
-            &caller.tenant,
-            request.get_ref(),
-        )?;
+        let stream =
+            super::summaries::watch(&self.registry, &self.hub, &caller.tenant, request.get_ref())?;
         Ok(Response::new(stream))
     }
 

@@ -74,7 +74,10 @@ impl Source {
             .filter(|def| {
                 !embedded
                     || !def.per_partition
-                    || def.limits.iter().any(|l| l.scope == ResourceScope::Resource)
+                    || def
+                        .limits
+                        .iter()
+                        .any(|l| l.scope == ResourceScope::Resource)
             })
             .map(|def| {
                 Arc::new(BucketKey {
@@ -98,7 +101,12 @@ pub fn start(
     req: &proto::WatchRequest,
 ) -> Result<WatchStream, PermitError> {
     name(&req.resource_prefix, "resource_prefix", false, MAX_NAME_LEN)?;
-    name(&req.partition_prefix, "partition_prefix", false, MAX_NAME_LEN)?;
+    name(
+        &req.partition_prefix,
+        "partition_prefix",
+        false,
+        MAX_NAME_LEN,
+    )?;
     let scope = Scope {
         tenant: tenant.into(),
         prefix: tenant::qualify(tenant, &req.resource_prefix).into_owned(),

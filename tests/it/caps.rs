@@ -204,6 +204,7 @@ async fn watch_streams_are_capped_and_freed() {
     let req = || proto::WatchRequest {
         resource_prefix: "w:".into(),
         min_interval: None,
+        ..Default::default()
     };
     // Watch streams live past the channel's per-call timeout.
     let ch = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
@@ -707,6 +708,7 @@ async fn watchers_that_do_not_read_cost_no_snapshot() {
     let req = || proto::WatchRequest {
         resource_prefix: "wide:".into(),
         min_interval: None,
+        ..Default::default()
     };
     // Non-readers on channels of their own: what they leave unread holds their
     // connection's window, which must not stall the readers.

@@ -277,6 +277,7 @@ async fn a_429_at_one_replica_pauses_every_replica() {
         .watch(proto::WatchRequest {
             resource_prefix: "c:cool".into(),
             min_interval: Some(dur(Duration::from_millis(10))),
+            ..Default::default()
         })
         .await
         .expect("watch")

@@ -40,6 +40,7 @@ mod sequential;
 mod service;
 mod soak;
 mod spawned;
+mod summaries;
 mod support;
 mod tls;
 mod watch;

@@ -161,6 +161,7 @@ async fn year_long_pauses_are_capped_visible_and_clearable() {
         .watch(proto::WatchRequest {
             resource_prefix: "p:retry".into(),
             min_interval: None,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -398,6 +398,7 @@ async fn run_table(server: &TestServer) -> Table {
             .watch(proto::WatchRequest {
                 resource_prefix: String::new(),
                 min_interval: None,
+                ..Default::default()
             })
             .await;
         let w = match w {

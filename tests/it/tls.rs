@@ -442,6 +442,7 @@ async fn sighup_rotates_certificates_without_dropping_streams() {
         .watch(proto::WatchRequest {
             resource_prefix: "rot:".into(),
             min_interval: Some(crate::support::dur(Duration::from_millis(10))),
+            ..Default::default()
         })
         .await
         .expect("watch")

@@ -21,6 +21,7 @@ fn watch_req(prefix: &str, interval: Duration) -> proto::WatchRequest {
     proto::WatchRequest {
         resource_prefix: prefix.into(),
         min_interval: Some(dur(interval)),
+        ..Default::default()
     }
 }
 
@@ -262,6 +263,7 @@ async fn bad_interval() {
                 seconds: -1,
                 nanos: 0,
             }),
+            ..Default::default()
         })
         .await
         .unwrap_err();
