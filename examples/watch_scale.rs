@@ -1,0 +1,278 @@
+//! The bench driver behind `scripts/bench-watch.sh`: live views at scale.
+//!
+//! Against a running server it makes one per-partition resource with `--partitions` live
+//! buckets (each holds a long lease, so none is swept as idle), then measures AcquirePermit
+//! throughput over those partitions three times in one run: without subscribers, with
+//! `--subscribers` of them, and without again (the baseline is the mean of the two runs
+//! without, so drift shows). Half the subscribers never read: full `Watch` streams whose
+//! snapshot stalls. The other half read what a dashboard or a tool reads of such a
+//! resource: `WatchSummaries` (top 10) and `Watch` of resource-wide buckets only. It reports
+//! the throughput ratio and the server's RSS growth (its peak while the subscribers are
+//! open, against just before they opened).
+//!
+//! `cargo run --release --example watch_scale -- --server 127.0.0.1:50997 --server-pid PID`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use permitd::proto;
+use permitd::proto::permits_client::PermitsClient;
+use permitd::proto::quotas_client::QuotasClient;
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+struct Args {
+    server: String,
+    pid: u32,
+    partitions: usize,
+    subscribers: usize,
+    duration: Duration,
+    concurrency: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        server: "127.0.0.1:50997".into(),
+        pid: 0,
+        partitions: 100_000,
+        subscribers: 1000,
+        duration: Duration::from_secs(8),
+        concurrency: 64,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or(format!("{k}: needs a value"))?;
+        let num = |v: &str| v.parse::<usize>().map_err(|e| format!("{k}: {e}"));
+        match k.as_str() {
+            "--server" => a.server = v,
+            "--server-pid" => a.pid = v.parse().map_err(|e| format!("{k}: {e}"))?,
+            "--partitions" => a.partitions = num(&v)?,
+            "--subscribers" => a.subscribers = num(&v)?,
+            "--duration-secs" => a.duration = Duration::from_secs(num(&v)? as u64),
+            "--concurrency" => a.concurrency = num(&v)?,
+            _ => return Err(format!("unknown flag {k}")),
+        }
+    }
+    Ok(a)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("address")
+        .connect_lazy()
+}
+
+const RESOURCE: &str = "scale:users";
+
+/// AcquirePermit over random live partitions at `concurrency` for `d`: permits per second.
+async fn throughput(a: &Args, channels: &[Channel]) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + a.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..a.concurrency {
+        let mut c = PermitsClient::new(channels[i % channels.len()].clone());
+        let done = Arc::clone(&done);
+        let n = a.partitions;
+        tasks.spawn(async move {
+            // A cheap per-task sequence over the partitions (xorshift).
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+            while Instant::now() < end {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let r = c
+                    .acquire_permit(proto::AcquirePermitRequest {
+                        resource: RESOURCE.into(),
+                        partition: format!("user:{}", x % n as u64),
+                        lease: Some(prost_types::Duration {
+                            seconds: 1,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    })
+                    .await;
+                if r.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    done.load(Ordering::Relaxed) as f64 / a.duration.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = args()?;
+    let ch = channel(&a.server);
+    QuotasClient::new(ch.clone())
+        .put_resource(proto::PutResourceRequest {
+            resource: Some(proto::Resource {
+                name: RESOURCE.into(),
+                limits: vec![proto::Limit {
+                    dimension: "requests".into(),
+                    amount: 1_000_000_000,
+                    period: Some(prost_types::Duration {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                    burst: 0,
+                    scope: 0,
+                }],
+                per_partition: true,
+                limits_known: Some(true),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let t = Instant::now();
+    let mut c = PermitsClient::new(ch.clone());
+    for start in (0..a.partitions).step_by(1000) {
+        let requests = (start..(start + 1000).min(a.partitions))
+            .map(|i| proto::AcquirePermitRequest {
+                resource: RESOURCE.into(),
+                partition: format!("user:{i}"),
+                // Held for the run: the bucket stays live.
+                lease: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        c.acquire_permits(proto::AcquirePermitsRequest { requests })
+            .await?;
+    }
+    eprintln!(
+        "{} partitions live in {:.1} s",
+        a.partitions,
+        t.elapsed().as_secs_f64()
+    );
+    let load: Vec<Channel> = (0..4).map(|_| channel(&a.server)).collect();
+    throughput(&a, &load).await; // warm-up
+    let before_alone = throughput(&a, &load).await;
+
+    let rss_before = rss_kib(a.pid);
+    let idle_n = a.subscribers / 2;
+    let readers_n = a.subscribers - idle_n;
+    let mut idle = Vec::new();
+    let idle_channels: Vec<Channel> = (0..idle_n.div_ceil(50)).map(|_| channel(&a.server)).collect();
+    for i in 0..idle_n {
+        let mut q = QuotasClient::new(idle_channels[i / 50].clone());
+        idle.push(
+            q.watch(proto::WatchRequest {
+                resource_prefix: "scale:".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner(),
+        );
+    }
+    let read = Arc::new(AtomicU64::new(0));
+    let reader_channels: Vec<Channel> = (0..8).map(|_| channel(&a.server)).collect();
+    let mut readers = tokio::task::JoinSet::new();
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(readers_n.max(1));
+    for i in 0..readers_n {
+        let mut q = QuotasClient::new(reader_channels[i % 8].clone());
+        let read = Arc::clone(&read);
+        let first = first_tx.clone();
+        if i % 2 == 0 {
+            let mut s = q
+                .watch_summaries(proto::WatchSummariesRequest {
+                    resource_prefix: "scale:".into(),
+                    top: 10,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            readers.spawn(async move {
+                let mut sent = false;
+                while let Some(Ok(_)) = s.next().await {
+                    read.fetch_add(1, Ordering::Relaxed);
+                    if !sent {
+                        sent = first.send(()).await.is_ok();
+                    }
+                }
+            });
+        } else {
+            let mut s = q
+                .watch(proto::WatchRequest {
+                    resource_prefix: "scale:".into(),
+                    resource_buckets_only: true,
+                    min_interval: Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 250_000_000,
+                    }),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            // The resource has no shared bucket: this stream stays quiet, as the
+            // dashboard's feed does for it; it counts as open once subscribed.
+            let _ = first.send(()).await;
+            readers.spawn(async move {
+                while let Some(Ok(_)) = s.next().await {
+                    read.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    }
+    drop(first_tx);
+    for _ in 0..readers_n {
+        first_rx.recv().await;
+    }
+    let opened = rss_kib(a.pid);
+    let peak = Arc::new(AtomicU64::new(opened));
+    let sampler = {
+        let peak = Arc::clone(&peak);
+        let pid = a.pid;
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let read_before = read.load(Ordering::Relaxed);
+    let watched = throughput(&a, &load).await;
+    let read_during = read.load(Ordering::Relaxed) - read_before;
+    sampler.abort();
+    let peak = peak.load(Ordering::Relaxed).max(rss_kib(a.pid));
+    drop(idle);
+    readers.abort_all();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_alone = throughput(&a, &load).await;
+    let alone = (before_alone + after_alone) / 2.0;
+    println!(
+        "partitions={} subscribers={} (idle full Watch {idle_n}, reading {readers_n}: \
+         WatchSummaries top 10 and resource-wide Watch) concurrency={} duration={}s",
+        a.partitions,
+        a.subscribers,
+        a.concurrency,
+        a.duration.as_secs()
+    );
+    println!(
+        "acquire/s without subscribers: {before_alone:.0} before, {after_alone:.0} after; \
+         with: {watched:.0}; ratio {:.2}",
+        watched / alone
+    );
+    println!(
+        "server RSS: {rss_before} KiB before subscribing, peak {peak} KiB with them: \
+         growth {:.1} MiB ({:.1} KiB per subscriber); summaries read meanwhile: {read_during}",
+        peak.saturating_sub(rss_before) as f64 / 1024.0,
+        peak.saturating_sub(rss_before) as f64 / a.subscribers.max(1) as f64
+    );
+    Ok(())
+}
