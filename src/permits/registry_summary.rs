@@ -9,7 +9,7 @@ use super::{Entry, Registry};
 use crate::clock::Nanos;
 use crate::permits::PermitError;
 use crate::permits::bucket::BucketState;
-use crate::permits::summary::{Order, REFRESH, Ranking, Row, SummaryView};
+use crate::permits::summary::{Order, PartitionPage, REFRESH, Ranking, Row, SummaryView};
 
 /// The shared ranking of one resource and whether someone is reading a new one.
 #[derive(Debug, Default)]
@@ -48,6 +48,11 @@ fn row(partition: Arc<str>, st: &BucketState, now: Nanos) -> Row {
         queue: u32::try_from(st.queue_len()).unwrap_or(u32::MAX),
         in_flight: st.in_flight(),
         cooling: st.cooldown_until() > now,
+        cooldown_until: if st.cooldown_until() > now {
+            st.cooldown_until()
+        } else {
+            0
+        },
         probing: st.is_probing(),
         granted: st.granted_total,
         denied: st.denied_total,
@@ -67,7 +72,7 @@ impl Registry {
         Ok(self.ranking_of(&entry))
     }
 
-    fn ranking_of(&self, entry: &Entry) -> Arc<Ranking> {
+    pub(super) fn ranking_of(&self, entry: &Entry) -> Arc<Ranking> {
         let cell = &entry.ranking;
         let now = self.inner.clock.now();
         let fresh = REFRESH.as_nanos();
@@ -76,19 +81,17 @@ impl Registry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        if let Some(p) = &prev {
-            if u128::from(now.saturating_sub(p.read_at)) < fresh {
-                return Arc::clone(p);
-            }
+        if let Some(p) = &prev
+            && u128::from(now.saturating_sub(p.read_at)) < fresh
+        {
+            return Arc::clone(p);
         }
         let claimed = cell
             .busy
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        if !claimed {
-            if let Some(p) = prev {
-                return p;
-            }
+        if !claimed && let Some(p) = prev {
+            return p;
         }
         let next = Arc::new(self.read_ranking(entry, prev.as_deref()));
         *cell
@@ -156,7 +159,7 @@ impl Registry {
         order: Order,
         after: &str,
         n: usize,
-    ) -> Result<(Vec<(Arc<str>, crate::permits::QuotaView)>, bool, u64), PermitError> {
+    ) -> Result<PartitionPage, PermitError> {
         let entry = self.entry(resource)?;
         let ranking = self.ranking_of(&entry);
         let range = ranking.range(prefix);

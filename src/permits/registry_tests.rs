@@ -281,6 +281,7 @@ mod summaries {
             queue: v.queue_depth,
             in_flight: v.in_flight,
             cooling: v.cooldown_until.is_some(),
+            cooldown_until: 0,
             probing: v.probing,
             granted: v.granted_total,
             denied: v.denied_total,

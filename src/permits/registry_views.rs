@@ -33,8 +33,9 @@ impl Registry {
                     buckets: 0,
                     probing: 0,
                 };
-                for b in e.all_buckets() {
-                    let st = b.lock();
+                // Partitions come from the shared ranking (at most 250 ms old): a resource
+                // of 10^5 partitions must not be read in full per scrape and per page.
+                let mut count = |st: &super::super::bucket::BucketState| {
                     m.buckets += 1;
                     m.probing += u64::from(st.is_probing());
                     m.in_flight += u64::from(st.in_flight());
@@ -42,6 +43,17 @@ impl Registry {
                     m.cooldown_remaining = m.cooldown_remaining.max(Duration::from_nanos(
                         st.cooldown_until().saturating_sub(now),
                     ));
+                };
+                count(&e.shared.lock());
+                if e.def.per_partition {
+                    let t = self.ranking_of(&e).totals("");
+                    m.buckets += t.partitions;
+                    m.probing += t.probing;
+                    m.in_flight += t.in_flight;
+                    m.queue_depth += t.queued;
+                    m.cooldown_remaining = m
+                        .cooldown_remaining
+                        .max(Duration::from_nanos(t.cooldown_until.saturating_sub(now)));
                 }
                 // Limit and remaining of the resource-wide bucket; per-partition limits are
                 // shown by GetQuota and Watch.
@@ -52,6 +64,16 @@ impl Registry {
             .collect();
         out.sort_by(|a, b| a.def.name.cmp(&b.def.name));
         out
+    }
+
+    /// Every resource's counters, by name (cheap: no bucket is read).
+    #[must_use]
+    pub fn stats(&self) -> Vec<(String, Arc<super::super::stats::ResourceStats>)> {
+        self.inner
+            .resources
+            .iter()
+            .map(|e| (e.key().clone(), Arc::clone(&e.stats)))
+            .collect()
     }
 
     /// The keys of every bucket whose resource starts with `prefix`, sorted by (resource,

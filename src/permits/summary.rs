@@ -37,6 +37,8 @@ pub struct Row {
     pub in_flight: u32,
     /// Paused after an upstream 429/503.
     pub cooling: bool,
+    /// Until when (the registry's clock; 0 without a pause).
+    pub cooldown_until: u64,
     /// In slow start.
     pub probing: bool,
     /// Grants since the bucket was made.
@@ -102,6 +104,8 @@ pub struct Totals {
     pub near_empty: u64,
     /// Partitions paused after an upstream 429/503.
     pub cooling: u64,
+    /// The latest end of a partition's pause (the registry's clock; 0 without one).
+    pub cooldown_until: u64,
     /// Partitions in slow start.
     pub probing: u64,
     /// Grants of the live partitions.
@@ -124,6 +128,7 @@ impl Totals {
         self.queued += u64::from(r.queue);
         self.near_empty += u64::from(r.near_empty());
         self.cooling += u64::from(r.cooling);
+        self.cooldown_until = self.cooldown_until.max(r.cooldown_until);
         self.probing += u64::from(r.probing);
         self.granted = self.granted.saturating_add(r.granted);
         self.denied = self.denied.saturating_add(r.denied);
@@ -250,6 +255,10 @@ pub enum Order {
     Pressure,
 }
 
+/// A page of partitions: each one's name and state read now, whether more follow, and how
+/// many match in all.
+pub type PartitionPage = (Vec<(Arc<str>, QuotaView)>, bool, u64);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +270,7 @@ mod tests {
             queue,
             in_flight: 0,
             cooling: false,
+            cooldown_until: 0,
             probing: false,
             granted,
             denied,
