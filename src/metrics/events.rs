@@ -8,6 +8,15 @@
 //! - `totals`: every [`TOTALS_EVERY`], per resource the counters the chart needs (grants,
 //!   denials by reason) and its aggregate state, plus the header-feedback counters.
 //!
+//! - `summary`: every [`TOTALS_EVERY`], per per-partition resource, totals over its live
+//!   partitions and the [`TOP`] under most pressure ([`crate::permits::summary`]): a page
+//!   shows 10^5 partitions as this, never as one `quota` event each. (The `quota` feed
+//!   carries resource-wide buckets only.)
+//!
+//! The first `totals` also carries each resource's `history`: the counters sampled every
+//! second over the last [`HISTORY`] ([`History`]), so a page opened now charts the last five
+//! minutes, not only what happened since it opened.
+//!
 //! A last `bye` event says the server is shutting down, then the stream ends.
 //!
 //! Memory per client is bounded: one task whose outbox holds [`OUTBOX`] events. A client
@@ -42,6 +51,64 @@ pub const COALESCE: Duration = Duration::from_millis(250);
 pub const TOTALS_EVERY: Duration = Duration::from_secs(1);
 /// Events queued towards one client before its task waits.
 const OUTBOX: usize = 16;
+/// Partitions named per `summary` event.
+pub const TOP: usize = 8;
+/// Span of the counters' history.
+pub const HISTORY: Duration = Duration::from_secs(300);
+
+/// Per resource, (epoch ms, granted, denied) once a second over the last [`HISTORY`]:
+/// sampled by one task for every page (O(resources) a second, whatever the pages).
+#[derive(Debug, Default)]
+pub struct History {
+    rows: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<[u64; 3]>>>,
+}
+
+impl History {
+    /// Record every resource's counters now (and forget deleted resources).
+    pub fn sample(&self, registry: &crate::permits::Registry) {
+        let t = epoch_ms(SystemTime::now());
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let mut rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live = registry.stats();
+        rows.retain(|k, _| live.iter().any(|(n, _)| n == k));
+        let keep = HISTORY.as_millis();
+        for (name, stats) in live {
+            let denied: u64 = stats.denied.iter().map(load).sum();
+            let h = rows.entry(name).or_default();
+            h.push_back([t, load(&stats.granted), denied]);
+            while h
+                .front()
+                .is_some_and(|f| u128::from(t.saturating_sub(f[0])) > keep)
+            {
+                h.pop_front();
+            }
+        }
+    }
+
+    /// One resource's history as a JSON array of `[t, granted, denied]`.
+    fn json(&self, out: &mut String, name: &str) {
+        let rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.push('[');
+        for (i, [t, g, d]) in rows.get(name).into_iter().flatten().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "[{t},{g},{d}]");
+        }
+        out.push(']');
+    }
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 /// How often an idle stream sends a comment (keeps proxies from closing it, and finds dead
 /// clients).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -87,8 +154,11 @@ async fn pump(state: State, view: View, mut watch: WatchStream, tx: mpsc::Sender
     tick.tick().await; // the first tick is now
     let first = Event::default()
         .event("totals")
-        .data(totals_json(&state, &view));
+        .data(totals_json(&state, &view, true));
     if tx.send(first).await.is_err() {
+        return;
+    }
+    if !send_summaries(&state, &view, &tx).await {
         return;
     }
     let _counted: ClientGuard = state.client_connected();
@@ -102,7 +172,13 @@ async fn pump(state: State, view: View, mut watch: WatchStream, tx: mpsc::Sender
                     return;
                 }
             },
-            _ = tick.tick() => Event::default().event("totals").data(totals_json(&state, &view)),
+            _ = tick.tick() => {
+                let totals = Event::default().event("totals").data(totals_json(&state, &view, false));
+                if tx.send(totals).await.is_err() || !send_summaries(&state, &view, &tx).await {
+                    return;
+                }
+                continue;
+            }
             () = tx.closed() => return,
         };
         if tx.send(event).await.is_err() {
@@ -110,6 +186,142 @@ async fn pump(state: State, view: View, mut watch: WatchStream, tx: mpsc::Sender
         }
     }
 }
+
+/// One `summary` event per per-partition resource the page shows, each read once the
+/// client has room for it; false when the client is gone. (A cluster replica holds no
+/// partition buckets: it sends none.)
+async fn send_summaries(state: &State, view: &View, tx: &mpsc::Sender<Event>) -> bool {
+    if state.cluster.is_some() {
+        return true;
+    }
+    let defs = state
+        .registry
+        .list_where("", "", usize::MAX, |n| view.shows(n));
+    for def in defs.iter().filter(|d| d.per_partition) {
+        let Ok(slot) = tx.reserve().await else {
+            return false;
+        };
+        let Ok(s) = state.registry.summary(&def.name, "", TOP) else {
+            continue;
+        };
+        let local = crate::auth::tenant::split(&def.name).1;
+        let p = crate::server::summaries::summary_to_proto(local, true, &s);
+        slot.send(Event::default().event("summary").data(summary_json(&p)));
+    }
+    true
+}
+
+/// A resource summary as the page reads it.
+fn summary_json(s: &proto::ResourceSummary) -> String {
+    let mut o = String::with_capacity(256 + 512 * s.top.len());
+    o.push_str("{\"resource\":");
+    json_str(&mut o, &s.resource);
+    let _ = write!(
+        o,
+        ",\"live\":{},\"in_flight\":{},\"queue\":{},\"near_empty\":{},\"cooling\":{},\
+         \"probing\":{},\"granted\":{},\"denied\":{},\"upstream_429\":{},\
+         \"granted_per_s\":{:.2},\"denied_per_s\":{:.2},\"version\":{},\"top\":[",
+        s.live_partitions,
+        s.in_flight,
+        s.queue_depth,
+        s.near_empty,
+        s.cooling_down,
+        s.probing,
+        s.granted_total,
+        s.denied_total,
+        s.upstream_429_total,
+        s.granted_per_second,
+        s.denied_per_second,
+        s.version,
+    );
+    for (i, u) in s.top.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str(&quota_json(u));
+    }
+    o.push_str("]}");
+    o
+}
+
+/// `GET /events/partitions?resource=R&prefix=P`: the first [`SEARCH_PAGE`] live partitions
+/// of R whose name starts with P, in name order, each read now, and how many match in all.
+pub(super) fn partitions_json(
+    state: &State,
+    view: &View,
+    query: &str,
+) -> Result<String, (axum::http::StatusCode, String)> {
+    use axum::http::StatusCode;
+    let mut resource = None;
+    let mut prefix = String::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "resource" => resource = Some(v.into_owned()),
+            "prefix" => prefix = v.into_owned(),
+            _ => {}
+        }
+    }
+    let bad = |e: crate::permits::PermitError| (StatusCode::BAD_REQUEST, format!("{e}\n"));
+    let resource = resource.ok_or((StatusCode::BAD_REQUEST, "resource: is required\n".into()))?;
+    crate::server::convert::name(
+        &resource,
+        "resource",
+        true,
+        crate::permits::resource::MAX_NAME_LEN,
+    )
+    .map_err(bad)?;
+    crate::server::convert::name(
+        &prefix,
+        "prefix",
+        false,
+        crate::permits::resource::MAX_NAME_LEN,
+    )
+    .map_err(bad)?;
+    let tenant = view.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+    let qualified = crate::auth::tenant::qualify(tenant, &resource);
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            format!("unknown resource {resource:?}\n"),
+        )
+    };
+    if !view.shows(&qualified) {
+        return Err(not_found());
+    }
+    if state.cluster.is_some() {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "partition search needs the embedded engine\n".into(),
+        ));
+    }
+    let (rows, _, total) = state
+        .registry
+        .partitions(
+            &qualified,
+            &prefix,
+            crate::permits::summary::Order::Name,
+            "",
+            SEARCH_PAGE,
+        )
+        .map_err(|e| match e {
+            crate::permits::PermitError::UnknownResource(_) => not_found(),
+            e => bad(e),
+        })?;
+    let mut o = format!("{{\"total\":{total},\"partitions\":[");
+    for (i, (p, v)) in rows.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str(&quota_json(&crate::server::quotas::quota_update(
+            &resource, p, v,
+        )));
+    }
+    o.push_str("]}");
+    Ok(o)
+}
+
+/// Partitions a search answers with.
+pub const SEARCH_PAGE: usize = 50;
 
 /// A JSON string literal.
 fn json_str(out: &mut String, s: &str) {
@@ -196,11 +408,9 @@ fn quota_json(u: &proto::QuotaUpdate) -> String {
 }
 
 /// Per resource counters and aggregate state, plus the feedback counters.
-fn totals_json(state: &State, view: &View) -> String {
+fn totals_json(state: &State, view: &View, with_history: bool) -> String {
     let now = SystemTime::now();
-    let epoch_ms = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let epoch_ms = epoch_ms(now);
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut o = String::with_capacity(512);
     let _ = write!(o, "{{\"t\":{epoch_ms},\"resources\":[");
@@ -261,7 +471,12 @@ fn totals_json(state: &State, view: &View) -> String {
             json_str(&mut o, &d.reason);
             o.push('}');
         }
-        o.push_str("]}");
+        o.push(']');
+        if with_history {
+            o.push_str(",\"history\":");
+            state.history.json(&mut o, &r.def.name);
+        }
+        o.push('}');
     }
     // Server-wide counters: an operator's view only (a tenant's page shows zeros).
     let none = crate::feedback::apply::Counters::default();

@@ -5,7 +5,9 @@
 //! - `/metrics`: the Prometheus text exposition ([`prom`]);
 //! - `/`: the dashboard, one self-contained page (inline CSS and JS, compiled into the
 //!   binary, nothing fetched from the internet);
-//! - `/events`: the page's feed, server-sent events ([`events`]).
+//! - `/events`: the page's feed, server-sent events ([`events`]);
+//! - `/events/partitions?resource=R&prefix=P`: the page's partition search (JSON). Under
+//!   `/events` so the feed's token cookie reaches it.
 //!
 //! [`serve`] has the gRPC server's shape: a bound listener and a shutdown future; after the
 //! signal, open connections get at most the grace period to finish (the `/events` streams
@@ -52,6 +54,8 @@ pub struct State {
     pub rls: Option<Arc<crate::rls::Rls>>,
     /// Who may read (every route but the static page needs a viewer).
     pub auth: Arc<crate::auth::Auth>,
+    /// The counters' last five minutes, for the charts of a page opened now.
+    pub history: Arc<events::History>,
     /// Pages connected to `/events` now.
     clients: Arc<AtomicU64>,
     /// Pages connected to `/events` since the start.
@@ -82,6 +86,7 @@ impl State {
             cluster: None,
             rls: None,
             auth: Arc::new(crate::auth::Auth::off()),
+            history: Arc::default(),
             clients: Arc::default(),
             connections: Arc::default(),
         }
@@ -218,6 +223,7 @@ pub fn router(state: State) -> Router {
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/events", get(events))
+        .route("/events/partitions", get(partitions))
         .fallback(not_found)
         .with_state(state)
 }
@@ -239,6 +245,19 @@ pub async fn serve(
     let stopped = async {
         let _ = stop_rx.await;
     };
+    // One sampler of the charts' history for every page.
+    let sampler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(events::TOTALS_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                state.history.sample(&state.registry);
+            }
+        })
+    };
+    let _sampler = AbortOnDrop(sampler);
     let app = router(state);
     let mut task = match tls {
         Some(tls) => {
@@ -336,6 +355,39 @@ async fn events(
     match events::stream(&state, view) {
         Ok(sse) => ([(header::CACHE_CONTROL, "no-store")], sse).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn partitions(
+    axum::extract::State(state): axum::extract::State<State>,
+    peer: PeerInfo,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let caller = match state.caller(&headers, Some(&peer.0), true) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    let view = state.view(&caller, true);
+    match events::partitions_json(&state, &view, uri.query().unwrap_or("")) {
+        Ok(json) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            json,
+        )
+            .into_response(),
+        Err((code, msg)) => (code, msg).into_response(),
+    }
+}
+
+/// Aborts a task when dropped (whichever way `serve` returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -336,12 +336,17 @@ impl Feed {
 
     /// The next `quota` event of `resource` whose data contains `needle`.
     async fn quota_with(&mut self, resource: &str, needle: &str) -> String {
+        self.event_with("quota", resource, needle).await
+    }
+
+    /// The next `kind` event of `resource` whose data contains `needle`.
+    async fn event_with(&mut self, want: &str, resource: &str, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         let tag = format!("\"resource\":\"{resource}\"");
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let (kind, data) = self.next(left).await.expect("stream open");
-            if kind == "quota" && data.contains(&tag) && data.contains(needle) {
+            if kind == want && data.contains(&tag) && data.contains(needle) {
                 return data;
             }
         }
@@ -460,7 +465,7 @@ async fn stalled_feed(addr: std::net::SocketAddr) -> Feed {
 }
 
 /// Pages that never read cost the permit path little and the server no memory: acquires
-/// over 500 partitions (up to 500 changed buckets per interval) with three stalled pages;
+/// over 500 partitions (a summary per second per page) with three stalled pages;
 /// when one resumes it skips to the latest state. The server is a process of its own, so
 /// its memory is measured apart from the tests running beside it.
 #[tokio::test]
@@ -522,12 +527,87 @@ async fn stalled_pages() {
         watched.as_secs_f64() < alone.as_secs_f64() * 2.0,
         "stalled pages slowed permits: {alone:?} -> {watched:?} per {ROUND}"
     );
-    // A stalled page that resumes reaches the latest state: every partition had
-    // 1 + 6 * ROUND / PARTITIONS grants.
+    // A stalled page that resumes reaches the latest state: the resource's summary counts
+    // every grant (the feed names partitions only in summaries, never one event each).
     let mut pages = pages;
-    let latest = format!("\"granted\":{},", 1 + 6 * ROUND / PARTITIONS);
-    pages[0]
-        .quota_with("dash:s\",\"partition\":\"p499", &latest)
-        .await;
+    let latest = format!("\"granted\":{},", PARTITIONS + 6 * ROUND);
+    let summary = pages[0].event_with("summary", "dash:s", &latest).await;
+    assert!(
+        summary.contains(&format!("\"live\":{PARTITIONS},")),
+        "{summary}"
+    );
     drop(pages);
+}
+
+/// `GET /events/partitions`: the page's partition search. Live partitions whose name starts
+/// with the prefix, in name order, each as a `quota` event's data, with how many match;
+/// bad or missing parameters are 400 naming the field, an unknown resource 404.
+#[tokio::test]
+async fn partition_search() {
+    let server = TestServer::start_with_metrics().await;
+    let m = server.metrics_addr.unwrap();
+    let mut r = resource("dash:p", vec![limit("requests", 10, HOUR, 0)], 0);
+    r.per_partition = true;
+    put(&server, r).await;
+    let mut c = server.permits().await;
+    // 120 users: 0..=119; "user:1" starts 31 of them (1, 10..=19, 100..=119).
+    let requests = (0..120)
+        .map(|i| {
+            let mut r = acquire_req("dash:p");
+            r.partition = format!("user:{i}");
+            r
+        })
+        .collect();
+    c.acquire_permits(proto::AcquirePermitsRequest { requests })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mut r = acquire_req("dash:p");
+        r.partition = "user:105".into();
+        c.acquire_permit(r).await.unwrap();
+    }
+    let page = get(m, "/events/partitions?resource=dash%3Ap&prefix=user%3A1").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.headers["content-type"].starts_with("application/json"));
+    let j: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(j["total"], 31);
+    let names: Vec<&str> = j["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["partition"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<String> = std::iter::once(1)
+        .chain(10..20)
+        .chain(100..120)
+        .map(|i| format!("user:{i}"))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    let p105 =
+        &j["partitions"].as_array().unwrap()[names.iter().position(|n| *n == "user:105").unwrap()];
+    assert_eq!(p105["granted"], 4);
+    assert_eq!(p105["dims"][0]["remaining"], 6);
+    // More matches than a page holds: the first 50 by name, and the count.
+    let all = get(m, "/events/partitions?resource=dash:p&prefix=user:").await;
+    let j: serde_json::Value = serde_json::from_str(&all.body).unwrap();
+    assert_eq!(j["total"], 120);
+    assert_eq!(j["partitions"].as_array().unwrap().len(), 50);
+    let none = get(m, "/events/partitions?resource=dash:p&prefix=nobody").await;
+    assert_eq!(none.body.trim(), r#"{"total":0,"partitions":[]}"#);
+    for (path, status, says) in [
+        ("/events/partitions?prefix=user", 400, "resource"),
+        ("/events/partitions?resource=", 400, "resource"),
+        (
+            "/events/partitions?resource=dash:p&prefix=%00",
+            400,
+            "prefix",
+        ),
+        ("/events/partitions?resource=dash:nope", 404, "dash:nope"),
+    ] {
+        let r = get(m, path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert!(r.body.contains(says), "{path}: {}", r.body);
+    }
+    server.stop().await;
 }
