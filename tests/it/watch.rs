@@ -332,3 +332,96 @@ async fn a_thousand_subscribers() {
     assert!(rss_before > 0, "the server's RSS is readable");
     drop(streams);
 }
+
+/// Issue 19's failure, bounded: full Watch streams that never read, over one resource with
+/// 20 000 live partitions. Each stream's snapshot is cut from one shared list as the client
+/// reads it, never copied per stream, so 300 of them cost the server little memory (they
+/// once cost 2.8 GiB); one that starts reading gets every partition once, then changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_snapshots_over_many_partitions() {
+    const PARTITIONS: usize = 20_000;
+    const STREAMS: usize = 300;
+    let (server, _dir) = Spawned::temp(&[]).await;
+    let mut r = resource(
+        "w:users",
+        vec![limit("requests", 1_000_000, Duration::from_secs(3600), 0)],
+        0,
+    );
+    r.per_partition = true;
+    define(&server, r).await;
+    let mut c = proto::permits_client::PermitsClient::new(server.channel());
+    for start in (0..PARTITIONS).step_by(1000) {
+        let requests = (start..start + 1000)
+            .map(|i| {
+                let mut r = acquire_req("w:users");
+                r.partition = format!("user:{i}");
+                r
+            })
+            .collect();
+        c.acquire_permits(proto::AcquirePermitsRequest { requests })
+            .await
+            .unwrap();
+    }
+    let rss_before = server.rss_kib();
+    // Thirty streams a connection (HTTP/2 flow control is shared per connection: a stalled
+    // stream holds its connection's window, so the reader has a connection of its own).
+    let channels: Vec<_> = (0..STREAMS / 30).map(|_| server.stream_channel()).collect();
+    let mut streams = Vec::new();
+    for i in 0..STREAMS - 1 {
+        let mut q = proto::quotas_client::QuotasClient::new(channels[i % channels.len()].clone());
+        streams.push(
+            q.watch(watch_req("w:", Duration::from_millis(250)))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    // Changes while they stall: every stream has them announced.
+    for i in 0..2000 {
+        let mut r = acquire_req("w:users");
+        r.partition = format!("user:{}", i * 7 % PARTITIONS);
+        c.acquire_permit(r).await.unwrap();
+    }
+    let rss_stalled = server.rss_kib();
+    let mut s = proto::quotas_client::QuotasClient::new(server.stream_channel())
+        .watch(watch_req("w:", Duration::from_millis(250)))
+        .await
+        .unwrap()
+        .into_inner();
+    let rss_stalled = rss_stalled.max(server.rss_kib());
+    // It starts reading: the whole snapshot, each partition once, then live changes.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < PARTITIONS {
+        let u = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .unwrap_or_else(|_| panic!("snapshot stalled after {} partitions", seen.len()))
+            .expect("stream open")
+            .expect("an update");
+        assert_eq!(u.resource, "w:users");
+        assert!(
+            seen.insert(u.partition.clone()),
+            "{} twice in the snapshot",
+            u.partition
+        );
+    }
+    let mut r = acquire_req("w:users");
+    r.partition = "user:5".into();
+    c.acquire_permit(r).await.unwrap();
+    loop {
+        let u = next(&mut s, Duration::from_secs(5)).await;
+        if u.partition == "user:5" && u.granted_total >= 2 {
+            break;
+        }
+    }
+    let grown = rss_stalled.saturating_sub(rss_before);
+    println!(
+        "RESULT watch_stalled_snapshots partitions={PARTITIONS} streams={STREAMS} rss_before_kib={rss_before} rss_growth_kib={grown} ({:.1} KiB per stream)",
+        grown as f64 / STREAMS as f64
+    );
+    assert!(rss_before > 0, "the server's RSS is readable");
+    assert!(
+        grown < 64 * 1024,
+        "{STREAMS} stalled snapshots grew the server {grown} KiB"
+    );
+    drop(streams);
+}
