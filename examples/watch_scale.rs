@@ -68,10 +68,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn channel(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("address")
-        .connect_lazy()
+fn channel(addr: &str) -> Result<Channel, tonic::codegen::http::uri::InvalidUri> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?.connect_lazy())
 }
 
 const RESOURCE: &str = "scale:users";
@@ -116,7 +114,7 @@ async fn throughput(a: &Args, channels: &[Channel]) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = args()?;
-    let ch = channel(&a.server);
+    let ch = channel(&a.server)?;
     QuotasClient::new(ch.clone())
         .put_resource(proto::PutResourceRequest {
             resource: Some(proto::Resource {
@@ -160,7 +158,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.partitions,
         t.elapsed().as_secs_f64()
     );
-    let load: Vec<Channel> = (0..4).map(|_| channel(&a.server)).collect();
+    let load = (0..4)
+        .map(|_| channel(&a.server))
+        .collect::<Result<Vec<_>, _>>()?;
     throughput(&a, &load).await; // warm-up
     let before_alone = throughput(&a, &load).await;
 
@@ -168,7 +168,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let idle_n = a.subscribers / 2;
     let readers_n = a.subscribers - idle_n;
     let mut idle = Vec::new();
-    let idle_channels: Vec<Channel> = (0..idle_n.div_ceil(50)).map(|_| channel(&a.server)).collect();
+    let idle_channels = (0..idle_n.div_ceil(50))
+        .map(|_| channel(&a.server))
+        .collect::<Result<Vec<_>, _>>()?;
     for i in 0..idle_n {
         let mut q = QuotasClient::new(idle_channels[i / 50].clone());
         idle.push(
@@ -181,7 +183,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let read = Arc::new(AtomicU64::new(0));
-    let reader_channels: Vec<Channel> = (0..8).map(|_| channel(&a.server)).collect();
+    let reader_channels = (0..8)
+        .map(|_| channel(&a.server))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut readers = tokio::task::JoinSet::new();
     let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(readers_n.max(1));
     for i in 0..readers_n {
