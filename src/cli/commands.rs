@@ -4,7 +4,7 @@
 
 use super::output::{self, emit};
 use super::rpc::{RpcError, connect, request};
-use super::{AcquireArgs, ConnArgs, EXIT_DENIED, QuotaArgs, ReleaseArgs, ReportArgs};
+use super::{AcquireArgs, ConnArgs, EXIT_DENIED, QuotaArgs, ReleaseArgs, ReportArgs, SummaryArgs};
 use crate::config::{parse_resources_toml, resource_to_toml};
 use crate::proto::permits_client::PermitsClient;
 use crate::proto::quotas_client::QuotasClient;
@@ -455,6 +455,156 @@ pub(super) async fn quota(args: QuotaArgs) -> anyhow::Result<ExitCode> {
     }
     emit(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `permitd summary`: a resource's totals over its partitions and the ones under most
+/// pressure, or with `--all` every partition, page by page.
+pub(super) async fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
+    use crate::proto::{GetSummaryRequest, ListPartitionsRequest, PartitionOrder};
+    let mut client = QuotasClient::new(connect(&args.conn, args.conn.timeout).await?);
+    let prefix = args.partition_prefix.unwrap_or_default();
+    let s = client
+        .get_summary(request(
+            GetSummaryRequest {
+                resource: args.resource.clone(),
+                partition_prefix: prefix.clone(),
+                top: if args.all { 1 } else { args.top },
+            },
+            args.conn.timeout,
+        ))
+        .await
+        .map_err(RpcError::from)?
+        .into_inner();
+    let mut out = String::new();
+    let kind = if s.per_partition {
+        "per partition"
+    } else {
+        "one shared bucket"
+    };
+    let under = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!(" starting with {prefix:?}")
+    };
+    for (key, value) in [
+        ("resource", format!("{} ({kind})", s.resource)),
+        (
+            "partitions",
+            format!(
+                "{} live{under}, {} near empty ({:.1} %), {} cooling down, {} in slow start",
+                s.live_partitions,
+                s.near_empty,
+                s.near_empty_share * 100.0,
+                s.cooling_down,
+                s.probing
+            ),
+        ),
+        ("in_flight", s.in_flight.to_string()),
+        ("queue_depth", s.queue_depth.to_string()),
+        (
+            "granted",
+            format!(
+                "{} ({:.1}/s over {})",
+                s.granted_total,
+                s.granted_per_second,
+                output::duration(s.rate_window.as_ref())
+            ),
+        ),
+        (
+            "denied",
+            format!("{} ({:.1}/s)", s.denied_total, s.denied_per_second),
+        ),
+        ("upstream_429_total", s.upstream_429_total.to_string()),
+        ("at", output::timestamp(s.at.as_ref())),
+    ] {
+        let _ = writeln!(out, "{:<19} {value}", format!("{key}:"));
+    }
+    if !args.all {
+        if !s.top.is_empty() {
+            let _ = writeln!(out, "\nunder most pressure:");
+            out.push_str(&output::table(&partition_rows(&s.top)));
+        }
+        emit(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    emit(&out)?;
+    let order = if args.by_pressure {
+        PartitionOrder::Pressure
+    } else {
+        PartitionOrder::Name
+    };
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_partitions(request(
+                ListPartitionsRequest {
+                    resource: args.resource.clone(),
+                    partition_prefix: prefix.clone(),
+                    order: order.into(),
+                    page_size: 1000,
+                    page_token: std::mem::take(&mut token),
+                },
+                args.conn.timeout,
+            ))
+            .await
+            .map_err(RpcError::from)?
+            .into_inner();
+        if !page.partitions.is_empty() {
+            emit(&format!(
+                "\n{}",
+                output::table(&partition_rows(&page.partitions))
+            ))?;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A table of partitions: the tightest dimension of each, its use and its counts.
+fn partition_rows(parts: &[crate::proto::QuotaUpdate]) -> Vec<Vec<String>> {
+    let mut rows = vec![
+        [
+            "PARTITION",
+            "TIGHTEST",
+            "REMAINING",
+            "IN_FLIGHT",
+            "QUEUED",
+            "GRANTED",
+            "DENIED",
+            "COOLDOWN_UNTIL",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for p in parts {
+        // The dimension with the least left, as a share of its limit.
+        let tight = p.dimensions.iter().filter(|d| d.limit > 0).min_by(|a, b| {
+            let share = |d: &crate::proto::DimensionQuota| d.remaining as f64 / d.limit as f64;
+            share(a).total_cmp(&share(b))
+        });
+        let (dim, left) = tight.map_or(("-".to_owned(), "-".to_owned()), |d| {
+            (d.dimension.clone(), format!("{}/{}", d.remaining, d.limit))
+        });
+        let in_flight = if p.concurrency == 0 {
+            p.in_flight.to_string()
+        } else {
+            format!("{}/{}", p.in_flight, p.concurrency)
+        };
+        rows.push(vec![
+            p.partition.clone(),
+            dim,
+            left,
+            in_flight,
+            p.queue_depth.to_string(),
+            p.granted_total.to_string(),
+            p.denied_total.to_string(),
+            output::timestamp(p.cooldown_until.as_ref()),
+        ]);
+    }
+    rows
 }
 
 /// Collect `DIM=N` flags into a map, refusing a dimension given twice.

@@ -49,6 +49,12 @@ pub enum ClientCommand {
     },
     /// Show the live state of one bucket (remaining per dimension, in flight, queued)
     Quota(QuotaArgs),
+    /// One resource at a glance: totals over its live partitions and the ones under most
+    /// pressure (paused, longest queue, least left, most denied)
+    ///
+    /// Reads Quotas.GetSummary; with --all, every partition under --partition-prefix too
+    /// (Quotas.ListPartitions, page by page, in name order or by pressure).
+    Summary(SummaryArgs),
     /// Watch quotas live: a table that redraws, or one JSON object per update
     ///
     /// Streams Quotas.Watch: every matching bucket first, then each change (at most one per
@@ -260,6 +266,28 @@ pub struct QuotaArgs {
     pub conn: ConnArgs,
 }
 
+/// Flags of `permitd summary`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SummaryArgs {
+    /// The resource
+    pub resource: String,
+    /// Only partitions whose name starts with this
+    #[arg(long, value_name = "PREFIX")]
+    pub partition_prefix: Option<String>,
+    /// Partitions under most pressure to list (at most 100)
+    #[arg(long, default_value_t = 10)]
+    pub top: u32,
+    /// List every matching partition instead of the top ones
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: most pressed first instead of by name
+    #[arg(long, requires = "all")]
+    pub by_pressure: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
 /// Flags of `permitd watch`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
@@ -298,6 +326,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             ResourcesCommand::Reset { name, conn } => commands::resources_reset(&conn, name).await,
         },
         ClientCommand::Quota(args) => commands::quota(args).await,
+        ClientCommand::Summary(args) => commands::summary(args).await,
         ClientCommand::Watch(args) => watch::watch(args).await,
         ClientCommand::Bench(args) => bench::run(args).await,
         ClientCommand::BenchCoord(args) => coord::run(args).await,

@@ -194,3 +194,91 @@ async fn cli_closed_port_is_one_line_error() {
         r.stderr
     );
 }
+
+/// `permitd summary`: totals over a per-partition resource's partitions and the ones under
+/// most pressure first; `--all` pages through every partition (by name, or by pressure).
+#[tokio::test]
+async fn cli_summary_and_partitions() {
+    let server = TestServer::start().await;
+    let mut r = crate::support::resource(
+        "cli:users",
+        vec![crate::support::limit(
+            "requests",
+            4,
+            std::time::Duration::from_secs(3600),
+            0,
+        )],
+        0,
+    );
+    r.per_partition = true;
+    crate::support::put(&server, r).await;
+    let mut c = server.permits().await;
+    // 1500 partitions (more than one page) with a grant each; u:7 empty and denied once.
+    for start in (0..1500).step_by(500) {
+        let requests = (start..start + 500)
+            .map(|i| {
+                let mut r = crate::support::acquire_req("cli:users");
+                r.partition = format!("u:{i}");
+                r
+            })
+            .collect();
+        c.acquire_permits(permitd::proto::AcquirePermitsRequest { requests })
+            .await
+            .unwrap();
+    }
+    for _ in 0..4 {
+        let mut r = crate::support::acquire_req("cli:users");
+        r.partition = "u:7".into();
+        c.acquire_permit(r).await.unwrap();
+    }
+    let r = client(&server, &["summary", "cli:users", "--top", "3"], None).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(table_row(&r.stdout, "partitions:")[1], "1500");
+    assert_eq!(table_row(&r.stdout, "granted:")[1], "1503");
+    assert_eq!(table_row(&r.stdout, "denied:")[1], "1");
+    // The top table: u:7 first (empty, denied), three rows.
+    let top: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("PARTITION"))
+        .skip(1)
+        .collect();
+    assert_eq!(top.len(), 3, "{}", r.stdout);
+    assert!(top[0].starts_with("u:7 "), "{}", r.stdout);
+    assert_eq!(table_row(&r.stdout, "u:7")[2], "0/4");
+    let all = client(&server, &["summary", "cli:users", "--all"], None).await;
+    assert_eq!(all.code, 0, "{all:?}");
+    let names: Vec<&str> = all
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("u:"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut want: Vec<String> = (0..1500).map(|i| format!("u:{i}")).collect();
+    want.sort();
+    assert_eq!(names, want, "every partition once, in name order");
+    let pressed = client(
+        &server,
+        &[
+            "summary",
+            "cli:users",
+            "--all",
+            "--by-pressure",
+            "--partition-prefix",
+            "u:7",
+        ],
+        None,
+    )
+    .await;
+    let first = pressed.stdout.lines().find(|l| l.starts_with("u:"));
+    assert!(
+        first.is_some_and(|l| l.starts_with("u:7 ")),
+        "{}",
+        pressed.stdout
+    );
+    assert_eq!(table_row(&pressed.stdout, "partitions:")[1], "111");
+    let r = client(&server, &["summary", "cli:nothere"], None).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.starts_with("error: NOT_FOUND: "), "{}", r.stderr);
+    server.stop().await;
+}
