@@ -1,5 +1,5 @@
 //! The registry's side of [`super::super::summary`]: reading every partition of a resource
-//! into its shared ranking, at most once per [`REFRESH`], and cutting summaries and pages
+//! into its shared ranking, at most once per [`REFRESH`](crate::permits::summary::REFRESH) (or longer, see [`Ranking::fresh_for`]), and cutting summaries and pages
 //! from it.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use super::{Entry, Registry};
 use crate::clock::Nanos;
 use crate::permits::PermitError;
 use crate::permits::bucket::BucketState;
-use crate::permits::summary::{Order, PartitionPage, REFRESH, Ranking, Row, SummaryView};
+use crate::permits::summary::{Order, PartitionPage, Ranking, Row, SummaryView};
 
 /// The shared ranking of one resource and whether someone is reading a new one.
 #[derive(Debug, Default)]
@@ -64,9 +64,10 @@ fn row(partition: Arc<str>, st: &BucketState, now: Nanos) -> Row {
 
 impl Registry {
     /// The shared ranking of `resource`'s live partitions, read anew when older than
-    /// [`REFRESH`]. While one caller reads it anew the others get the previous one rather
-    /// than wait (a read of 10^5 partitions takes milliseconds; no thread should block on
-    /// it), so a ranking may be up to one read older than [`REFRESH`].
+    /// [`Ranking::fresh_for`] ([`REFRESH`](crate::permits::summary::REFRESH), longer when reading it is costly). While one
+    /// caller reads it anew the others get the previous one rather than wait (a read of
+    /// 10^5 partitions takes milliseconds; no thread should block on it), so a ranking may
+    /// be up to one read older than that.
     pub fn ranking(&self, resource: &str) -> Result<Arc<Ranking>, PermitError> {
         let entry = self.entry(resource)?;
         Ok(self.ranking_of(&entry))
@@ -75,14 +76,14 @@ impl Registry {
     pub(super) fn ranking_of(&self, entry: &Entry) -> Arc<Ranking> {
         let cell = &entry.ranking;
         let now = self.inner.clock.now();
-        let fresh = REFRESH.as_nanos();
+
         let prev = cell
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if let Some(p) = &prev
-            && u128::from(now.saturating_sub(p.read_at)) < fresh
+            && u128::from(now.saturating_sub(p.read_at)) < p.fresh_for().as_nanos()
         {
             return Arc::clone(p);
         }
@@ -93,7 +94,10 @@ impl Registry {
         if !claimed && let Some(p) = prev {
             return p;
         }
-        let next = Arc::new(self.read_ranking(entry, prev.as_deref()));
+        let started = std::time::Instant::now();
+        let mut next = self.read_ranking(entry, prev.as_deref());
+        next.cost = started.elapsed();
+        let next = Arc::new(next);
         *cell
             .current
             .lock()
