@@ -19,11 +19,12 @@ from ._core import (
     Limit,
     Outcome,
     QuotaUpdate,
+    ResourceSummary,
     StoredResult,
     stable_hash,
 )
-from .aio import AsyncClient, AsyncIdempotent, AsyncPermit, AsyncWatch
-from .client import Client, Idempotent, Permit, Watch
+from .aio import AsyncClient, AsyncIdempotent, AsyncPermit, AsyncSummaryWatch, AsyncWatch
+from .client import Client, Idempotent, Permit, SummaryWatch, Watch
 from .errors import (
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -43,6 +44,7 @@ __all__ = [
     "AsyncClient",
     "AsyncIdempotent",
     "AsyncPermit",
+    "AsyncSummaryWatch",
     "AsyncWatch",
     "Backoff",
     "BackoffAdvice",
@@ -63,8 +65,10 @@ __all__ = [
     "PermitdUnavailable",
     "Unauthenticated",
     "QuotaUpdate",
+    "ResourceSummary",
     "RetriesExhausted",
     "StoredResult",
+    "SummaryWatch",
     "Watch",
     "stable_hash",
 ]

@@ -373,6 +373,34 @@ class QuotaUpdate:
 
 
 @dataclasses.dataclass(frozen=True)
+class ResourceSummary:
+    """One resource at a glance: its resource-wide bucket, totals over its live partitions
+    (those under the partition prefix asked for) and the partitions under most pressure.
+    A resource that is not per partition has no partitions; ``resource_bucket`` is all of
+    it."""
+
+    resource: str
+    resource_bucket: Optional[QuotaUpdate]  # None for a per-partition resource without shared limits
+    per_partition: bool
+    live_partitions: int
+    in_flight: int  # leases held, over the partitions
+    queue_depth: int  # callers waiting, over the partitions
+    near_empty: int  # partitions with at most 10 % left of their tightest limit
+    near_empty_share: float  # near_empty / live_partitions (0 without partitions)
+    cooling_down: int  # partitions paused after an upstream 429/503
+    probing: int  # partitions in slow start
+    granted_total: int
+    denied_total: int
+    upstream_429_total: int
+    granted_per_second: float  # over rate_window
+    denied_per_second: float
+    rate_window: float  # seconds the rates were measured over (0 for the first reading)
+    top: Tuple[QuotaUpdate, ...]  # most pressed first
+    at: Optional[_dt.datetime]  # when the partitions were read
+    version: int  # equal versions are the same reading
+
+
+@dataclasses.dataclass(frozen=True)
 class StoredResult:
     """The stored result of a call made under an idempotency key. Looks enough like an
     HTTP response for most code: ``status_code``/``status``, ``headers``, ``content``,
@@ -473,6 +501,30 @@ def quota_of(u: quotas_pb2.QuotaUpdate) -> QuotaUpdate:
     )
 
 
+def summary_of(m: quotas_pb2.ResourceSummary) -> ResourceSummary:
+    return ResourceSummary(
+        resource=m.resource,
+        resource_bucket=quota_of(m.resource_bucket) if m.HasField("resource_bucket") else None,
+        per_partition=m.per_partition,
+        live_partitions=m.live_partitions,
+        in_flight=m.in_flight,
+        queue_depth=m.queue_depth,
+        near_empty=m.near_empty,
+        near_empty_share=m.near_empty_share,
+        cooling_down=m.cooling_down,
+        probing=m.probing,
+        granted_total=m.granted_total,
+        denied_total=m.denied_total,
+        upstream_429_total=m.upstream_429_total,
+        granted_per_second=m.granted_per_second,
+        denied_per_second=m.denied_per_second,
+        rate_window=seconds_of(m.rate_window),
+        top=tuple(quota_of(u) for u in m.top),
+        at=time_of(m, "at"),
+        version=m.version,
+    )
+
+
 def stored_of(r: idempotency_pb2.StoredResult) -> StoredResult:
     return StoredResult(
         status_code=r.status_code,
@@ -538,6 +590,82 @@ def acquire_args(
         priority=check_int(priority, "priority", -(1 << 31), (1 << 31) - 1),
         lease=check_seconds(lease, "lease", allow_zero=False),
     )
+
+
+#: Most partitions a summary names (``top``).
+MAX_TOP = 100
+#: Most partitions per page of ``partitions()``.
+MAX_PAGE_SIZE = 1000
+_PARTITION_ORDERS: Dict[str, quotas_pb2.PartitionOrder] = {
+    "name": quotas_pb2.PARTITION_ORDER_NAME,
+    "pressure": quotas_pb2.PARTITION_ORDER_PRESSURE,
+}
+
+
+def _check_prefix(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str")
+    if value:
+        check_name(value, field)
+    return value
+
+
+def check_order(value: Any) -> quotas_pb2.PartitionOrder:
+    """A partition order, ``"name"`` or ``"pressure"`` -> the proto enum."""
+    if not isinstance(value, str):
+        raise TypeError(f"order must be 'name' or 'pressure', not {type(value).__name__}")
+    if value not in _PARTITION_ORDERS:
+        raise ValueError(f"order must be 'name' or 'pressure', not {value!r}")
+    return _PARTITION_ORDERS[value]
+
+
+def watch_request(
+    prefix: Any, min_interval: Any, partition_prefix: Any, resource_buckets_only: Any
+) -> quotas_pb2.WatchRequest:
+    req = quotas_pb2.WatchRequest(resource_prefix=_check_prefix(prefix, "prefix"))
+    mi = check_seconds(min_interval, "min_interval")
+    if mi is not None:
+        req.min_interval.CopyFrom(duration(mi))
+    pp = _check_prefix(partition_prefix, "partition_prefix")
+    if not isinstance(resource_buckets_only, bool):
+        raise TypeError(f"resource_buckets_only must be a bool, not {type(resource_buckets_only).__name__}")
+    if pp and resource_buckets_only:
+        # A partition prefix leaves out the resource-wide buckets; together: nothing.
+        raise ValueError("partition_prefix and resource_buckets_only=True exclude each other")
+    req.partition_prefix = pp
+    req.resource_buckets_only = resource_buckets_only
+    return req
+
+
+def summary_request(resource: Any, prefix: Any, top: Any) -> quotas_pb2.GetSummaryRequest:
+    return quotas_pb2.GetSummaryRequest(
+        resource=check_name(resource, "resource"),
+        partition_prefix=_check_prefix(prefix, "prefix"),
+        top=check_int(top, "top", 1, MAX_TOP),
+    )
+
+
+def partitions_request(resource: Any, prefix: Any, order: Any, page_size: Any) -> quotas_pb2.ListPartitionsRequest:
+    return quotas_pb2.ListPartitionsRequest(
+        resource=check_name(resource, "resource"),
+        partition_prefix=_check_prefix(prefix, "prefix"),
+        order=check_order(order),
+        page_size=check_int(page_size, "page_size", 1, MAX_PAGE_SIZE),
+    )
+
+
+def watch_summaries_request(
+    prefix: Any, partition_prefix: Any, top: Any, min_interval: Any
+) -> quotas_pb2.WatchSummariesRequest:
+    req = quotas_pb2.WatchSummariesRequest(
+        resource_prefix=_check_prefix(prefix, "prefix"),
+        partition_prefix=_check_prefix(partition_prefix, "partition_prefix"),
+        top=check_int(top, "top", 1, MAX_TOP),
+    )
+    iv = check_seconds(min_interval, "min_interval")
+    if iv is not None:
+        req.min_interval.CopyFrom(duration(iv))
+    return req
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ import inspect
 import logging
 from typing import (
     Any,
+    AsyncIterator,
     Awaitable,
     Callable,
     Mapping,
@@ -25,7 +26,17 @@ import grpc.aio
 from . import _core as core
 from . import errors
 from ._base import _IdempotentBase, _PermitBase
-from ._core import Backoff, BackoffAdvice, HeadersLike, Limit, Outcome, QuotaUpdate, Seconds, StoredResult
+from ._core import (
+    Backoff,
+    BackoffAdvice,
+    HeadersLike,
+    Limit,
+    Outcome,
+    QuotaUpdate,
+    ResourceSummary,
+    Seconds,
+    StoredResult,
+)
 from .client import DEFAULT_RETRY_ON, _check_retry_on, _signature
 from .v1 import (
     cache_pb2,
@@ -215,6 +226,43 @@ class AsyncWatch:
         self._call.cancel()
 
     async def __aenter__(self) -> "AsyncWatch":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncSummaryWatch:
+    """``async for summary in client.watch_summaries(prefix)``; ``close()`` ends the
+    stream."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._closed = False
+
+    def __aiter__(self) -> "AsyncSummaryWatch":
+        return self
+
+    async def __anext__(self) -> ResourceSummary:
+        try:
+            m = await self._call.read()
+        except asyncio.CancelledError:
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
+        except grpc.RpcError as e:
+            if self._closed or e.code() == grpc.StatusCode.CANCELLED:
+                raise StopAsyncIteration from None
+            raise core.map_rpc_error(e, "Quotas.WatchSummaries") from e
+        if m is grpc.aio.EOF:
+            raise StopAsyncIteration
+        return core.summary_of(m)
+
+    def close(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> "AsyncSummaryWatch":
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -535,18 +583,54 @@ class AsyncClient:
 
     # ------------------------------------------------------------ quotas
 
-    def watch(self, prefix: str = "", *, min_interval: Optional[Seconds] = None) -> AsyncWatch:
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        min_interval: Optional[Seconds] = None,
+        partition_prefix: str = "",
+        resource_buckets_only: bool = False,
+    ) -> AsyncWatch:
         """``async with client.watch("openai:") as w: async for u in w:`` — see
         :meth:`permitd.Client.watch`."""
-        if not isinstance(prefix, str):
-            raise TypeError("prefix must be a str")
-        if prefix:
-            core.check_name(prefix, "prefix")
-        req = quotas_pb2.WatchRequest(resource_prefix=prefix)
-        mi = core.check_seconds(min_interval, "min_interval")
-        if mi is not None:
-            req.min_interval.CopyFrom(core.duration(mi))
+        req = core.watch_request(prefix, min_interval, partition_prefix, resource_buckets_only)
         return AsyncWatch(self._stubs()[1].Watch(req, metadata=self._metadata))
+
+    async def get_summary(self, resource: str, *, prefix: str = "", top: int = 10) -> ResourceSummary:
+        """See :meth:`permitd.Client.get_summary`."""
+        req = core.summary_request(resource, prefix, top)
+        return core.summary_of(await self._rpc(self._stubs()[1].GetSummary, req, "Quotas.GetSummary"))
+
+    def partitions(
+        self, resource: str, *, prefix: str = "", order: str = "name", page_size: int = 100
+    ) -> AsyncIterator[QuotaUpdate]:
+        """``async for u in client.partitions(resource):`` — see
+        :meth:`permitd.Client.partitions`. Arguments are checked at once; the first call is
+        made on the first ``__anext__``."""
+        req = core.partitions_request(resource, prefix, order, page_size)
+        return self._partition_pages(req)
+
+    async def _partition_pages(self, req: quotas_pb2.ListPartitionsRequest) -> AsyncIterator[QuotaUpdate]:
+        while True:
+            r = await self._rpc(self._stubs()[1].ListPartitions, req, "Quotas.ListPartitions")
+            for u in r.partitions:
+                yield core.quota_of(u)
+            if not r.next_page_token:
+                return
+            req.page_token = r.next_page_token
+
+    def watch_summaries(
+        self,
+        prefix: str = "",
+        *,
+        top: int = 10,
+        min_interval: Optional[Seconds] = None,
+        partition_prefix: str = "",
+    ) -> AsyncSummaryWatch:
+        """``async with client.watch_summaries("openai:") as w: async for s in w:`` — see
+        :meth:`permitd.Client.watch_summaries`."""
+        req = core.watch_summaries_request(prefix, partition_prefix, top, min_interval)
+        return AsyncSummaryWatch(self._stubs()[1].WatchSummaries(req, metadata=self._metadata))
 
     async def get_quota(self, resource: str, *, partition: str = "") -> QuotaUpdate:
         """See :meth:`permitd.Client.get_quota`."""

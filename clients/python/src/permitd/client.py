@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 import grpc
 
@@ -20,6 +20,7 @@ from ._core import (
     Limit,
     Outcome,
     QuotaUpdate,
+    ResourceSummary,
     Seconds,
     StoredResult,
 )
@@ -204,6 +205,37 @@ class Watch:
         self._call.cancel()
 
     def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class SummaryWatch:
+    """An iterator over resource summaries; ``close()`` (or leaving ``with``) ends the
+    stream."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._closed = False
+
+    def __iter__(self) -> "SummaryWatch":
+        return self
+
+    def __next__(self) -> ResourceSummary:
+        try:
+            m = next(self._call)
+        except grpc.RpcError as e:
+            if self._closed or e.code() == grpc.StatusCode.CANCELLED:
+                raise StopIteration from None
+            raise core.map_rpc_error(e, "Quotas.WatchSummaries") from e
+        return core.summary_of(m)
+
+    def close(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
+    def __enter__(self) -> "SummaryWatch":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -540,19 +572,72 @@ class Client:
 
     # ------------------------------------------------------------ quotas
 
-    def watch(self, prefix: str = "", *, min_interval: Optional[Seconds] = None) -> Watch:
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        min_interval: Optional[Seconds] = None,
+        partition_prefix: str = "",
+        resource_buckets_only: bool = False,
+    ) -> Watch:
         """Iterate over quota updates of resources whose name starts with ``prefix``: first
         one per matching bucket (the snapshot), then each change, at most one per bucket per
-        ``min_interval`` seconds. Use as ``with client.watch("openai:") as w: for u in w:``."""
-        if not isinstance(prefix, str):
-            raise TypeError("prefix must be a str")
-        if prefix:
-            core.check_name(prefix, "prefix")
-        req = quotas_pb2.WatchRequest(resource_prefix=prefix)
-        mi = core.check_seconds(min_interval, "min_interval")
-        if mi is not None:
-            req.min_interval.CopyFrom(core.duration(mi))
+        ``min_interval`` seconds. Use as ``with client.watch("openai:") as w: for u in w:``.
+
+        ``partition_prefix``: only partitions whose name starts with it (a non-empty one
+        leaves out the resource-wide buckets); ``resource_buckets_only=True``: only the
+        resource-wide buckets, no partition's updates (:meth:`watch_summaries` shows
+        those). The two exclude each other."""
+        req = core.watch_request(prefix, min_interval, partition_prefix, resource_buckets_only)
         return Watch(self._quotas.Watch(req, metadata=self._metadata))
+
+    def get_summary(self, resource: str, *, prefix: str = "", top: int = 10) -> ResourceSummary:
+        """One resource at a glance: its resource-wide bucket, totals over its live
+        partitions whose name starts with ``prefix`` and the ``top`` (1-100) of them under
+        most pressure, most pressed first. Cut from one reading of the partitions, at most
+        250 ms old. :class:`NotFound` for an unknown resource; a cluster replica, which
+        holds no partition buckets, answers :class:`PermitdError` with code UNIMPLEMENTED."""
+        req = core.summary_request(resource, prefix, top)
+        return core.summary_of(self._rpc(self._quotas.GetSummary, req, "Quotas.GetSummary"))
+
+    def partitions(
+        self, resource: str, *, prefix: str = "", order: str = "name", page_size: int = 100
+    ) -> Iterator[QuotaUpdate]:
+        """Iterate over a resource's live partitions whose name starts with ``prefix``, each
+        read as its page is fetched: ``order="name"`` (by name) or ``"pressure"`` (most
+        pressed first, as :attr:`ResourceSummary.top`). Pages of ``page_size`` (1-1000) are
+        fetched as the iteration needs them, following the page tokens to the end. The
+        first call is made on the first ``next()``; :class:`NotFound` for an unknown
+        resource."""
+        req = core.partitions_request(resource, prefix, order, page_size)
+        return self._partition_pages(req)
+
+    def _partition_pages(self, req: quotas_pb2.ListPartitionsRequest) -> Iterator[QuotaUpdate]:
+        while True:
+            r = self._rpc(self._quotas.ListPartitions, req, "Quotas.ListPartitions")
+            for u in r.partitions:
+                yield core.quota_of(u)
+            if not r.next_page_token:
+                return
+            req.page_token = r.next_page_token
+
+    def watch_summaries(
+        self,
+        prefix: str = "",
+        *,
+        top: int = 10,
+        min_interval: Optional[Seconds] = None,
+        partition_prefix: str = "",
+    ) -> SummaryWatch:
+        """Iterate over summaries of the resources whose name starts with ``prefix``: one of
+        each first, then each one again when its figures changed, at most once per
+        ``min_interval`` seconds (server default 1 s, at least 0.25 s). ``top`` (1-100)
+        partitions under most pressure are named per summary; ``partition_prefix`` limits
+        the totals and ``top`` to partitions whose name starts with it. Its cost to the
+        server does not grow with the partitions. Use as
+        ``with client.watch_summaries("openai:") as w: for s in w:``."""
+        req = core.watch_summaries_request(prefix, partition_prefix, top, min_interval)
+        return SummaryWatch(self._quotas.WatchSummaries(req, metadata=self._metadata))
 
     def get_quota(self, resource: str, *, partition: str = "") -> QuotaUpdate:
         """The current state of one bucket."""

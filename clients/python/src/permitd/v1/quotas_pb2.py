@@ -27,39 +27,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from permitd.v1 import resource_pb2 as permitd_dot_v1_dot_resource__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17permitd/v1/quotas.proto\x12\npermitd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19permitd/v1/resource.proto\"X\n\x0cWatchRequest\x12\x17\n\x0fresource_prefix\x18\x01 \x01(\t\x12/\n\x0cmin_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf0\x01\n\x0e\x44imensionQuota\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12,\n\x08reset_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06source\x18\x05 \x01(\x0e\x32\x17.permitd.v1.LimitSource\x12)\n\x06period\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x17\n\x0frate_per_second\x18\x08 \x01(\x01\"\xee\x02\n\x0bQuotaUpdate\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12.\n\ndimensions\x18\x03 \x03(\x0b\x32\x1a.permitd.v1.DimensionQuota\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x32\n\x0e\x63ooldown_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rgranted_total\x18\x08 \x01(\x04\x12\x14\n\x0c\x64\x65nied_total\x18\t \x01(\x04\x12\x1a\n\x12upstream_429_total\x18\n \x01(\x04\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07probing\x18\x0c \x01(\x08\x12\x17\n\x0f\x63ooldown_reason\x18\r \x01(\t\"6\n\x0fGetQuotaRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\"M\n\x14ListResourcesRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListResourcesResponse\x12\'\n\tresources\x18\x01 \x03(\x0b\x32\x14.permitd.v1.Resource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x12PutResourceRequest\x12&\n\x08resource\x18\x01 \x01(\x0b\x32\x14.permitd.v1.Resource\"O\n\x13PutResourceResponse\x12&\n\x08resource\x18\x01 \x01(\x0b\x32\x14.permitd.v1.Resource\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"%\n\x15\x44\x65leteResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteResourceResponse\"$\n\x14ResetResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x15ResetResourceResponse\x12\x0f\n\x07\x62uckets\x18\x01 \x01(\x04*y\n\x0bLimitSource\x12\x1c\n\x18LIMIT_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13LIMIT_SOURCE_CONFIG\x10\x01\x12\x18\n\x14LIMIT_SOURCE_LEARNED\x10\x02\x12\x19\n\x15LIMIT_SOURCE_ADAPTIVE\x10\x03\x32\xdd\x03\n\x06Quotas\x12<\n\x05Watch\x12\x18.permitd.v1.WatchRequest\x1a\x17.permitd.v1.QuotaUpdate0\x01\x12@\n\x08GetQuota\x12\x1b.permitd.v1.GetQuotaRequest\x1a\x17.permitd.v1.QuotaUpdate\x12T\n\rListResources\x12 .permitd.v1.ListResourcesRequest\x1a!.permitd.v1.ListResourcesResponse\x12N\n\x0bPutResource\x12\x1e.permitd.v1.PutResourceRequest\x1a\x1f.permitd.v1.PutResourceResponse\x12W\n\x0e\x44\x65leteResource\x12!.permitd.v1.DeleteResourceRequest\x1a\".permitd.v1.DeleteResourceResponse\x12T\n\rResetResource\x12 .permitd.v1.ResetResourceRequest\x1a!.permitd.v1.ResetResourceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17permitd/v1/quotas.proto\x12\npermitd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19permitd/v1/resource.proto\"\x91\x01\n\x0cWatchRequest\x12\x17\n\x0fresource_prefix\x18\x01 \x01(\t\x12/\n\x0cmin_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10partition_prefix\x18\x03 \x01(\t\x12\x1d\n\x15resource_buckets_only\x18\x04 \x01(\x08\"\xf0\x01\n\x0e\x44imensionQuota\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12,\n\x08reset_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06source\x18\x05 \x01(\x0e\x32\x17.permitd.v1.LimitSource\x12)\n\x06period\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x17\n\x0frate_per_second\x18\x08 \x01(\x01\"\xee\x02\n\x0bQuotaUpdate\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12.\n\ndimensions\x18\x03 \x03(\x0b\x32\x1a.permitd.v1.DimensionQuota\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x32\n\x0e\x63ooldown_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rgranted_total\x18\x08 \x01(\x04\x12\x14\n\x0c\x64\x65nied_total\x18\t \x01(\x04\x12\x1a\n\x12upstream_429_total\x18\n \x01(\x04\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07probing\x18\x0c \x01(\x08\x12\x17\n\x0f\x63ooldown_reason\x18\r \x01(\t\"6\n\x0fGetQuotaRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\"M\n\x14ListResourcesRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListResourcesResponse\x12\'\n\tresources\x18\x01 \x03(\x0b\x32\x14.permitd.v1.Resource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x12PutResourceRequest\x12&\n\x08resource\x18\x01 \x01(\x0b\x32\x14.permitd.v1.Resource\"O\n\x13PutResourceResponse\x12&\n\x08resource\x18\x01 \x01(\x0b\x32\x14.permitd.v1.Resource\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"%\n\x15\x44\x65leteResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteResourceResponse\"$\n\x14ResetResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x15ResetResourceResponse\x12\x0f\n\x07\x62uckets\x18\x01 \x01(\x04\"L\n\x11GetSummaryRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x18\n\x10partition_prefix\x18\x02 \x01(\t\x12\x0b\n\x03top\x18\x03 \x01(\r\"\x88\x01\n\x15WatchSummariesRequest\x12\x17\n\x0fresource_prefix\x18\x01 \x01(\t\x12\x18\n\x10partition_prefix\x18\x02 \x01(\t\x12\x0b\n\x03top\x18\x03 \x01(\r\x12/\n\x0cmin_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x91\x04\n\x0fResourceSummary\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x30\n\x0fresource_bucket\x18\x02 \x01(\x0b\x32\x17.permitd.v1.QuotaUpdate\x12\x15\n\rper_partition\x18\x03 \x01(\x08\x12\x17\n\x0flive_partitions\x18\x04 \x01(\x04\x12\x11\n\tin_flight\x18\x05 \x01(\x04\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\x04\x12\x12\n\nnear_empty\x18\x07 \x01(\x04\x12\x18\n\x10near_empty_share\x18\x08 \x01(\x01\x12\x14\n\x0c\x63ooling_down\x18\t \x01(\x04\x12\x0f\n\x07probing\x18\n \x01(\x04\x12\x15\n\rgranted_total\x18\x0b \x01(\x04\x12\x14\n\x0c\x64\x65nied_total\x18\x0c \x01(\x04\x12\x1a\n\x12upstream_429_total\x18\r \x01(\x04\x12\x1a\n\x12granted_per_second\x18\x0e \x01(\x01\x12\x19\n\x11\x64\x65nied_per_second\x18\x0f \x01(\x01\x12.\n\x0brate_window\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12$\n\x03top\x18\x11 \x03(\x0b\x32\x17.permitd.v1.QuotaUpdate\x12&\n\x02\x61t\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x13 \x01(\x04\"\x95\x01\n\x15ListPartitionsRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x18\n\x10partition_prefix\x18\x02 \x01(\t\x12)\n\x05order\x18\x03 \x01(\x0e\x32\x1a.permitd.v1.PartitionOrder\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"m\n\x16ListPartitionsResponse\x12+\n\npartitions\x18\x01 \x03(\x0b\x32\x17.permitd.v1.QuotaUpdate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x04*y\n\x0bLimitSource\x12\x1c\n\x18LIMIT_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13LIMIT_SOURCE_CONFIG\x10\x01\x12\x18\n\x14LIMIT_SOURCE_LEARNED\x10\x02\x12\x19\n\x15LIMIT_SOURCE_ADAPTIVE\x10\x03*i\n\x0ePartitionOrder\x12\x1f\n\x1bPARTITION_ORDER_UNSPECIFIED\x10\x00\x12\x18\n\x14PARTITION_ORDER_NAME\x10\x01\x12\x1c\n\x18PARTITION_ORDER_PRESSURE\x10\x02\x32\xd4\x05\n\x06Quotas\x12<\n\x05Watch\x12\x18.permitd.v1.WatchRequest\x1a\x17.permitd.v1.QuotaUpdate0\x01\x12@\n\x08GetQuota\x12\x1b.permitd.v1.GetQuotaRequest\x1a\x17.permitd.v1.QuotaUpdate\x12T\n\rListResources\x12 .permitd.v1.ListResourcesRequest\x1a!.permitd.v1.ListResourcesResponse\x12N\n\x0bPutResource\x12\x1e.permitd.v1.PutResourceRequest\x1a\x1f.permitd.v1.PutResourceResponse\x12W\n\x0e\x44\x65leteResource\x12!.permitd.v1.DeleteResourceRequest\x1a\".permitd.v1.DeleteResourceResponse\x12T\n\rResetResource\x12 .permitd.v1.ResetResourceRequest\x1a!.permitd.v1.ResetResourceResponse\x12H\n\nGetSummary\x12\x1d.permitd.v1.GetSummaryRequest\x1a\x1b.permitd.v1.ResourceSummary\x12W\n\x0eListPartitions\x12!.permitd.v1.ListPartitionsRequest\x1a\".permitd.v1.ListPartitionsResponse\x12R\n\x0eWatchSummaries\x12!.permitd.v1.WatchSummariesRequest\x1a\x1b.permitd.v1.ResourceSummary0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'permitd.v1.quotas_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LIMITSOURCE']._serialized_start=1347
-  _globals['_LIMITSOURCE']._serialized_end=1468
-  _globals['_WATCHREQUEST']._serialized_start=131
-  _globals['_WATCHREQUEST']._serialized_end=219
-  _globals['_DIMENSIONQUOTA']._serialized_start=222
-  _globals['_DIMENSIONQUOTA']._serialized_end=462
-  _globals['_QUOTAUPDATE']._serialized_start=465
-  _globals['_QUOTAUPDATE']._serialized_end=831
-  _globals['_GETQUOTAREQUEST']._serialized_start=833
-  _globals['_GETQUOTAREQUEST']._serialized_end=887
-  _globals['_LISTRESOURCESREQUEST']._serialized_start=889
-  _globals['_LISTRESOURCESREQUEST']._serialized_end=966
-  _globals['_LISTRESOURCESRESPONSE']._serialized_start=968
-  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1057
-  _globals['_PUTRESOURCEREQUEST']._serialized_start=1059
-  _globals['_PUTRESOURCEREQUEST']._serialized_end=1119
-  _globals['_PUTRESOURCERESPONSE']._serialized_start=1121
-  _globals['_PUTRESOURCERESPONSE']._serialized_end=1200
-  _globals['_DELETERESOURCEREQUEST']._serialized_start=1202
-  _globals['_DELETERESOURCEREQUEST']._serialized_end=1239
-  _globals['_DELETERESOURCERESPONSE']._serialized_start=1241
-  _globals['_DELETERESOURCERESPONSE']._serialized_end=1265
-  _globals['_RESETRESOURCEREQUEST']._serialized_start=1267
-  _globals['_RESETRESOURCEREQUEST']._serialized_end=1303
-  _globals['_RESETRESOURCERESPONSE']._serialized_start=1305
-  _globals['_RESETRESOURCERESPONSE']._serialized_end=1345
-  _globals['_QUOTAS']._serialized_start=1471
-  _globals['_QUOTAS']._serialized_end=1948
+  _globals['_LIMITSOURCE']._serialized_start=2417
+  _globals['_LIMITSOURCE']._serialized_end=2538
+  _globals['_PARTITIONORDER']._serialized_start=2540
+  _globals['_PARTITIONORDER']._serialized_end=2645
+  _globals['_WATCHREQUEST']._serialized_start=132
+  _globals['_WATCHREQUEST']._serialized_end=277
+  _globals['_DIMENSIONQUOTA']._serialized_start=280
+  _globals['_DIMENSIONQUOTA']._serialized_end=520
+  _globals['_QUOTAUPDATE']._serialized_start=523
+  _globals['_QUOTAUPDATE']._serialized_end=889
+  _globals['_GETQUOTAREQUEST']._serialized_start=891
+  _globals['_GETQUOTAREQUEST']._serialized_end=945
+  _globals['_LISTRESOURCESREQUEST']._serialized_start=947
+  _globals['_LISTRESOURCESREQUEST']._serialized_end=1024
+  _globals['_LISTRESOURCESRESPONSE']._serialized_start=1026
+  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1115
+  _globals['_PUTRESOURCEREQUEST']._serialized_start=1117
+  _globals['_PUTRESOURCEREQUEST']._serialized_end=1177
+  _globals['_PUTRESOURCERESPONSE']._serialized_start=1179
+  _globals['_PUTRESOURCERESPONSE']._serialized_end=1258
+  _globals['_DELETERESOURCEREQUEST']._serialized_start=1260
+  _globals['_DELETERESOURCEREQUEST']._serialized_end=1297
+  _globals['_DELETERESOURCERESPONSE']._serialized_start=1299
+  _globals['_DELETERESOURCERESPONSE']._serialized_end=1323
+  _globals['_RESETRESOURCEREQUEST']._serialized_start=1325
+  _globals['_RESETRESOURCEREQUEST']._serialized_end=1361
+  _globals['_RESETRESOURCERESPONSE']._serialized_start=1363
+  _globals['_RESETRESOURCERESPONSE']._serialized_end=1403
+  _globals['_GETSUMMARYREQUEST']._serialized_start=1405
+  _globals['_GETSUMMARYREQUEST']._serialized_end=1481
+  _globals['_WATCHSUMMARIESREQUEST']._serialized_start=1484
+  _globals['_WATCHSUMMARIESREQUEST']._serialized_end=1620
+  _globals['_RESOURCESUMMARY']._serialized_start=1623
+  _globals['_RESOURCESUMMARY']._serialized_end=2152
+  _globals['_LISTPARTITIONSREQUEST']._serialized_start=2155
+  _globals['_LISTPARTITIONSREQUEST']._serialized_end=2304
+  _globals['_LISTPARTITIONSRESPONSE']._serialized_start=2306
+  _globals['_LISTPARTITIONSRESPONSE']._serialized_end=2415
+  _globals['_QUOTAS']._serialized_start=2648
+  _globals['_QUOTAS']._serialized_end=3372
 # @@protoc_insertion_point(module_scope)

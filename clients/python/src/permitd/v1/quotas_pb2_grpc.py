@@ -65,6 +65,21 @@ class QuotasStub(object):
                 request_serializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceRequest.SerializeToString,
                 response_deserializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceResponse.FromString,
                 _registered_method=True)
+        self.GetSummary = channel.unary_unary(
+                '/permitd.v1.Quotas/GetSummary',
+                request_serializer=permitd_dot_v1_dot_quotas__pb2.GetSummaryRequest.SerializeToString,
+                response_deserializer=permitd_dot_v1_dot_quotas__pb2.ResourceSummary.FromString,
+                _registered_method=True)
+        self.ListPartitions = channel.unary_unary(
+                '/permitd.v1.Quotas/ListPartitions',
+                request_serializer=permitd_dot_v1_dot_quotas__pb2.ListPartitionsRequest.SerializeToString,
+                response_deserializer=permitd_dot_v1_dot_quotas__pb2.ListPartitionsResponse.FromString,
+                _registered_method=True)
+        self.WatchSummaries = channel.unary_stream(
+                '/permitd.v1.Quotas/WatchSummaries',
+                request_serializer=permitd_dot_v1_dot_quotas__pb2.WatchSummariesRequest.SerializeToString,
+                response_deserializer=permitd_dot_v1_dot_quotas__pb2.ResourceSummary.FromString,
+                _registered_method=True)
 
 
 class QuotasServicer(object):
@@ -117,6 +132,35 @@ class QuotasServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSummary(self, request, context):
+        """One resource at a glance: its resource-wide bucket, totals over its live partitions
+        (or those whose name starts with `partition_prefix`) and the partitions under most
+        pressure. Cut from one shared reading of the partitions, at most 250 ms old.
+        NOT_FOUND for an unknown resource. UNIMPLEMENTED on a cluster replica (it holds no
+        partition buckets of its own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPartitions(self, request, context):
+        """A resource's live partitions, paged, in name order or most pressed first.
+        NOT_FOUND for an unknown resource; UNIMPLEMENTED on a cluster replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSummaries(self, request, context):
+        """Stream of summaries of the resources whose name starts with `resource_prefix`: one of
+        each first, then each one again when its figures changed, at most once per
+        `min_interval`. What a dashboard of a resource with 10^5 partitions reads: the cost of
+        a subscriber does not grow with the partitions. UNIMPLEMENTED on a cluster replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotasServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +193,21 @@ def add_QuotasServicer_to_server(servicer, server):
                     servicer.ResetResource,
                     request_deserializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceRequest.FromString,
                     response_serializer=permitd_dot_v1_dot_quotas__pb2.ResetResourceResponse.SerializeToString,
+            ),
+            'GetSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSummary,
+                    request_deserializer=permitd_dot_v1_dot_quotas__pb2.GetSummaryRequest.FromString,
+                    response_serializer=permitd_dot_v1_dot_quotas__pb2.ResourceSummary.SerializeToString,
+            ),
+            'ListPartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartitions,
+                    request_deserializer=permitd_dot_v1_dot_quotas__pb2.ListPartitionsRequest.FromString,
+                    response_serializer=permitd_dot_v1_dot_quotas__pb2.ListPartitionsResponse.SerializeToString,
+            ),
+            'WatchSummaries': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSummaries,
+                    request_deserializer=permitd_dot_v1_dot_quotas__pb2.WatchSummariesRequest.FromString,
+                    response_serializer=permitd_dot_v1_dot_quotas__pb2.ResourceSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +373,87 @@ class Quotas(object):
             '/permitd.v1.Quotas/ResetResource',
             permitd_dot_v1_dot_quotas__pb2.ResetResourceRequest.SerializeToString,
             permitd_dot_v1_dot_quotas__pb2.ResetResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitd.v1.Quotas/GetSummary',
+            permitd_dot_v1_dot_quotas__pb2.GetSummaryRequest.SerializeToString,
+            permitd_dot_v1_dot_quotas__pb2.ResourceSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/permitd.v1.Quotas/ListPartitions',
+            permitd_dot_v1_dot_quotas__pb2.ListPartitionsRequest.SerializeToString,
+            permitd_dot_v1_dot_quotas__pb2.ListPartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSummaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/permitd.v1.Quotas/WatchSummaries',
+            permitd_dot_v1_dot_quotas__pb2.WatchSummariesRequest.SerializeToString,
+            permitd_dot_v1_dot_quotas__pb2.ResourceSummary.FromString,
             options,
             channel_credentials,
             insecure,
