@@ -19,7 +19,7 @@ use super::answer::QuotaView;
 /// Shortest a ranking is reused before the partitions are read again.
 pub const REFRESH: Duration = Duration::from_millis(250);
 /// Longest a ranking is reused (see [`Ranking::fresh_for`]).
-pub const MAX_REFRESH: Duration = Duration::from_secs(1);
+pub const MAX_REFRESH: Duration = Duration::from_secs(2);
 /// A ranking is reused for at least this many times what reading it cost, so the views of
 /// a resource take at most about 1/40 of one core, however many watch it.
 pub const COST_FACTOR: u32 = 40;

@@ -399,7 +399,7 @@ async fn dashboard_at_scale_in_chromium() {
     .await;
     let (_, baseline) = run_chromium(
         &bin,
-        &format!("http://{}/?for=5", small.metrics_addr.unwrap()), // the same `for` as at scale
+        &format!("http://{}/?for=7", small.metrics_addr.unwrap()), // the same `for` as at scale
         &["--dump-dom".to_owned()],
     )
     .await;
@@ -468,7 +468,7 @@ async fn dashboard_at_scale_in_chromium() {
     drop(s);
 
     // The page, with 1 000 grants a second over random partitions for 2.5 s once it is live.
-    let url = format!("http://{m}/?for=5");
+    let url = format!("http://{m}/?for=7");
     let dump = {
         let (bin, url) = (bin.clone(), url.clone());
         tokio::spawn(async move { run_chromium(&bin, &url, &["--dump-dom".to_owned()]).await })
