@@ -2,13 +2,12 @@
 //!
 //! Against a running server it makes one per-partition resource with `--partitions` live
 //! buckets (each holds a long lease, so none is swept as idle), then measures AcquirePermit
-//! throughput over those partitions three times in one run: without subscribers, with
-//! `--subscribers` of them, and without again (the baseline is the mean of the two runs
-//! without, so drift shows). Half the subscribers never read: full `Watch` streams whose
-//! snapshot stalls. The other half read what a dashboard or a tool reads of such a
+//! throughput over those partitions in `--rounds` rounds of (without subscribers, with
+//! `--subscribers` of them), so drift on a shared machine hits both alike; the ratio is of
+//! the means. Half the subscribers never read: full `Watch` streams whose snapshot stalls. The other half read what a dashboard or a tool reads of such a
 //! resource: `WatchSummaries` (top 10) and `Watch` of resource-wide buckets only. It reports
-//! the throughput ratio and the server's RSS growth (its peak while the subscribers are
-//! open, against just before they opened).
+//! the throughput ratio and the server's RSS growth (the largest over the rounds of its
+//! peak while the subscribers are open, against just before they opened).
 //!
 //! `cargo run --release --example watch_scale -- --server 127.0.0.1:50997 --server-pid PID`
 
@@ -29,6 +28,7 @@ struct Args {
     subscribers: usize,
     duration: Duration,
     concurrency: usize,
+    rounds: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -37,8 +37,9 @@ fn args() -> Result<Args, String> {
         pid: 0,
         partitions: 100_000,
         subscribers: 1000,
-        duration: Duration::from_secs(8),
+        duration: Duration::from_secs(4),
         concurrency: 64,
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -51,6 +52,7 @@ fn args() -> Result<Args, String> {
             "--subscribers" => a.subscribers = num(&v)?,
             "--duration-secs" => a.duration = Duration::from_secs(num(&v)? as u64),
             "--concurrency" => a.concurrency = num(&v)?,
+            "--rounds" => a.rounds = num(&v)?.max(1),
             _ => return Err(format!("unknown flag {k}")),
         }
     }
@@ -111,6 +113,103 @@ async fn throughput(a: &Args, channels: &[Channel]) -> f64 {
     done.load(Ordering::Relaxed) as f64 / a.duration.as_secs_f64()
 }
 
+/// The subscribers of one round: half full `Watch` streams that never read, half readers.
+struct Subscribers {
+    idle: Vec<tonic::Streaming<proto::QuotaUpdate>>,
+    readers: tokio::task::JoinSet<()>,
+    read: Arc<AtomicU64>,
+}
+
+impl Subscribers {
+    async fn open(a: &Args) -> Result<Self, Box<dyn std::error::Error>> {
+        let idle_n = a.subscribers / 2;
+        let readers_n = a.subscribers - idle_n;
+        let mut idle = Vec::new();
+        let idle_channels = (0..idle_n.div_ceil(50))
+            .map(|_| channel(&a.server))
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..idle_n {
+            let mut q = QuotasClient::new(idle_channels[i / 50].clone());
+            idle.push(
+                q.watch(proto::WatchRequest {
+                    resource_prefix: "scale:".into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner(),
+            );
+        }
+        let read = Arc::new(AtomicU64::new(0));
+        let reader_channels = (0..8)
+            .map(|_| channel(&a.server))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut readers = tokio::task::JoinSet::new();
+        let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(readers_n.max(1));
+        for i in 0..readers_n {
+            let mut q = QuotasClient::new(reader_channels[i % 8].clone());
+            let read = Arc::clone(&read);
+            let first = first_tx.clone();
+            if i % 2 == 0 {
+                let mut s = q
+                    .watch_summaries(proto::WatchSummariesRequest {
+                        resource_prefix: "scale:".into(),
+                        top: 10,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                readers.spawn(async move {
+                    let mut sent = false;
+                    while let Some(Ok(_)) = s.next().await {
+                        read.fetch_add(1, Ordering::Relaxed);
+                        if !sent {
+                            sent = first.send(()).await.is_ok();
+                        }
+                    }
+                });
+            } else {
+                let mut s = q
+                    .watch(proto::WatchRequest {
+                        resource_prefix: "scale:".into(),
+                        resource_buckets_only: true,
+                        min_interval: Some(prost_types::Duration {
+                            seconds: 0,
+                            nanos: 250_000_000,
+                        }),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                // The resource has no shared bucket: this stream stays quiet, as the
+                // dashboard's feed does for it; it counts as open once subscribed.
+                let _ = first.send(()).await;
+                readers.spawn(async move {
+                    while let Some(Ok(_)) = s.next().await {
+                        read.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        }
+        drop(first_tx);
+        for _ in 0..readers_n {
+            first_rx.recv().await;
+        }
+        Ok(Self {
+            idle,
+            readers,
+            read,
+        })
+    }
+
+    /// Close every stream and give the server a moment to let go of them.
+    async fn close(mut self) {
+        self.idle.clear();
+        self.readers.abort_all();
+        while self.readers.join_next().await.is_some() {}
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = args()?;
@@ -162,121 +261,64 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|_| channel(&a.server))
         .collect::<Result<Vec<_>, _>>()?;
     throughput(&a, &load).await; // warm-up
-    let before_alone = throughput(&a, &load).await;
-
-    let rss_before = rss_kib(a.pid);
-    let idle_n = a.subscribers / 2;
-    let readers_n = a.subscribers - idle_n;
-    let mut idle = Vec::new();
-    let idle_channels = (0..idle_n.div_ceil(50))
-        .map(|_| channel(&a.server))
-        .collect::<Result<Vec<_>, _>>()?;
-    for i in 0..idle_n {
-        let mut q = QuotasClient::new(idle_channels[i / 50].clone());
-        idle.push(
-            q.watch(proto::WatchRequest {
-                resource_prefix: "scale:".into(),
-                ..Default::default()
+    let (mut alone, mut watched) = (Vec::new(), Vec::new());
+    let (mut growth, mut before_max, mut read_during) = (0u64, 0u64, 0u64);
+    // Rounds of (without, with): drift on a shared machine hits both alike.
+    for _ in 0..a.rounds {
+        alone.push(throughput(&a, &load).await);
+        let rss_before = rss_kib(a.pid);
+        before_max = before_max.max(rss_before);
+        let opened = Subscribers::open(&a).await?;
+        let peak = Arc::new(AtomicU64::new(rss_kib(a.pid)));
+        let sampler = {
+            let peak = Arc::clone(&peak);
+            let pid = a.pid;
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             })
-            .await?
-            .into_inner(),
-        );
+        };
+        let read_before = opened.read.load(Ordering::Relaxed);
+        watched.push(throughput(&a, &load).await);
+        read_during += opened.read.load(Ordering::Relaxed) - read_before;
+        sampler.abort();
+        let peak = peak.load(Ordering::Relaxed).max(rss_kib(a.pid));
+        growth = growth.max(peak.saturating_sub(rss_before));
+        opened.close().await;
     }
-    let read = Arc::new(AtomicU64::new(0));
-    let reader_channels = (0..8)
-        .map(|_| channel(&a.server))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut readers = tokio::task::JoinSet::new();
-    let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(readers_n.max(1));
-    for i in 0..readers_n {
-        let mut q = QuotasClient::new(reader_channels[i % 8].clone());
-        let read = Arc::clone(&read);
-        let first = first_tx.clone();
-        if i % 2 == 0 {
-            let mut s = q
-                .watch_summaries(proto::WatchSummariesRequest {
-                    resource_prefix: "scale:".into(),
-                    top: 10,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            readers.spawn(async move {
-                let mut sent = false;
-                while let Some(Ok(_)) = s.next().await {
-                    read.fetch_add(1, Ordering::Relaxed);
-                    if !sent {
-                        sent = first.send(()).await.is_ok();
-                    }
-                }
-            });
-        } else {
-            let mut s = q
-                .watch(proto::WatchRequest {
-                    resource_prefix: "scale:".into(),
-                    resource_buckets_only: true,
-                    min_interval: Some(prost_types::Duration {
-                        seconds: 0,
-                        nanos: 250_000_000,
-                    }),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            // The resource has no shared bucket: this stream stays quiet, as the
-            // dashboard's feed does for it; it counts as open once subscribed.
-            let _ = first.send(()).await;
-            readers.spawn(async move {
-                while let Some(Ok(_)) = s.next().await {
-                    read.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
-    }
-    drop(first_tx);
-    for _ in 0..readers_n {
-        first_rx.recv().await;
-    }
-    let opened = rss_kib(a.pid);
-    let peak = Arc::new(AtomicU64::new(opened));
-    let sampler = {
-        let peak = Arc::clone(&peak);
-        let pid = a.pid;
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let read_before = read.load(Ordering::Relaxed);
-    let watched = throughput(&a, &load).await;
-    let read_during = read.load(Ordering::Relaxed) - read_before;
-    sampler.abort();
-    let peak = peak.load(Ordering::Relaxed).max(rss_kib(a.pid));
-    drop(idle);
-    readers.abort_all();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after_alone = throughput(&a, &load).await;
-    let alone = (before_alone + after_alone) / 2.0;
+    let idle_n = a.subscribers / 2;
     println!(
-        "partitions={} subscribers={} (idle full Watch {idle_n}, reading {readers_n}: \
-         WatchSummaries top 10 and resource-wide Watch) concurrency={} duration={}s",
+        "partitions={} subscribers={} (idle full Watch {idle_n}, reading {}: WatchSummaries \
+         top 10 and resource-wide Watch) concurrency={} rounds={} of {}s each way",
         a.partitions,
         a.subscribers,
+        a.subscribers - idle_n,
         a.concurrency,
+        a.rounds,
         a.duration.as_secs()
     );
     println!(
-        "acquire/s without subscribers: {before_alone:.0} before, {after_alone:.0} after; \
-         with: {watched:.0}; ratio {:.2}",
-        watched / alone
+        "acquire/s without subscribers: {} (mean {:.0}); with: {} (mean {:.0}); ratio {:.2}",
+        fmt(&alone),
+        mean(&alone),
+        fmt(&watched),
+        mean(&watched),
+        mean(&watched) / mean(&alone)
     );
     println!(
-        "server RSS: {rss_before} KiB before subscribing, peak {peak} KiB with them: \
-         growth {:.1} MiB ({:.1} KiB per subscriber); summaries read meanwhile: {read_during}",
-        peak.saturating_sub(rss_before) as f64 / 1024.0,
-        peak.saturating_sub(rss_before) as f64 / a.subscribers.max(1) as f64
+        "server RSS: {before_max} KiB before subscribing; largest growth with them open: \
+         {:.1} MiB ({:.1} KiB per subscriber); summaries read while measured: {read_during}",
+        growth as f64 / 1024.0,
+        growth as f64 / a.subscribers.max(1) as f64
     );
     Ok(())
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Live views at scale (issue 19): AcquirePermit throughput with and without 1 000 Watch
 # subscribers (half never reading) over one resource with 100 000 live partitions, and the
-# server's RSS growth, in one run (examples/watch_scale.rs). Server on core 0, driver on 1.
+# server's RSS growth, in one run of interleaved rounds (examples/watch_scale.rs). Server on
+# core 0, driver on 1.
 #   scripts/bench-watch.sh                      writes bench/watch.md
 #   PARTITIONS=20000 SUBSCRIBERS=300 scripts/bench-watch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PARTITIONS=${PARTITIONS:-100000}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
-DURATION_SECS=${DURATION_SECS:-8}
+DURATION_SECS=${DURATION_SECS:-4}
+ROUNDS=${ROUNDS:-3}
 OUT=${OUT:-bench/watch.md}
 PORT=${PORT:-50995}
 cargo build --release --locked
@@ -34,6 +36,6 @@ done
   echo
   echo '```'
   taskset -c 1 target/release/examples/watch_scale --server "127.0.0.1:$PORT" --server-pid "$SERVER" \
-    --partitions "$PARTITIONS" --subscribers "$SUBSCRIBERS" --duration-secs "$DURATION_SECS"
+    --partitions "$PARTITIONS" --subscribers "$SUBSCRIBERS" --duration-secs "$DURATION_SECS" --rounds "$ROUNDS"
   echo '```'
 } | tee "$OUT"
