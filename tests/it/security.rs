@@ -240,7 +240,7 @@ async fn http_get(
     (status, text)
 }
 
-async fn run_table(server: &TestServer) -> Table {
+async fn run_table(server: &TestServer, cluster: bool) -> Table {
     let mut t = Table::default();
     let mut a_admin = clients(server, Who::A(Role::Admin)).await;
     let mut b_admin = clients(server, Who::B(Role::Admin)).await;
@@ -416,6 +416,54 @@ async fn run_table(server: &TestServer) -> Table {
         {
             t.failures
                 .push(format!("Watch as {who:?} saw nothing of A: {text}"));
+        }
+        // Summaries: the embedded engine's views (a cluster replica has no partition
+        // buckets of its own and answers UNIMPLEMENTED after the role check).
+        let viewing = |ok: Code| match (cluster, any_ok(Role::Viewer)) {
+            (true, Code::Ok | Code::NotFound) => Code::Unimplemented,
+            (false, Code::Ok) => ok,
+            (_, c) => c,
+        };
+        let r = c
+            .quotas
+            .get_summary(proto::GetSummaryRequest {
+                resource: A_ONLY.into(),
+                ..Default::default()
+            })
+            .await;
+        t.check("GetSummary", who, viewing(Code::Ok), &r);
+        let r = c
+            .quotas
+            .list_partitions(proto::ListPartitionsRequest {
+                resource: A_ONLY.into(),
+                ..Default::default()
+            })
+            .await;
+        t.check("ListPartitions", who, viewing(Code::Ok), &r);
+        let w = c
+            .quotas
+            .watch_summaries(proto::WatchSummariesRequest::default())
+            .await;
+        let w = match w {
+            Ok(s) => {
+                let mut s = s.into_inner();
+                let first = tokio::time::timeout(Duration::from_secs(2), s.message()).await;
+                Ok(format!("{first:?}"))
+            }
+            Err(e) => Err(e),
+        };
+        let want_ws = match (cluster, want) {
+            (true, Code::Ok) => Code::Unimplemented,
+            (_, c) => c,
+        };
+        t.check("WatchSummaries", who, want_ws, &w);
+        if let (Who::A(_), false, Ok(text)) = (who, cluster, &w)
+            && !text.contains(A_ONLY)
+            && !text.contains(SHARED)
+        {
+            t.failures.push(format!(
+                "WatchSummaries as {who:?} saw nothing of A: {text}"
+            ));
         }
         // Permits.
         let r = c.permits.acquire_permit(acquire(A_ONLY)).await;
@@ -813,7 +861,7 @@ fn report(name: &str, t: &Table) {
 #[tokio::test]
 async fn isolation_table_embedded() {
     let server = TestServer::start_secure(secure).await;
-    let t = run_table(&server).await;
+    let t = run_table(&server, false).await;
     report("isolation_table_embedded", &t);
     server.stop().await;
 }
@@ -832,7 +880,7 @@ async fn isolation_table_redis() {
         });
     })
     .await;
-    let t = run_table(&server).await;
+    let t = run_table(&server, true).await;
     report("isolation_table_redis", &t);
     server.stop().await;
 }
