@@ -60,7 +60,14 @@ pub const HISTORY: Duration = Duration::from_secs(300);
 /// sampled by one task for every page (O(resources) a second, whatever the pages).
 #[derive(Debug, Default)]
 pub struct History {
-    rows: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<[u64; 3]>>>,
+    rows: std::sync::Mutex<HistoryRows>,
+}
+
+#[derive(Debug, Default)]
+struct HistoryRows {
+    by_resource: std::collections::HashMap<String, std::collections::VecDeque<[u64; 3]>>,
+    /// When the last sample was taken.
+    last: Option<u64>,
 }
 
 impl History {
@@ -73,12 +80,26 @@ impl History {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let live = registry.stats();
-        rows.retain(|k, _| live.iter().any(|(n, _)| n == k));
+        let names: std::collections::HashSet<&str> = live.iter().map(|(n, _)| n.as_str()).collect();
+        rows.by_resource.retain(|k, _| names.contains(k.as_str()));
         let keep = HISTORY.as_millis();
-        for (name, stats) in live {
+        let last = rows.last.replace(t);
+        for (name, stats) in &live {
+            let granted = load(&stats.granted);
             let denied: u64 = stats.denied.iter().map(load).sum();
-            let h = rows.entry(name).or_default();
-            h.push_back([t, load(&stats.granted), denied]);
+            let h = rows.by_resource.entry(name.clone()).or_default();
+            // Counters only grow while a resource lives: smaller ones mean it was made anew.
+            if h.back().is_some_and(|b| b[1] > granted || b[2] > denied) {
+                h.clear();
+            }
+            // A resource new since the last sample had no grants then: its first grants
+            // count from that instant, not from its first sample.
+            if h.is_empty()
+                && let Some(prev) = last
+            {
+                h.push_back([prev, 0, 0]);
+            }
+            h.push_back([t, granted, denied]);
             while h
                 .front()
                 .is_some_and(|f| u128::from(t.saturating_sub(f[0])) > keep)
@@ -95,7 +116,13 @@ impl History {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         out.push('[');
-        for (i, [t, g, d]) in rows.get(name).into_iter().flatten().enumerate() {
+        // Not sampled yet: made since the last sample, when it had no grants.
+        let unseen = rows.last.map(|t| [t, 0, 0]);
+        let list: Vec<[u64; 3]> = match rows.by_resource.get(name).filter(|h| !h.is_empty()) {
+            Some(h) => h.iter().copied().collect(),
+            None => unseen.into_iter().collect(),
+        };
+        for (i, [t, g, d]) in list.into_iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -109,6 +136,7 @@ fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
 /// How often an idle stream sends a comment (keeps proxies from closing it, and finds dead
 /// clients).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -244,9 +244,9 @@ async fn dashboard_in_chromium() {
     has(r#"data-in-flight="5" data-concurrency="8""#);
     has(r#"data-in-flight="5" data-waiting="0" data-granted="5" data-denied="0""#);
     has(r#"data-dimension="tokens""#);
-    // The chart's counts are deltas of the totals the page received: these 2 grants came
-    // after the page's first totals.
-    has(r#"data-granted5m="2" data-denied5m="0""#);
+    // The chart counts the last five minutes, from the server's history: the 3 grants
+    // before the page and the 2 over its feed.
+    has(r#"data-granted5m="5" data-denied5m="0""#);
     // dash:slow: its slot held, one caller waiting, two denials.
     has(r#"data-in-flight="1" data-waiting="1" data-granted="1" data-denied="2""#);
     has("concurrency limited 2");
@@ -535,6 +535,12 @@ async fn dashboard_at_scale_in_chromium() {
         top_names.len()
     );
     assert!(!dom.contains("data-behind"), "the page says it is behind");
+    // The chart of a per-partition resource counts every grant of the last five minutes
+    // (all of them here) and the 3 denials.
+    has(&format!(
+        r#"data-granted5m="{}" data-denied5m="3""#,
+        before + granted
+    ));
     has("data-first-summary-ms");
     let extra = took.saturating_sub(baseline);
 
