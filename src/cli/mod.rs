@@ -297,6 +297,13 @@ pub struct WatchArgs {
     /// At most one update per bucket per this interval
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    /// Only partitions whose name starts with this (leaves out resource-wide buckets)
+    #[arg(long, value_name = "PREFIX")]
+    pub partition_prefix: Option<String>,
+    /// Only resource-wide buckets, no partition's (for resources with many partitions:
+    /// `permitd summary` shows those at a glance)
+    #[arg(long, conflicts_with = "partition_prefix")]
+    pub resource_buckets_only: bool,
     /// Print one JSON object per update, one per line, instead of the table
     #[arg(long)]
     pub json: bool,

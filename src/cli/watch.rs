@@ -47,7 +47,8 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let req = WatchRequest {
         resource_prefix: args.prefix.clone().unwrap_or_default(),
         min_interval: Some(min_interval),
-        ..WatchRequest::default()
+        partition_prefix: args.partition_prefix.clone().unwrap_or_default(),
+        resource_buckets_only: args.resource_buckets_only,
     };
     let mut stream = QuotasClient::new(channel)
         .watch(req)

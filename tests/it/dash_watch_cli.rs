@@ -187,3 +187,82 @@ async fn watch_table_and_ctrl_c() {
     assert_eq!(code, 0, "{stderr}");
     server.stop().await;
 }
+
+/// `--partition-prefix` and `--resource-buckets-only` narrow the stream the way Watch's
+/// filters do: a resource with many partitions can be watched for some users, or for its
+/// shared limits alone.
+#[tokio::test]
+async fn watch_filters_partitions() {
+    let server = TestServer::start().await;
+    let mut r = resource("dash:part", vec![limit("requests", 100, HOUR, 0)], 0);
+    r.per_partition = true;
+    put(&server, r).await;
+    put(
+        &server,
+        resource("dash:flat", vec![limit("requests", 100, HOUR, 0)], 0),
+    )
+    .await;
+    let mut c = server.permits().await;
+    for p in ["team-a/1", "team-a/2", "team-b/1"] {
+        let mut r = acquire_req("dash:part");
+        r.partition = p.into();
+        assert!(c.acquire_permit(r).await.unwrap().into_inner().granted);
+    }
+    let mut w = Watcher::start(
+        &server,
+        &[
+            "--json",
+            "--prefix",
+            "dash:",
+            "--partition-prefix",
+            "team-a/",
+        ],
+    );
+    w.line_with(&["\"partition\":\"team-a/1\""]).await;
+    w.line_with(&["\"partition\":\"team-a/2\""]).await;
+    // A change to team-b/1, then one to team-a/1: the latter arrives, the former never.
+    for p in ["team-b/1", "team-a/1"] {
+        let mut r = acquire_req("dash:part");
+        r.partition = p.into();
+        c.acquire_permit(r).await.unwrap();
+    }
+    w.line_with(&["\"partition\":\"team-a/1\"", "\"granted_total\":2,"])
+        .await;
+    assert!(
+        w.seen.iter().all(|l| !l.contains("team-b/")),
+        "{:?}",
+        w.seen
+    );
+    assert!(
+        w.seen.iter().all(|l| !l.contains("dash:flat")),
+        "{:?}",
+        w.seen
+    );
+
+    let mut shared = Watcher::start(
+        &server,
+        &["--json", "--prefix", "dash:", "--resource-buckets-only"],
+    );
+    shared.line_with(&["\"resource\":\"dash:flat\""]).await;
+    c.acquire_permit(acquire_req("dash:flat")).await.unwrap();
+    let mut r = acquire_req("dash:part");
+    r.partition = "team-a/3".into();
+    c.acquire_permit(r).await.unwrap();
+    c.acquire_permit(acquire_req("dash:flat")).await.unwrap();
+    shared
+        .line_with(&["\"resource\":\"dash:flat\"", "\"granted_total\":2,"])
+        .await;
+    assert!(
+        shared
+            .seen
+            .iter()
+            .all(|l| !l.contains("\"partition\":\"team")),
+        "{:?}",
+        shared.seen
+    );
+    server.stop().await;
+    for mut w in [w, shared] {
+        let (code, stderr) = w.exit().await;
+        assert_eq!(code, 0, "{stderr}");
+    }
+}
