@@ -248,7 +248,15 @@ impl Quotas for QuotasService {
             .map_err(ServiceError::from)?;
         let replaced = self.registry.put(def);
         if let Some(c) = &self.cluster {
-            c.resource_changed(&stored.name).await;
+            if replaced {
+                // A replaced resource starts afresh, as on the embedded engine: its buckets,
+                // leases, cooldowns and learned limits in Redis go (this also tells every
+                // replica). Should Redis fail, the definition is stored and the error says
+                // the state was not reset; PutResource again resets it.
+                c.reset(&stored.name).await?;
+            } else {
+                c.resource_changed(&stored.name).await;
+            }
         }
         tracing::info!(resource = %stored.name, replaced, "resource defined");
         Ok(Response::new(proto::PutResourceResponse {
@@ -285,6 +293,14 @@ impl Quotas for QuotasService {
         let r = request.into_inner();
         let qualified = caller.qualify(&r.name, "name", MAX_NAME_LEN)?.into_owned();
         let _admin = self.admin.lock().await;
+        // Its state in Redis goes first (as its buckets do on the embedded engine), so a
+        // resource of this name made later starts afresh; should Redis fail, nothing is
+        // deleted and the error says so.
+        if let Some(c) = &self.cluster
+            && self.registry.get(&qualified).is_some()
+        {
+            c.reset(&qualified).await?;
+        }
         let store = Arc::clone(&self.store);
         let key = qualified.clone();
         let existed_on_disk = tokio::task::spawn_blocking(move || store.delete_resource(&key))

@@ -1253,3 +1253,110 @@ async fn rls_limits_hold_across_replicas() {
     println!("RESULT cluster rls limit=10/h replicas=2 attempts=30 ok={ok}");
     assert_eq!(ok, 10);
 }
+
+/// Replacing a resource starts it afresh on every replica, as on the embedded engine: its
+/// grants, leases and cooldown in Redis go. So does deleting it: a resource of the same
+/// name made later owes nothing to the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_or_deleting_a_resource_starts_it_afresh() {
+    let Some(fleet) = Fleet::start("replacing_or_deleting_a_resource", 2, None, &[]).await else {
+        return;
+    };
+    let def = || {
+        resource(
+            "c:again",
+            vec![limit("requests", 10, Duration::from_secs(3600), 0)],
+            0,
+        )
+    };
+    // Used up a little on A, paused by a 429 reported on B.
+    let used = async || {
+        for _ in 0..4 {
+            let r = fleet
+                .permits(0)
+                .acquire_permit(req("c:again"))
+                .await
+                .expect("acquire");
+            assert!(r.into_inner().granted);
+        }
+        let p = fleet
+            .permits(1)
+            .acquire_permit(req("c:again"))
+            .await
+            .expect("acquire")
+            .into_inner();
+        fleet
+            .permits(1)
+            .report_outcome(proto::ReportOutcomeRequest {
+                permit_id: p.permit_id,
+                status_code: 429,
+                headers: HashMap::from([("retry-after".to_owned(), "300".to_owned())]),
+                ..Default::default()
+            })
+            .await
+            .expect("report");
+        for i in 0..2 {
+            let q = fleet
+                .quotas(i)
+                .get_quota(proto::GetQuotaRequest {
+                    resource: "c:again".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("quota")
+                .into_inner();
+            assert!(q.cooldown_until.is_some(), "replica {i}: {q:?}");
+            assert_eq!(q.in_flight, 4, "replica {i}");
+        }
+    };
+    let afresh = async |what: &str| {
+        for i in 0..2 {
+            let q = fleet
+                .quotas(i)
+                .get_quota(proto::GetQuotaRequest {
+                    resource: "c:again".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("quota")
+                .into_inner();
+            assert!(q.cooldown_until.is_none(), "{what}, replica {i}: {q:?}");
+            assert_eq!(
+                (q.in_flight, q.granted_total, q.upstream_429_total),
+                (0, 0, 0),
+                "{what}, replica {i}: {q:?}"
+            );
+            assert_eq!(q.dimensions[0].remaining, 10, "{what}, replica {i}: {q:?}");
+        }
+        let r = fleet
+            .permits(1)
+            .acquire_permit(req("c:again"))
+            .await
+            .expect("acquire");
+        assert!(r.into_inner().granted, "{what}: B grants again");
+    };
+    fleet.define(def()).await;
+    used().await;
+    let put = fleet
+        .quotas(0)
+        .put_resource(proto::PutResourceRequest {
+            resource: Some(def()),
+        })
+        .await
+        .expect("replace")
+        .into_inner();
+    assert!(put.replaced);
+    afresh("replaced").await;
+
+    fleet.define(def()).await; // afresh again, then used once more
+    used().await;
+    fleet
+        .quotas(0)
+        .delete_resource(proto::DeleteResourceRequest {
+            name: "c:again".into(),
+        })
+        .await
+        .expect("delete");
+    fleet.define(def()).await;
+    afresh("deleted and made again").await;
+}
