@@ -396,63 +396,6 @@ def test_async_unknown_resource_is_not_found(target: str) -> None:
 
 OK = "openai:gpt-4o"
 
-# (call on a client, expected exception): raised before any call is made.
-CASES: Dict[str, Any] = {
-    "watch partition_prefix not str": (lambda c: c.watch("", partition_prefix=5), TypeError),
-    "watch partition_prefix bad": (lambda c: c.watch("", partition_prefix="user 1"), ValueError),
-    "watch resource_buckets_only not bool": (lambda c: c.watch("", resource_buckets_only=1), TypeError),
-    "watch both filters": (lambda c: c.watch("", partition_prefix="user:", resource_buckets_only=True), ValueError),
-    "get_summary resource empty": (lambda c: c.get_summary(""), ValueError),
-    "get_summary resource not str": (lambda c: c.get_summary(42), TypeError),
-    "get_summary prefix bad": (lambda c: c.get_summary(OK, prefix="a\nb"), ValueError),
-    "get_summary prefix not str": (lambda c: c.get_summary(OK, prefix=None), TypeError),
-    "get_summary top zero": (lambda c: c.get_summary(OK, top=0), ValueError),
-    "get_summary top too big": (lambda c: c.get_summary(OK, top=101), ValueError),
-    "get_summary top float": (lambda c: c.get_summary(OK, top=2.5), TypeError),
-    "get_summary top bool": (lambda c: c.get_summary(OK, top=True), TypeError),
-    "partitions resource bad": (lambda c: c.partitions("a b"), ValueError),
-    "partitions prefix too long": (lambda c: c.partitions(OK, prefix="p" * 201), ValueError),
-    "partitions order unknown": (lambda c: c.partitions(OK, order="size"), ValueError),
-    "partitions order upper case": (lambda c: c.partitions(OK, order="NAME"), ValueError),
-    "partitions order not str": (lambda c: c.partitions(OK, order=2), TypeError),
-    "partitions order None": (lambda c: c.partitions(OK, order=None), TypeError),
-    "partitions page_size zero": (lambda c: c.partitions(OK, page_size=0), ValueError),
-    "partitions page_size too big": (lambda c: c.partitions(OK, page_size=1001), ValueError),
-    "partitions page_size str": (lambda c: c.partitions(OK, page_size="7"), TypeError),
-    "watch_summaries prefix not str": (lambda c: c.watch_summaries(5), TypeError),
-    "watch_summaries prefix bad": (lambda c: c.watch_summaries("open ai"), ValueError),
-    "watch_summaries partition_prefix bad": (lambda c: c.watch_summaries("", partition_prefix="a b"), ValueError),
-    "watch_summaries top zero": (lambda c: c.watch_summaries("", top=0), ValueError),
-    "watch_summaries top too big": (lambda c: c.watch_summaries("", top=1000), ValueError),
-    "watch_summaries min_interval negative": (lambda c: c.watch_summaries("", min_interval=-1), ValueError),
-    "watch_summaries min_interval nan": (lambda c: c.watch_summaries("", min_interval=math.nan), ValueError),
-    "watch_summaries min_interval str": (lambda c: c.watch_summaries("", min_interval="1s"), TypeError),
-}
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_sync_bad_argument(case: str, dead_target: str) -> None:
-    fn, exc = CASES[case]
-    with permitd.Client(dead_target, timeout=2) as c:
-        with pytest.raises(exc) as ei:
-            fn(c)
-    assert not isinstance(ei.value, permitd.PermitdError)
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_async_bad_argument(case: str, dead_target: str) -> None:
-    fn, exc = CASES[case]
-
-    async def main() -> None:
-        async with permitd.AsyncClient(dead_target, timeout=2) as c:
-            with pytest.raises(exc) as ei:
-                got = fn(c)
-                if hasattr(got, "__await__"):
-                    await got
-            assert not isinstance(ei.value, permitd.PermitdError)
-
-    run(main())
-
 
 def test_unreachable_server_is_mapped(dead_target: str) -> None:
     """With good arguments the call is made, and its failure comes as the client's error."""

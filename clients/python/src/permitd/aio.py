@@ -11,6 +11,7 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Generic,
     Mapping,
     Optional,
     Sequence,
@@ -53,6 +54,7 @@ log = logging.getLogger("permitd")
 
 T = TypeVar("T")
 AF = TypeVar("AF", bound=Callable[..., Awaitable[Any]])
+_S = TypeVar("_S", bound="_AsyncStream[Any]")
 
 
 async def _body_async(response: Any) -> bytes:
@@ -196,54 +198,19 @@ class AsyncIdempotent(_IdempotentBase):
             log.warning("permitd: could not abandon idempotency key %r: %s", self.key, e)
 
 
-class AsyncWatch:
-    """``async for update in client.watch(prefix)``; ``close()`` ends the stream."""
+class _AsyncStream(Generic[T]):
+    """``async for`` over a server stream; ``close()`` (or leaving ``async with``) ends it."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, convert: Callable[[Any], T], what: str) -> None:
         self._call = call
+        self._convert = convert
+        self._what = what
         self._closed = False
 
-    def __aiter__(self) -> "AsyncWatch":
+    def __aiter__(self: _S) -> _S:
         return self
 
-    async def __anext__(self) -> QuotaUpdate:
-        try:
-            u = await self._call.read()
-        except asyncio.CancelledError:
-            if self._closed:
-                raise StopAsyncIteration from None
-            raise
-        except grpc.RpcError as e:
-            if self._closed or e.code() == grpc.StatusCode.CANCELLED:
-                raise StopAsyncIteration from None
-            raise core.map_rpc_error(e, "Quotas.Watch") from e
-        if u is grpc.aio.EOF:
-            raise StopAsyncIteration
-        return core.quota_of(u)
-
-    def close(self) -> None:
-        self._closed = True
-        self._call.cancel()
-
-    async def __aenter__(self) -> "AsyncWatch":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class AsyncSummaryWatch:
-    """``async for summary in client.watch_summaries(prefix)``; ``close()`` ends the
-    stream."""
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-        self._closed = False
-
-    def __aiter__(self) -> "AsyncSummaryWatch":
-        return self
-
-    async def __anext__(self) -> ResourceSummary:
+    async def __anext__(self) -> T:
         try:
             m = await self._call.read()
         except asyncio.CancelledError:
@@ -253,20 +220,35 @@ class AsyncSummaryWatch:
         except grpc.RpcError as e:
             if self._closed or e.code() == grpc.StatusCode.CANCELLED:
                 raise StopAsyncIteration from None
-            raise core.map_rpc_error(e, "Quotas.WatchSummaries") from e
+            raise core.map_rpc_error(e, self._what) from e
         if m is grpc.aio.EOF:
             raise StopAsyncIteration
-        return core.summary_of(m)
+        return self._convert(m)
 
     def close(self) -> None:
         self._closed = True
         self._call.cancel()
 
-    async def __aenter__(self) -> "AsyncSummaryWatch":
+    async def __aenter__(self: _S) -> _S:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
+
+
+class AsyncWatch(_AsyncStream[QuotaUpdate]):
+    """``async for update in client.watch(prefix)``; ``close()`` ends the stream."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(call, core.quota_of, "Quotas.Watch")
+
+
+class AsyncSummaryWatch(_AsyncStream[ResourceSummary]):
+    """``async for summary in client.watch_summaries(prefix)``; ``close()`` ends the
+    stream."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(call, core.summary_of, "Quotas.WatchSummaries")
 
 
 class AsyncClient:

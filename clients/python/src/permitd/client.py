@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 import grpc
 
@@ -39,6 +39,7 @@ log = logging.getLogger("permitd")
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+_S = TypeVar("_S", bound="_Stream[Any]")
 
 DEFAULT_RETRY_ON: Tuple[Type[BaseException], ...] = (OSError, TimeoutError)
 
@@ -181,65 +182,51 @@ class Idempotent(_IdempotentBase):
             log.warning("permitd: could not abandon idempotency key %r: %s", self.key, e)
 
 
-class Watch:
-    """An iterator over quota updates; ``close()`` (or leaving ``with``) ends the stream."""
+class _Stream(Generic[T]):
+    """An iterator over a server stream; ``close()`` (or leaving ``with``) ends it."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, convert: Callable[[Any], T], what: str) -> None:
         self._call = call
+        self._convert = convert
+        self._what = what
         self._closed = False
 
-    def __iter__(self) -> "Watch":
+    def __iter__(self: _S) -> _S:
         return self
 
-    def __next__(self) -> QuotaUpdate:
-        try:
-            u = next(self._call)
-        except grpc.RpcError as e:
-            if self._closed or e.code() == grpc.StatusCode.CANCELLED:
-                raise StopIteration from None
-            raise core.map_rpc_error(e, "Quotas.Watch") from e
-        return core.quota_of(u)
-
-    def close(self) -> None:
-        self._closed = True
-        self._call.cancel()
-
-    def __enter__(self) -> "Watch":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class SummaryWatch:
-    """An iterator over resource summaries; ``close()`` (or leaving ``with``) ends the
-    stream."""
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-        self._closed = False
-
-    def __iter__(self) -> "SummaryWatch":
-        return self
-
-    def __next__(self) -> ResourceSummary:
+    def __next__(self) -> T:
         try:
             m = next(self._call)
         except grpc.RpcError as e:
             if self._closed or e.code() == grpc.StatusCode.CANCELLED:
                 raise StopIteration from None
-            raise core.map_rpc_error(e, "Quotas.WatchSummaries") from e
-        return core.summary_of(m)
+            raise core.map_rpc_error(e, self._what) from e
+        return self._convert(m)
 
     def close(self) -> None:
         self._closed = True
         self._call.cancel()
 
-    def __enter__(self) -> "SummaryWatch":
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class Watch(_Stream[QuotaUpdate]):
+    """An iterator over quota updates; ``close()`` (or leaving ``with``) ends the stream."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(call, core.quota_of, "Quotas.Watch")
+
+
+class SummaryWatch(_Stream[ResourceSummary]):
+    """An iterator over resource summaries; ``close()`` (or leaving ``with``) ends the
+    stream."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(call, core.summary_of, "Quotas.WatchSummaries")
 
 
 class Client:
