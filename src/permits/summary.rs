@@ -287,25 +287,20 @@ impl Ranking {
     #[must_use]
     pub fn top(&self, prefix: &str, skip: usize, n: usize) -> Vec<&Row> {
         let whole = self.head.len() == self.rows.len();
-        if (prefix.is_empty() && skip.saturating_add(n) <= self.head.len()) || whole {
-            let range = self.range(prefix);
-            return self
-                .head
-                .iter()
-                .map(|&i| i as usize)
-                .filter(|i| range.contains(i))
-                .skip(skip)
-                .take(n)
-                .map(|i| &self.rows[i])
-                .collect();
-        }
+        let in_head = prefix.is_empty() && skip.saturating_add(n) <= self.head.len();
+        let order: &[u32] = if whole || in_head {
+            &self.head
+        } else {
+            self.by_pressure.get_or_init(|| {
+                let mut v: Vec<u32> =
+                    (0..u32::try_from(self.rows.len()).unwrap_or(u32::MAX)).collect();
+                v.sort_unstable_by(|a, b| pressed(&self.rows, *a, *b));
+                v
+            })
+        };
         let range = self.range(prefix);
-        let all = self.by_pressure.get_or_init(|| {
-            let mut v: Vec<u32> = (0..u32::try_from(self.rows.len()).unwrap_or(u32::MAX)).collect();
-            v.sort_unstable_by(|a, b| pressed(&self.rows, *a, *b));
-            v
-        });
-        all.iter()
+        order
+            .iter()
             .map(|&i| i as usize)
             .filter(|i| range.contains(i))
             .skip(skip)

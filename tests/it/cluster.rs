@@ -1262,6 +1262,17 @@ async fn replacing_or_deleting_a_resource_starts_it_afresh() {
     let Some(fleet) = Fleet::start("replacing_or_deleting_a_resource", 2, None, &[]).await else {
         return;
     };
+    let quota = async |i: usize| {
+        fleet
+            .quotas(i)
+            .get_quota(proto::GetQuotaRequest {
+                resource: "c:again".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("quota")
+            .into_inner()
+    };
     let def = || {
         resource(
             "c:again",
@@ -1296,30 +1307,14 @@ async fn replacing_or_deleting_a_resource_starts_it_afresh() {
             .await
             .expect("report");
         for i in 0..2 {
-            let q = fleet
-                .quotas(i)
-                .get_quota(proto::GetQuotaRequest {
-                    resource: "c:again".into(),
-                    ..Default::default()
-                })
-                .await
-                .expect("quota")
-                .into_inner();
+            let q = quota(i).await;
             assert!(q.cooldown_until.is_some(), "replica {i}: {q:?}");
             assert_eq!(q.in_flight, 4, "replica {i}");
         }
     };
     let afresh = async |what: &str| {
         for i in 0..2 {
-            let q = fleet
-                .quotas(i)
-                .get_quota(proto::GetQuotaRequest {
-                    resource: "c:again".into(),
-                    ..Default::default()
-                })
-                .await
-                .expect("quota")
-                .into_inner();
+            let q = quota(i).await;
             assert!(q.cooldown_until.is_none(), "{what}, replica {i}: {q:?}");
             assert_eq!(
                 (q.in_flight, q.granted_total, q.upstream_429_total),
