@@ -381,7 +381,7 @@ async fn idempotency_flood_is_capped_per_tenant() {
     let quarter = ((attempts - CAP) / 4 / WIDTH).max(1) * WIDTH;
     let mut marks = Vec::new();
     for start in (0..attempts).step_by(WIDTH) {
-        if start >= CAP && (start - CAP) % quarter == 0 && marks.len() < 4 {
+        if start >= CAP && (start - CAP).is_multiple_of(quarter) && marks.len() < 4 {
             marks.push(server.rss_kib());
         }
         let mut set = tokio::task::JoinSet::new();
