@@ -265,6 +265,14 @@ pub async fn run_with(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let services = server::Services::build(
+        registry.clone(),
+        hub.clone(),
+        Arc::clone(&store),
+        records.clone(),
+        &settings,
+    )
+    .await?;
     let http = metrics_listener.map(|l| {
         let state = metrics::State::new(
             registry.clone(),
@@ -275,7 +283,8 @@ pub async fn run_with(
         .with_records(records.idempotency.clone(), records.cache.clone())
         .with_cluster(settings.cluster.clone())
         .with_rls(settings.rls.clone())
-        .with_auth(Arc::clone(&auth));
+        .with_auth(Arc::clone(&auth))
+        .with_json(services.json());
         tokio::spawn(metrics::serve(
             l,
             tls.clone(),
@@ -286,16 +295,7 @@ pub async fn run_with(
             stopped(stop_rx.clone()),
         ))
     });
-    let res = server::run(
-        listener,
-        registry,
-        hub.clone(),
-        Arc::clone(&store),
-        records,
-        settings,
-        stopped(stop_rx),
-    )
-    .await;
+    let res = server::run(listener, services, settings, stopped(stop_rx)).await;
     stopper.abort();
     if let Some(r) = reloader {
         r.abort();

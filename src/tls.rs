@@ -101,7 +101,7 @@ fn certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>
 }
 
 /// The server configuration `settings` describe, offering `alpn`.
-fn build(settings: &Settings, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
+fn build(settings: &Settings, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
     let chain = certs("tls.cert_file", &settings.cert_file)?;
     let key_path = &settings.key_file;
     let pem = std::fs::read(key_path)
@@ -140,24 +140,25 @@ fn build(settings: &Settings, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsEr
             format!("does not fit tls.cert_file: {e}"),
         )
     })?;
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(config)
 }
 
 /// Which protocol a listener speaks inside TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alpn {
-    /// gRPC: HTTP/2 (`h2`).
+    /// gRPC over HTTP/2 (`h2`), and Connect over either HTTP version.
     H2,
     /// Metrics and the dashboard: HTTP/1.1.
     Http1,
 }
 
 impl Alpn {
-    const fn id(self) -> &'static [u8] {
+    /// The protocols offered, preferred first.
+    const fn ids(self) -> &'static [&'static [u8]] {
         match self {
-            Self::H2 => b"h2",
-            Self::Http1 => b"http/1.1",
+            Self::H2 => &[b"h2", b"http/1.1"],
+            Self::Http1 => &[b"http/1.1"],
         }
     }
 }
@@ -184,8 +185,8 @@ impl Tls {
 
     fn read(settings: &Settings) -> Result<[Arc<rustls::ServerConfig>; 2], TlsError> {
         Ok([
-            Arc::new(build(settings, Alpn::H2.id())?),
-            Arc::new(build(settings, Alpn::Http1.id())?),
+            Arc::new(build(settings, Alpn::H2.ids())?),
+            Arc::new(build(settings, Alpn::Http1.ids())?),
         ])
     }
 
@@ -266,25 +267,29 @@ async fn handshake(
     let n = tcp.get_ref().peek(&mut first).await?;
     if n == 1 && first[0] != 0x16 {
         let mut tcp = tcp;
-        let reply = match alpn {
-            Alpn::Http1 => {
-                let body = "this port speaks TLS: use https://\n";
-                format!(
-                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .into_bytes()
-            }
-            Alpn::H2 => goaway(b"this port speaks TLS: use https://"),
-        };
         // Read what the client sent first (its request, or the HTTP/2 preface), so closing
         // does not reset the connection before it reads the answer.
         let mut sink = [0u8; 1024];
-        let _ = tokio::time::timeout(
+        let n = tokio::time::timeout(
             Duration::from_millis(200),
             tokio::io::AsyncReadExt::read(&mut tcp, &mut sink),
         )
-        .await;
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+        // The gRPC port also serves Connect over HTTP/1.1: answer in what the client spoke.
+        let http2 = alpn == Alpn::H2 && sink[..n].starts_with(b"PRI ");
+        let reply = if http2 {
+            goaway(b"this port speaks TLS: use https://")
+        } else {
+            let body = "this port speaks TLS: use https://\n";
+            format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        };
         let _ = tcp.write_all(&reply).await;
         let _ = tcp.shutdown().await;
         // Drain until the client closes (bounded): closing with its bytes unread would

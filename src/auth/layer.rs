@@ -49,9 +49,16 @@ pub fn authenticate_parts(
     headers: &http::HeaderMap,
     extensions: &http::Extensions,
 ) -> Result<Arc<Caller>, tonic::Status> {
+    // The gRPC port's connections carry tonic's record; Connect calls from the HTTP
+    // listener carry that listener's.
     let certs = extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(TlsConnectInfo::peer_certs);
+        .and_then(TlsConnectInfo::peer_certs)
+        .or_else(|| {
+            extensions
+                .get::<crate::tls::Peer>()
+                .and_then(|p| p.certs.clone())
+        });
     auth.authenticate(
         headers
             .get(http::header::AUTHORIZATION)

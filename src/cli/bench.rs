@@ -12,6 +12,10 @@
 //! `/proc/PID/task/*/schedstat` (nanoseconds, all threads), which is steadier than
 //! throughput when the load generator is the bottleneck.
 //!
+//! `json` is `grant` over HTTP/JSON (Connect's unary POST on the same port, HTTP/1.1 with
+//! keep-alive, one connection per worker as curl-like tools use it), compared with `grant`
+//! (`json_vs_grant`). Plaintext without a token only.
+//!
 //! `health` is a floor that carries permitd's own overhead (its runtime, layers and
 //! router). With `--floor-server` (and `--floor-pid`) a `floor` phase measures
 //! `Health/Check` on a bare tonic server too (`cargo run --release --example floor`), in
@@ -48,7 +52,7 @@ pub struct BenchArgs {
     /// Distinct buckets (partitions) the permits spread over, 1 to 1 000 000
     #[arg(long, default_value_t = 1)]
     pub buckets: u64,
-    /// Phases to run, comma-separated: health, grant, deny, release, batch
+    /// Phases to run, comma-separated: health, grant, deny, release, batch, json, rls
     #[arg(
         long,
         value_delimiter = ',',
@@ -91,6 +95,8 @@ pub enum Phase {
     Rls,
     /// grpc.health.v1.Health/Check on `--floor-server`: the true floor (added with it).
     Floor,
+    /// AcquirePermit, granted at once, over HTTP/JSON (Connect) on the same port.
+    Json,
 }
 
 impl Phase {
@@ -103,6 +109,7 @@ impl Phase {
             Self::Batch => "batch",
             Self::Rls => "rls",
             Self::Floor => "floor",
+            Self::Json => "json",
         }
     }
 }
@@ -179,10 +186,18 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// An HTTP/1.1 client for the `json` phase.
+type Http = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 /// The clients one worker calls through.
 struct Clients {
     health: tonic_health::pb::health_client::HealthClient<Channel>,
     permits: PermitsClient<Channel>,
+    /// Its own HTTP/1.1 connection (a client per worker), and the method's URL.
+    json: (Http, String),
     rls: crate::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<Channel>,
 }
 
@@ -194,6 +209,25 @@ async fn one(
 ) -> bool {
     let (health, permits) = (&mut c.health, &mut c.permits);
     match phase {
+        Phase::Json => {
+            use http_body_util::BodyExt as _;
+            let body = format!("{{\"resource\":\"{GRANT}\",\"partition\":\"{partition}\"}}");
+            let Ok(req) = hyper::Request::post(&c.json.1)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            else {
+                return false;
+            };
+            let Ok(res) = c.json.0.request(req).await else {
+                return false;
+            };
+            let ok = res.status() == hyper::StatusCode::OK;
+            // Read like a client would, and check the grant without a JSON parser of its own.
+            res.into_body()
+                .collect()
+                .await
+                .is_ok_and(|b| ok && memchr_granted(&b.to_bytes()))
+        }
         Phase::Rls => {
             use crate::proto::envoy::extensions::common::ratelimit::v3::{
                 RateLimitDescriptor, rate_limit_descriptor::Entry,
@@ -265,6 +299,12 @@ async fn one(
     }
 }
 
+/// Whether a JSON answer says `"granted":true`.
+fn memchr_granted(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"\"granted\":true";
+    body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
 /// The connections of the servers measured: permitd's, and the bare floor's if any.
 struct Targets {
     permitd: Vec<Channel>,
@@ -293,10 +333,19 @@ async fn round(
         let buckets = args.buckets.max(1);
         let batch_size = if phase == Phase::Batch { args.batch } else { 0 };
         let mut next = u64::try_from(w).unwrap_or(0);
+        let json_url = format!(
+            "http://{}/permitd.v1.Permits/AcquirePermit",
+            args.conn.server
+        );
         tasks.push(tokio::spawn(async move {
             let mut clients = Clients {
                 health: tonic_health::pb::health_client::HealthClient::new(ch.clone()),
                 permits: PermitsClient::new(ch.clone()),
+                json: (
+                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                        .build_http(),
+                    json_url,
+                ),
                 rls: crate::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::new(ch),
             };
             let (mut lat, mut errors) = (Vec::new(), 0u64);
@@ -379,6 +428,13 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCod
         (1..=crate::server::batch::MAX_BATCH).contains(&args.batch),
         "--batch must be 1 to {}",
         crate::server::batch::MAX_BATCH
+    );
+    anyhow::ensure!(
+        !args.phases.contains(&Phase::Json)
+            || (!args.conn.server.contains("://")
+                && args.conn.token.is_none()
+                && args.conn.tls_ca.is_none()),
+        "the json phase needs a plaintext --server HOST:PORT without a token"
     );
     let mut phases = args.phases.clone();
     match &args.floor_server {
@@ -544,6 +600,24 @@ fn report(args: &BenchArgs, totals: &mut [(Phase, Totals)]) {
             json,
             ",\"batch_size\":{},\"batch_vs_grant_rps\":{},\"batch_vs_grant_cpu\":{}",
             args.batch,
+            num(vs),
+            num(cpu_vs)
+        );
+    }
+    if let (Some(j), Some(g)) = (of(Phase::Json), of(Phase::Grant)) {
+        let vs = rate(j) / rate(g).max(1e-9);
+        let cpu_vs = match (cpu_us(j), cpu_us(g)) {
+            (Some(j), Some(g)) => j / g.max(1e-9),
+            _ => f64::NAN,
+        };
+        let _ = writeln!(
+            table,
+            "json: AcquirePermit over HTTP/JSON (HTTP/1.1, a connection per worker): {vs:.2} x \
+             grant's permits/s, {cpu_vs:.2} x its server CPU per permit"
+        );
+        let _ = write!(
+            json,
+            ",\"json_vs_grant_rps\":{},\"json_vs_grant_cpu\":{}",
             num(vs),
             num(cpu_vs)
         );

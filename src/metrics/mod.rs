@@ -56,6 +56,8 @@ pub struct State {
     pub auth: Arc<crate::auth::Auth>,
     /// The counters' last five minutes, for the charts of a page opened now.
     pub history: Arc<events::History>,
+    /// Connect (HTTP/JSON) over the gRPC stack, when the server serves it here.
+    pub json: Option<crate::server::Json>,
     /// Pages connected to `/events` now.
     clients: Arc<AtomicU64>,
     /// Pages connected to `/events` since the start.
@@ -87,6 +89,7 @@ impl State {
             rls: None,
             auth: Arc::new(crate::auth::Auth::off()),
             history: Arc::default(),
+            json: None,
             clients: Arc::default(),
             connections: Arc::default(),
         }
@@ -114,6 +117,13 @@ impl State {
     #[must_use]
     pub fn with_rls(mut self, rls: Option<Arc<crate::rls::Rls>>) -> Self {
         self.rls = rls;
+        self
+    }
+
+    /// Serve Connect calls (`POST /<service>/<method>`) through `json`.
+    #[must_use]
+    pub fn with_json(mut self, json: crate::server::Json) -> Self {
+        self.json = Some(json);
         self
     }
 
@@ -224,6 +234,7 @@ pub fn router(state: State) -> Router {
         .route("/metrics", get(metrics))
         .route("/events", get(events))
         .route("/events/partitions", get(partitions))
+        .route("/{service}/{method}", axum::routing::any(connect))
         .fallback(not_found)
         .with_state(state)
 }
@@ -380,6 +391,28 @@ async fn partitions(
             .into_response(),
         Err((code, msg)) => (code, msg).into_response(),
     }
+}
+
+/// A Connect call: run through the gRPC stack, which authenticates it as a gRPC call (the
+/// header, or the connection's client certificate; never the dashboard's cookie).
+async fn connect(
+    axum::extract::State(state): axum::extract::State<State>,
+    peer: PeerInfo,
+    mut req: axum::extract::Request,
+) -> Response {
+    // Paths that are no method stay the listener's 404s.
+    let Some(json) = state
+        .json
+        .as_ref()
+        .filter(|j| j.connect.knows(req.uri().path()))
+    else {
+        return not_found().await;
+    };
+    req.extensions_mut().insert(peer.0);
+    json.connect
+        .serve(json.rpc.clone(), req)
+        .await
+        .map(axum::body::Body::new)
 }
 
 /// Aborts a task when dropped (whichever way `serve` returns).

@@ -2,6 +2,10 @@
 //! statuses, plus health, reflection, per-method request metrics ([`grpc_stats`]), limits
 //! and graceful shutdown.
 //!
+//! [`Services::build`] makes the services once; [`run`] serves them on the gRPC port (gRPC,
+//! and Connect through [`connect`]), and [`Services::json`] hands the same stack to the HTTP
+//! listener's Connect routes.
+//!
 //! [`run`] takes a bound listener and a shutdown future (the mini-redis shape), so `main`
 //! and the tests differ only in what they pass in. Shutdown: health turns NOT_SERVING at
 //! once, queued waiters are answered UNAVAILABLE, then in-flight calls get at most
@@ -10,6 +14,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod connect;
 pub mod convert;
 pub mod error;
 pub mod grpc_stats;
@@ -70,6 +75,9 @@ pub enum ServerError {
     /// Building reflection from the descriptor sets failed (a build bug).
     #[error("reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The Connect method table from the descriptor sets failed (a build bug).
+    #[error("connect")]
+    Connect(#[from] connect::ConnectError),
     /// The transport failed.
     #[error("transport")]
     Transport(#[from] tonic::transport::Error),
@@ -96,35 +104,94 @@ pub struct Records {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Serve until `shutdown` resolves, then drain for at most `settings.shutdown_grace`.
-pub async fn run(
-    listener: TcpListener,
+/// The gRPC stack as one in-process service: what the HTTP listener's Connect routes call.
+pub type Rpc = tower::util::BoxCloneSyncService<
+    http::Request<connect::Body>,
+    http::Response<connect::Body>,
+    std::convert::Infallible,
+>;
+
+/// Connect over the gRPC stack, for the HTTP listener.
+#[derive(Clone)]
+pub struct Json {
+    /// The method table.
+    pub connect: Arc<connect::Connect>,
+    /// The stack calls run through (stats, shedding, auth, handlers).
+    pub rpc: Rpc,
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Json").finish_non_exhaustive()
+    }
+}
+
+/// Every service, built once for both listeners.
+pub struct Services {
+    routes: tonic::service::Routes,
+    health: tonic_health::server::HealthReporter,
+    connect: Arc<connect::Connect>,
+    stats: grpc_stats::GrpcStatsLayer,
+    shed: shed::ShedLayer,
+    auth: crate::auth::layer::AuthLayer,
     registry: Registry,
     hub: Hub,
-    store: Arc<dyn ResourceStore>,
-    records: Records,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServerError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let max = settings.max_message_bytes;
-    let permits = PermitsServer::new(permits::PermitsService::new(
-        registry.clone(),
-        crate::backoff::Retryable::new(settings.retryable_status.iter().copied()),
-        Arc::clone(&settings.feedback_counters),
-        settings.cluster.clone(),
-        Arc::clone(&settings.auth),
-    ))
-    .max_decoding_message_size(max);
-    let rls_server = settings.rls.as_ref().map(|rls| {
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+use tonic::codegen::http;
+
+impl Services {
+    /// Connect over the same stack the gRPC port serves: the same layer instances, so one
+    /// in-flight cap and one set of request metrics cover both listeners.
+    #[must_use]
+    pub fn json(&self) -> Json {
+        let stack = tower::ServiceBuilder::new()
+            .layer(self.stats.clone())
+            .layer(self.shed.clone())
+            .layer(self.auth.clone())
+            .service(self.routes.clone().prepare());
+        Json {
+            connect: Arc::clone(&self.connect),
+            rpc: tower::util::BoxCloneSyncService::new(stack),
+        }
+    }
+
+    /// Build every service over the domain objects.
+    ///
+    /// # Errors
+    /// The build's descriptor sets do not decode (a build bug).
+    pub async fn build(
+        registry: Registry,
+        hub: Hub,
+        store: Arc<dyn ResourceStore>,
+        records: Records,
+        settings: &Settings,
+    ) -> Result<Self, ServerError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let max = settings.max_message_bytes;
+        let permits = PermitsServer::new(permits::PermitsService::new(
+            registry.clone(),
+            crate::backoff::Retryable::new(settings.retryable_status.iter().copied()),
+            Arc::clone(&settings.feedback_counters),
+            settings.cluster.clone(),
+            Arc::clone(&settings.auth),
+        ))
+        .max_decoding_message_size(max);
+        let rls_server = settings.rls.as_ref().map(|rls| {
         crate::proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(
             rls::RlsService::new(
                 Arc::clone(rls),
@@ -135,48 +202,105 @@ pub async fn run(
         )
         .max_decoding_message_size(max)
     });
-    if rls_server.is_some() {
-        health
+        if rls_server.is_some() {
+            health
             .set_serving::<crate::proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer<rls::RlsService>>()
             .await;
-    }
-    let quotas = QuotasServer::new(quotas::QuotasService::new(
-        registry.clone(),
-        hub.clone(),
-        store,
-        settings.cluster.clone(),
-        Arc::clone(&settings.auth),
-    ))
-    .max_decoding_message_size(max);
-    // A capped payload (a result, a value) just over its cap must reach the domain to be
-    // refused as INVALID_ARGUMENT naming the field, so these decode a little more.
-    let result_cap = records.idempotency.settings().max_result_bytes;
-    let value_cap = records.cache.settings().max_value_bytes;
-    let idempotency = IdempotencyServer::new(idempotency::IdempotencyService::new(
-        records.idempotency,
-        Arc::clone(&records.clock),
-        Arc::clone(&settings.auth),
-    ))
-    .max_decoding_message_size(max.max(result_cap.saturating_add(ENVELOPE_BYTES)));
-    let cache = CacheServer::new(cache::CacheService::new(
-        records.cache,
-        records.clock,
-        Arc::clone(&settings.auth),
-    ))
-    .max_decoding_message_size(max.max(value_cap.saturating_add(ENVELOPE_BYTES)));
+        }
+        let quotas = QuotasServer::new(quotas::QuotasService::new(
+            registry.clone(),
+            hub.clone(),
+            store,
+            settings.cluster.clone(),
+            Arc::clone(&settings.auth),
+        ))
+        .max_decoding_message_size(max);
+        // A capped payload (a result, a value) just over its cap must reach the domain to be
+        // refused as INVALID_ARGUMENT naming the field, so these decode a little more.
+        let result_cap = records.idempotency.settings().max_result_bytes;
+        let value_cap = records.cache.settings().max_value_bytes;
+        let idempotency = IdempotencyServer::new(idempotency::IdempotencyService::new(
+            records.idempotency,
+            Arc::clone(&records.clock),
+            Arc::clone(&settings.auth),
+        ))
+        .max_decoding_message_size(max.max(result_cap.saturating_add(ENVELOPE_BYTES)));
+        let cache = CacheServer::new(cache::CacheService::new(
+            records.cache,
+            records.clock,
+            Arc::clone(&settings.auth),
+        ))
+        .max_decoding_message_size(max.max(value_cap.saturating_add(ENVELOPE_BYTES)));
 
-    health
-        .set_serving::<PermitsServer<permits::PermitsService>>()
-        .await;
-    health
-        .set_serving::<QuotasServer<quotas::QuotasService>>()
-        .await;
-    health
-        .set_serving::<IdempotencyServer<idempotency::IdempotencyService>>()
-        .await;
-    health
-        .set_serving::<CacheServer<cache::CacheService>>()
-        .await;
+        health
+            .set_serving::<PermitsServer<permits::PermitsService>>()
+            .await;
+        health
+            .set_serving::<QuotasServer<quotas::QuotasService>>()
+            .await;
+        health
+            .set_serving::<IdempotencyServer<idempotency::IdempotencyService>>()
+            .await;
+        health
+            .set_serving::<CacheServer<cache::CacheService>>()
+            .await;
+        let mut routes = tonic::service::Routes::builder();
+        routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(permits)
+            .add_service(quotas)
+            .add_service(idempotency)
+            .add_service(cache);
+        if let Some(rls) = rls_server {
+            routes.add_service(rls);
+        }
+        let caps = registry.caps().clone();
+        let grown = |cap: usize| max.max(cap.saturating_add(ENVELOPE_BYTES));
+        let connect = connect::Connect::new(
+            &[
+                proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ],
+            |service| match service {
+                "permitd.v1.Idempotency" => grown(result_cap),
+                "permitd.v1.Cache" => grown(value_cap),
+                _ => max,
+            },
+            caps.request_timeout,
+        )?;
+        Ok(Self {
+            routes: routes.routes(),
+            health,
+            connect: Arc::new(connect),
+            stats: settings.grpc_stats.layer(),
+            shed: shed::ShedLayer::new(caps.max_in_flight),
+            auth: crate::auth::layer::AuthLayer(Arc::clone(&settings.auth)),
+            registry,
+            hub,
+        })
+    }
+}
+
+/// Serve `services` until `shutdown` resolves, then drain for at most
+/// `settings.shutdown_grace`.
+pub async fn run(
+    listener: TcpListener,
+    services: Services,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let Services {
+        routes,
+        health,
+        connect,
+        stats,
+        shed,
+        auth,
+        registry,
+        hub,
+    } = services;
     // Failing closed, a replica that cannot reach Redis can serve nothing: say so, so load
     // balancers route around it until it reconnects.
     let follow = settings.cluster.as_ref().and_then(|c| {
@@ -202,22 +326,18 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let caps = registry.caps().clone();
+    // HTTP/1.1 too: Connect callers (curl, n8n, browsers) may not speak HTTP/2.
     let router = Server::builder()
         .timeout(caps.request_timeout)
-        .layer(settings.grpc_stats.layer())
-        .layer(shed::ShedLayer::new(caps.max_in_flight))
-        .layer(crate::auth::layer::AuthLayer(Arc::clone(&settings.auth)))
+        .accept_http1(true)
+        .layer(connect::ConnectLayer(connect))
+        .layer(stats)
+        .layer(shed)
+        .layer(auth)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(permits)
-        .add_service(quotas)
-        .add_service(idempotency)
-        .add_service(cache)
-        .add_optional_service(rls_server);
+        .add_routes(routes);
     let stopped = async {
         let _ = stop_rx.await;
     };

@@ -19,6 +19,8 @@ mod caps;
 mod certs;
 mod cli;
 mod cluster;
+mod connect;
+mod connect_client;
 mod coord;
 mod crash;
 mod dash_http;

@@ -16,7 +16,6 @@ use permitd::proto::{
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::support::{TestServer, dur, limit, resource};
 
@@ -41,7 +40,16 @@ impl tonic::service::Interceptor for Token {
     }
 }
 
-type Conn = InterceptedService<Channel, Token>;
+type Conn = InterceptedService<crate::connect_client::AnyChannel, Token>;
+
+/// How the table's calls travel: gRPC, or Connect (JSON over HTTP/1.1) on the gRPC port or
+/// on the HTTP listener. Every row runs the same way over each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    Grpc,
+    ConnectGrpcPort,
+    ConnectHttpListener,
+}
 
 /// Who calls: a tenant's role, nobody, or a token nobody has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +141,14 @@ struct Clients {
     cache: CacheClient<Conn>,
 }
 
-async fn clients(server: &TestServer, who: Who) -> Clients {
-    let ch = server.channel().await;
+async fn clients(server: &TestServer, who: Who, over: Over) -> Clients {
+    let ch = match over {
+        Over::Grpc => crate::connect_client::grpc(server.channel().await),
+        Over::ConnectGrpcPort => crate::connect_client::connect(server.addr),
+        Over::ConnectHttpListener => {
+            crate::connect_client::connect(server.metrics_addr.expect("an HTTP listener"))
+        }
+    };
     let t = Token(who.token());
     Clients {
         permits: PermitsClient::with_interceptor(ch.clone(), t.clone()),
@@ -249,11 +263,11 @@ async fn http_get(
     (status, text)
 }
 
-async fn run_table(server: &TestServer, cluster: bool) -> Table {
+async fn run_table(server: &TestServer, cluster: bool, over: Over) -> Table {
     let mut t = Table::default();
-    let mut a_admin = clients(server, Who::A(Role::Admin)).await;
-    let mut b_admin = clients(server, Who::B(Role::Admin)).await;
-    let mut a_worker = clients(server, Who::A(Role::Worker)).await;
+    let mut a_admin = clients(server, Who::A(Role::Admin), over).await;
+    let mut b_admin = clients(server, Who::B(Role::Admin), over).await;
+    let mut a_worker = clients(server, Who::A(Role::Worker), over).await;
 
     // A's world: a resource only A has, one both name (with other limits), a permit, a
     // completed idempotency record, a cache entry. B defines its own "shared" resource.
@@ -345,7 +359,7 @@ async fn run_table(server: &TestServer, cluster: bool) -> Table {
         .unwrap();
 
     for who in Who::ALL {
-        let mut c = clients(server, who).await;
+        let mut c = clients(server, who, over).await;
         let any_ok = |role: Role| who.expect(role, Code::Ok);
         // Reads.
         let r = c
@@ -764,7 +778,7 @@ async fn run_table(server: &TestServer, cluster: bool) -> Table {
     // Defining a resource of A's name defines the caller's own (tested after the rest, so
     // B's listings above could not contain it).
     for who in Who::ALL.into_iter().filter(|w| w.outsider()) {
-        let mut c = clients(server, who).await;
+        let mut c = clients(server, who, over).await;
         let r = c
             .quotas
             .put_resource(proto::PutResourceRequest {
@@ -855,9 +869,21 @@ fn report(name: &str, t: &Table) {
 #[tokio::test]
 async fn isolation_table_embedded() {
     let server = TestServer::start_secure(secure).await;
-    let t = run_table(&server, false).await;
+    let t = run_table(&server, false, Over::Grpc).await;
     report("isolation_table_embedded", &t);
     server.stop().await;
+}
+
+/// The table over Connect (JSON over HTTP/1.1), on the gRPC port and on the HTTP listener:
+/// the same statuses and no leaks, since the calls run through the same stack.
+#[tokio::test]
+async fn isolation_table_over_connect() {
+    for over in [Over::ConnectGrpcPort, Over::ConnectHttpListener] {
+        let server = TestServer::start_secure(secure).await;
+        let t = run_table(&server, false, over).await;
+        report(&format!("isolation_table_over_connect {over:?}"), &t);
+        server.stop().await;
+    }
 }
 
 /// The table over a real Redis (one replica: the keys and scripts are the cluster's).
@@ -874,7 +900,7 @@ async fn isolation_table_redis() {
         });
     })
     .await;
-    let t = run_table(&server, true).await;
+    let t = run_table(&server, true, Over::Grpc).await;
     report("isolation_table_redis", &t);
     server.stop().await;
 }

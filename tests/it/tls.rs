@@ -361,6 +361,153 @@ async fn mtls_identities_and_refusals() {
     server.stop().await;
 }
 
+/// curl's answer to a Connect call over TLS: (HTTP status, body), or curl's exit code
+/// when it got no HTTP answer (a refused handshake). curl runs off the runtime's thread:
+/// the server under test shares it.
+async fn curl_connect(
+    c: &Certs,
+    url: &str,
+    identity: Option<&str>,
+    http: &str,
+    body: &str,
+) -> Result<(u16, String), i32> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", http, "--cacert"])
+        .arg(c.path("ca.pem"))
+        .args(["-H", "content-type: application/json", "-d", body])
+        .args(["-w", "\n%{http_code}"]);
+    if let Some(id) = identity {
+        cmd.arg("--cert")
+            .arg(c.path(&format!("{id}.pem")))
+            .arg("--key")
+            .arg(c.path(&format!("{id}.key")));
+    }
+    cmd.arg(url);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("joined")
+        .expect("run curl");
+    if !out.status.success() {
+        return Err(out.status.code().unwrap_or(-1));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
+/// Connect (HTTP/JSON) over TLS with client certificates, as curl sends it: on the gRPC
+/// port over HTTP/1.1 and HTTP/2 (ALPN offers both) and on the HTTP listener, each
+/// identity gets what its role allows; without a certificate the handshake fails, and
+/// plaintext is told to use https.
+#[tokio::test]
+async fn connect_over_mtls_with_curl() {
+    if !certs::available("connect_over_mtls_with_curl") {
+        return;
+    }
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "connect_over_mtls_with_curl: curl is required in CI (apt-get install -y curl)"
+        );
+        eprintln!("SKIP connect_over_mtls_with_curl: curl not installed");
+        return;
+    }
+    let c = Certs::new();
+    c.client("ops", "ca", "ops-admin", "", 7);
+    c.client("dash", "ca", "ignored", "DNS:dash.internal", 7);
+    let server = TestServer::start_secure(|cfg: &mut Config| {
+        cfg.auth = Settings {
+            mode: Mode::Mtls,
+            principals: vec![
+                principal("ops", Role::Admin, None, Some("ops-admin")),
+                principal("dash", Role::Viewer, None, Some("dash.internal")),
+            ],
+            principals_file: None,
+        };
+        cfg.tls = Some(tls_settings(&c, true));
+    })
+    .await;
+    ready(server.addr, &c, Some("ops")).await;
+    let grpc_port = format!("https://localhost:{}", server.addr.port());
+    let http_port = format!(
+        "https://localhost:{}",
+        server.metrics_addr.expect("HTTP listener").port()
+    );
+    let put = r#"{"resource":{"name":"c:x","limits":[{"dimension":"requests","amount":10,"period":"1s"}]}}"#;
+    let mut calls = 0;
+    for (base, http) in [
+        (&grpc_port, "--http1.1"),
+        (&grpc_port, "--http2"),
+        (&http_port, "--http1.1"),
+    ] {
+        let url = |m: &str| format!("{base}/permitd.v1.{m}");
+        let ok = curl_connect(&c, &url("Quotas/PutResource"), Some("ops"), http, put).await;
+        assert!(
+            matches!(&ok, Ok((200, b)) if b.contains("\"c:x\"")),
+            "{base} {http}: {ok:?}"
+        );
+        let read = curl_connect(
+            &c,
+            &url("Quotas/GetQuota"),
+            Some("dash"),
+            http,
+            r#"{"resource":"c:x"}"#,
+        )
+        .await;
+        assert!(matches!(&read, Ok((200, _))), "{base} {http}: {read:?}");
+        let denied = curl_connect(&c, &url("Quotas/PutResource"), Some("dash"), http, put).await;
+        assert!(
+            matches!(&denied, Ok((403, b)) if b.contains("permission_denied") && b.contains("role viewer")),
+            "{base} {http}: {denied:?}"
+        );
+        let none = curl_connect(
+            &c,
+            &url("Quotas/GetQuota"),
+            None,
+            http,
+            r#"{"resource":"c:x"}"#,
+        )
+        .await;
+        assert!(
+            none.is_err(),
+            "{base} {http}: no certificate was let in: {none:?}"
+        );
+        calls += 4;
+    }
+    // Plaintext HTTP/1.1 to the TLS gRPC port: told why, in HTTP/1.1.
+    let mut plain = std::process::Command::new("curl");
+    plain
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{}",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{}/permitd.v1.Quotas/ListResources",
+            server.addr.port()
+        ))
+        .args(["-w", "%{http_code}"]);
+    let out = tokio::task::spawn_blocking(move || plain.output())
+        .await
+        .expect("joined")
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("this port speaks TLS: use https://") && text.ends_with("400"),
+        "plaintext: {text}"
+    );
+    println!("RESULT connect_tls curl_calls={calls} ok");
+    server.stop().await;
+}
+
 /// The real binary: its certificate rotated on disk is served after SIGHUP while a Watch
 /// stream opened before it keeps streaming; the CLI speaks TLS with a token.
 #[tokio::test]
