@@ -92,6 +92,15 @@ taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency 64 --phases h
 echo '```' >> "$OUT"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
+# HTTP/JSON: AcquirePermit as Connect's unary POST (HTTP/1.1, a keep-alive connection per
+# worker, as curl-like tools use it) against the same server's gRPC AcquirePermit.
+n=$((n+1)); start_server "$n"
+echo "## HTTP/JSON (Connect) AcquirePermit vs gRPC, concurrency 64, 1 bucket" >> "$OUT"
+echo '```' >> "$OUT"
+taskset -c 1 "$BIN" bench --server "127.0.0.1:$PORT" --concurrency 64 --phases health,grant,json --duration "$DURATION" --server-pid "$SERVER" | tee -a "$OUT"
+echo '```' >> "$OUT"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+
 # Coordination quality: 16 workers sharing a local upstream limited to 50/s, through permitd
 # (limit configured; no limit, learned from headers) and on their own (exponential backoff),
 # in two header dialects. The whole matrix of upstream shapes is scripts/bench-coord.sh.
