@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # What the tests drive, from Debian: headless Chromium (the dashboard test), redis-server
 # and redis-cli (the Redis and Redis Cluster tests start their own servers; none is started
-# here), openssl (the throwaway CA of the rediss:// tests) and faketime (the clock-skew
-# test). Install whatever is missing when we can (root, with apt-get); without them those
+# here), openssl (the throwaway CA of the rediss:// tests), faketime (the clock-skew
+# test), curl (Connect over mTLS) and Node.js with npm (the TypeScript client). Install whatever is missing when we can (root, with apt-get); without them those
 # tests print a skip notice, or fail under CI=true.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -15,6 +15,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
@@ -39,3 +42,7 @@ cargo test --locked --test it cluster::redis_cluster_utilisation -- --ignored --
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 PERMITD_BIN="$target_dir/debug/permitd" ./clients/python/scripts/test.sh
+
+# The TypeScript client's tests (npm ci from the committed lockfile, then node --test over
+# gRPC and Connect) against the same binary; under CI=true a missing Node >= 20 fails.
+PERMITD_BIN="$target_dir/debug/permitd" ./clients/typescript/scripts/test.sh
