@@ -23,6 +23,7 @@ use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
+use crate::engine::PermitEngine;
 use crate::idempotency::Idempotency;
 use crate::learned;
 use crate::metrics;
@@ -159,9 +160,10 @@ pub async fn run_with(
         Some(_) => load_with_retry(&config, &store, &hub).await?,
         None => build_registry(&config, store.as_ref(), hub.clone())?,
     };
-    let cluster = match &config.redis {
-        Some(r) => Some(start_cluster(&config, r, &registry, &hub, &store)?),
-        None => None,
+    // The one place the engine is picked: the services only see the contract.
+    let engine: Arc<dyn PermitEngine> = match &config.redis {
+        Some(r) => start_cluster(&config, r, &registry, &hub, &store)?,
+        None => Arc::new(registry.clone()),
     };
     // Record expiry (idempotency locks, TTLs) compares wall-clock times written by every
     // replica: in a cluster they all read Redis's clock, so skewed hosts still agree.
@@ -214,17 +216,13 @@ pub async fn run_with(
         ),
     ];
     let sweeper = {
-        let registry = registry.clone();
-        let cluster = cluster.clone();
+        let engine = Arc::clone(&engine);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Some(c) = &cluster {
-                    c.sweep_fallback();
-                }
-                let (reclaimed, dropped) = registry.sweep();
+                let (reclaimed, dropped) = engine.sweep();
                 if reclaimed + dropped > 0 {
                     tracing::debug!(reclaimed, dropped, "swept");
                 }
@@ -241,7 +239,7 @@ pub async fn run_with(
         retryable_status: config.retryable_status.clone(),
         feedback_counters: Arc::default(),
         grpc_stats: Arc::new(GrpcStats::served()),
-        cluster,
+        engine,
         auth: Arc::clone(&auth),
         tls: tls.clone(),
         max_connections: config.caps.max_connections,
@@ -281,7 +279,7 @@ pub async fn run_with(
             Arc::clone(&settings.grpc_stats),
         )
         .with_records(records.idempotency.clone(), records.cache.clone())
-        .with_cluster(settings.cluster.clone())
+        .with_engine(Arc::clone(&settings.engine))
         .with_rls(settings.rls.clone())
         .with_auth(Arc::clone(&auth))
         .with_json(services.json());
@@ -577,6 +575,10 @@ fn start_cluster(
     store: &Arc<dyn ResourceStore>,
 ) -> Result<Arc<Cluster>, AppError> {
     let share = settings.fallback_share;
+    if let Some(t) = template(config)? {
+        cluster::check_exact(&t)
+            .map_err(|e| AppError::Cluster(format!("the default resource: {e}")))?;
+    }
     let fallback = Registry::new(
         Arc::new(SystemClock::new()),
         template(config)?.map(|t| cluster::fallback_share(&t, share)),
@@ -584,6 +586,9 @@ fn start_cluster(
     )
     .with_caps(config.caps.clone());
     for def in registry.list("", "", usize::MAX) {
+        // A definition the scripts cannot hold exactly fails the start, naming it.
+        cluster::check_exact(&def)
+            .map_err(|e| AppError::Cluster(format!("resource {:?}: {e}", def.name)))?;
         fallback.put(cluster::fallback_share(&def, share));
     }
     let c = Cluster::start(

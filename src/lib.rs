@@ -88,6 +88,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod engine;
 pub mod feedback;
 pub mod idempotency;
 pub mod learned;

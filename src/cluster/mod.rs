@@ -18,6 +18,7 @@
 //! down the engine counts Redis as down (health says NOT_SERVING when failing closed) and
 //! answers without trying it; the subscription reconnects by itself.
 
+mod engine;
 pub mod keys;
 
 use std::collections::HashMap;
@@ -362,6 +363,37 @@ fn slot_args(def: &ResourceDef, per_partition_home: bool, out: &mut Vec<String>)
         out.push(l.dimension.to_string());
         out.push(period_us.to_string());
     }
+}
+
+/// Whether `rate` stays exact in the scripts' doubles: `burst * p` below 2^52, so that a
+/// slot's "ahead" (at most twice that) stays below 2^53 (common.lua).
+#[must_use]
+pub fn exact_in_lua(rate: Rate) -> bool {
+    let (_, p, _) = reduced(rate);
+    u128::from(rate.burst) * u128::from(p) < 1 << 52
+}
+
+/// The definition's limits the Redis engine cannot hold exactly, as the error naming the
+/// first one (`limits[i]`).
+///
+/// # Errors
+/// A limit whose `burst * period` (reduced) reaches 2^52.
+pub fn check_exact(def: &ResourceDef) -> Result<(), PermitError> {
+    for (i, l) in def.limits.iter().enumerate() {
+        if !exact_in_lua(l.rate) {
+            return Err(PermitError::Invalid {
+                field: format!("limits[{i}]"),
+                message: format!(
+                    "burst {} over a period of {} µs is beyond the Redis engine's exact \
+                     integer range (burst x period / gcd(amount, period) must stay below \
+                     2^52): use a shorter period or a smaller burst",
+                    l.rate.burst,
+                    l.rate.period_ns / 1000
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A rate as `a` units per `p` µs, reduced by their gcd, and its period in µs.
@@ -820,10 +852,9 @@ impl Cluster {
         let keys = self.keys(&def, req.partition);
         let lease = req.lease.unwrap_or(def.lease);
         let notify = self.notify(req.resource);
-        let mut turn: Option<(
-            Arc<tokio::sync::Mutex<()>>,
-            tokio::sync::OwnedMutexGuard<()>,
-        )> = None;
+        // The head of this replica's queue holds the turnstile's lock (and so one reference:
+        // the map's aside, each reference is one queued caller, which GetQuota counts).
+        let mut turn: Option<tokio::sync::OwnedMutexGuard<()>> = None;
         // This caller's place under the waiter caps once it queues.
         let mut waiting = None;
         loop {
@@ -939,14 +970,13 @@ impl Cluster {
                                 }
                             }
                         }
-                        match tokio::time::timeout_at(deadline, Arc::clone(&t).lock_owned()).await {
+                        match tokio::time::timeout_at(deadline, t.lock_owned()).await {
                             Ok(g) => {
-                                turn = Some((t, g));
+                                turn = Some(g);
                                 // At the head of this replica's queue: try again at once.
                                 continue;
                             }
                             Err(_) => {
-                                drop(t);
                                 self.forget_turnstile(&keys.home);
                                 return deny(DenialReason::QueueTimeout);
                             }
@@ -1281,6 +1311,15 @@ impl Target for Effects {
         self.cooldown = Some(self.cooldown.map_or(until, |c| c.max(until)));
     }
     fn learn(&mut self, dimension: usize, rate: Rate, basis: Basis, _now: Nanos) -> bool {
+        // A rate the scripts cannot hold exactly is not kept (a configured one is refused
+        // at PutResource): the configured limits still bind.
+        if !exact_in_lua(rate) {
+            tracing::debug!(
+                ?rate,
+                "learned rate too fine for the scripts' integers; not kept"
+            );
+            return false;
+        }
         self.learned
             .push((dimension, rate, basis == Basis::StatedWindow));
         true

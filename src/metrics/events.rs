@@ -31,6 +31,7 @@ use super::prom::View;
 use crate::store::keys::DEFAULT_TENANT;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
@@ -161,7 +162,7 @@ pub(super) fn stream(
     let tenant = view.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into());
     let watch = crate::server::watch::start(
         &state.registry,
-        state.cluster.clone(),
+        Arc::clone(&state.engine),
         &state.hub,
         &tenant,
         &req,
@@ -219,7 +220,7 @@ async fn pump(state: State, view: View, mut watch: WatchStream, tx: mpsc::Sender
 /// client has room for it; false when the client is gone. (A cluster replica holds no
 /// partition buckets: it sends none.)
 async fn send_summaries(state: &State, view: &View, tx: &mpsc::Sender<Event>) -> bool {
-    if state.cluster.is_some() {
+    if !state.engine.holds_buckets() {
         return true;
     }
     let defs = state
@@ -316,7 +317,7 @@ pub(super) fn partitions_json(
     if !view.shows(&qualified) {
         return Err(not_found());
     }
-    if state.cluster.is_some() {
+    if !state.engine.holds_buckets() {
         return Err((
             StatusCode::NOT_IMPLEMENTED,
             "partition search needs the embedded engine\n".into(),

@@ -48,8 +48,9 @@ pub struct State {
     pub grpc: Arc<GrpcStats>,
     /// Idempotency and cache counters, when those services run.
     pub records: Option<(crate::idempotency::Idempotency, crate::cache::Cache)>,
-    /// The shared engine when running as a cluster (bucket state is read from Redis).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// What holds the buckets: the registry itself, or Redis (then the views over every
+    /// partition are not served here).
+    pub engine: Arc<dyn crate::engine::PermitEngine>,
     /// Envoy's rate limit service, when configured (its per-value counts).
     pub rls: Option<Arc<crate::rls::Rls>>,
     /// Who may read (every route but the static page needs a viewer).
@@ -80,12 +81,12 @@ impl State {
         grpc: Arc<GrpcStats>,
     ) -> Self {
         Self {
+            engine: Arc::new(registry.clone()),
             registry,
             hub,
             feedback,
             grpc,
             records: None,
-            cluster: None,
             rls: None,
             auth: Arc::new(crate::auth::Auth::off()),
             history: Arc::default(),
@@ -106,10 +107,10 @@ impl State {
         self
     }
 
-    /// Read bucket state from the cluster engine.
+    /// Read bucket state through `engine` (the Redis engine's, when clustered).
     #[must_use]
-    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
-        self.cluster = cluster;
+    pub fn with_engine(mut self, engine: Arc<dyn crate::engine::PermitEngine>) -> Self {
+        self.engine = engine;
         self
     }
 

@@ -57,8 +57,8 @@ pub struct Settings {
     pub feedback_counters: Arc<crate::feedback::apply::Counters>,
     /// Request counts and latencies per method (shared with metrics).
     pub grpc_stats: Arc<grpc_stats::GrpcStats>,
-    /// The shared engine when running as a cluster over Redis.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// What decides permits: the embedded registry, or the Redis engine.
+    pub engine: Arc<dyn crate::engine::PermitEngine>,
     /// Who may call: every call passes through it once ([`crate::auth::layer`]).
     pub auth: Arc<crate::auth::Auth>,
     /// TLS on the listener; `None`: plaintext.
@@ -187,7 +187,7 @@ impl Services {
             registry.clone(),
             crate::backoff::Retryable::new(settings.retryable_status.iter().copied()),
             Arc::clone(&settings.feedback_counters),
-            settings.cluster.clone(),
+            Arc::clone(&settings.engine),
             Arc::clone(&settings.auth),
         ))
         .max_decoding_message_size(max);
@@ -196,7 +196,7 @@ impl Services {
             rls::RlsService::new(
                 Arc::clone(rls),
                 registry.clone(),
-                settings.cluster.clone(),
+                Arc::clone(&settings.engine),
                 Arc::clone(&settings.auth),
             ),
         )
@@ -211,7 +211,7 @@ impl Services {
             registry.clone(),
             hub.clone(),
             store,
-            settings.cluster.clone(),
+            Arc::clone(&settings.engine),
             Arc::clone(&settings.auth),
         ))
         .max_decoding_message_size(max);
@@ -303,24 +303,21 @@ pub async fn run(
     } = services;
     // Failing closed, a replica that cannot reach Redis can serve nothing: say so, so load
     // balancers route around it until it reconnects.
-    let follow = settings.cluster.as_ref().and_then(|c| {
-        (c.settings().policy == crate::cluster::FailurePolicy::FailClosed).then(|| {
-            let mut up = c.up();
-            let health = health.clone();
-            tokio::spawn(async move {
-                loop {
-                    let status = if *up.borrow_and_update() {
-                        tonic_health::ServingStatus::Serving
-                    } else {
-                        tonic_health::ServingStatus::NotServing
-                    };
-                    health.set_service_status("", status).await;
-                    health.set_service_status(PERMITS_SERVICE, status).await;
-                    if up.changed().await.is_err() {
-                        return;
-                    }
+    let follow = settings.engine.serving().map(|mut up| {
+        let health = health.clone();
+        tokio::spawn(async move {
+            loop {
+                let status = if *up.borrow_and_update() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+                health.set_service_status(PERMITS_SERVICE, status).await;
+                if up.changed().await.is_err() {
+                    return;
                 }
-            })
+            }
         })
     });
 

@@ -12,7 +12,7 @@ use crate::auth::tenant::check_qualified;
 use crate::auth::{self, Caller, Role};
 use crate::backoff::{self, Retryable};
 use crate::clock::Nanos;
-use crate::cluster::Cluster;
+use crate::engine::PermitEngine;
 use crate::feedback::{
     self,
     apply::{Counters, Target, is_cooldown_status},
@@ -44,8 +44,8 @@ pub struct PermitsService {
     registry: Registry,
     retryable: Arc<Retryable>,
     counters: Arc<Counters>,
-    /// The shared engine when running as a cluster; `None`: the embedded registry decides.
-    cluster: Option<Arc<Cluster>>,
+    /// What decides: the embedded registry or the Redis engine.
+    engine: Arc<dyn PermitEngine>,
     auth: Arc<auth::Auth>,
 }
 
@@ -57,14 +57,14 @@ impl PermitsService {
         registry: Registry,
         retryable: Retryable,
         counters: Arc<Counters>,
-        cluster: Option<Arc<Cluster>>,
+        engine: Arc<dyn PermitEngine>,
         auth: Arc<auth::Auth>,
     ) -> Self {
         Self {
             registry,
             retryable: Arc::new(retryable),
             counters,
-            cluster,
+            engine,
             auth,
         }
     }
@@ -103,11 +103,7 @@ impl PermitsService {
             priority: r.priority,
             lease,
         };
-        let outcome = match &self.cluster {
-            Some(c) => c.acquire(req).await?,
-            None => self.registry.acquire(req).await?,
-        };
-        Ok(acquire_response(outcome))
+        Ok(acquire_response(self.engine.acquire(req).await?))
     }
 
     /// The permit id `id` of the caller's tenant: malformed ids are INVALID_ARGUMENT, and
@@ -317,12 +313,9 @@ impl Permits for PermitsService {
                     )));
                 }
             }
-            match &self.cluster {
-                Some(c) => c.charge(&resource, &r.partition, &r.actual_cost).await?,
-                None => self
-                    .registry
-                    .charge(&resource, &r.partition, &r.actual_cost)?,
-            }
+            self.engine
+                .charge(&resource, &r.partition, &r.actual_cost)
+                .await?;
             (resource, r.partition.clone(), None)
         } else {
             let id = Self::own_permit(&caller, &r.permit_id)?;
@@ -331,12 +324,9 @@ impl Permits for PermitsService {
             } else {
                 Settlement::Actual(&r.actual_cost)
             };
-            // When the permit was granted: the upstream answered after it. The cluster
-            // engine does not say (#15), and the report's instant is used instead.
-            let released = match &self.cluster {
-                Some(c) => c.release(&id, settlement).await.map(|()| None),
-                None => self.registry.release_id(&id, settlement).map(Some),
-            };
+            // When the permit was granted: the upstream answered after it. The Redis
+            // engine does not say, and the report's instant is used instead.
+            let released = self.engine.release(&id, settlement).await;
             let granted = match released {
                 Ok(g) => g,
                 // A lease that already ended has nothing to release, but what the upstream
@@ -389,23 +379,18 @@ impl Permits for PermitsService {
             let applied = feedback::apply::apply(def, target, &obs, status, cooldown, call, now);
             (advice, applied)
         };
-        let ((mut advice, applied), now) = match &self.cluster {
-            Some(c) => {
-                let (((advice, mut applied), now), until) = c
-                    .feedback(&resource, &partition, |def, fx, now| {
-                        (decide(def, fx, now), now)
-                    })
-                    .await?;
-                // The cooldown in force cluster-wide, which another replica may have set.
-                applied.cooldown_until = until;
-                ((advice, applied), now)
-            }
-            None => self
-                .registry
-                .update_bucket(&resource, &partition, |def, b, now| {
-                    (decide(def, b, now), now)
-                })?,
-        };
+        let mut decided = None;
+        let engine_says = self
+            .engine
+            .feedback(&resource, &partition, &mut |def, target, now| {
+                decided = Some(decide(def, target, now));
+            })
+            .await?;
+        let (mut advice, mut applied) = decided
+            .ok_or_else(|| Status::internal("the engine applied no feedback decision (a bug)"))?;
+        let now = engine_says.now;
+        // The cooldown in force, which another replica may have set.
+        applied.cooldown_until = engine_says.cooldown_until;
         // A pause set by anyone outlasts this caller's own delay: say so. And no retry
         // can be granted before the bucket has room for it: advise that instant.
         if advice.retry {
@@ -414,19 +399,15 @@ impl Permits for PermitsService {
                     .retry_after
                     .max(Duration::from_nanos(until.saturating_sub(now)));
             }
-            if self.cluster.is_none()
-                && let Some(wait) = self.registry.retry_wait(&resource, &partition)
-            {
+            if let Some(wait) = self.engine.retry_wait(&resource, &partition) {
                 advice.retry_after = advice.retry_after.max(wait);
             }
         }
-        // What the bucket learned changed: keep it across restarts (a cluster keeps it in
-        // Redis already). The adaptive rate's slow growth between cuts is not worth a write
-        // per success: a restart resumes from the last cut, the safe side.
-        if self.cluster.is_none()
-            && (applied.limits_changed > 0 || applied.imposed || applied.adapted)
-        {
-            self.registry.mark_learned(&resource, &partition);
+        // What the bucket learned changed: keep it across restarts. The adaptive rate's
+        // slow growth between cuts is not worth a write per success: a restart resumes
+        // from the last cut, the safe side.
+        if applied.limits_changed > 0 || applied.imposed || applied.adapted {
+            self.engine.learned(&resource, &partition);
         }
         self.counters.record(&obs, &applied, status);
         self.registry.count_upstream(&resource, status);
@@ -490,8 +471,7 @@ impl Permits for PermitsService {
         );
         // Retrying sooner than the bucket could grant it only buys a denial.
         if advice.retry
-            && self.cluster.is_none()
-            && let Some(wait) = self.registry.retry_wait(&resource, &r.partition)
+            && let Some(wait) = self.engine.retry_wait(&resource, &r.partition)
         {
             advice.retry_after = advice.retry_after.max(wait);
         }
@@ -515,14 +495,9 @@ impl Permits for PermitsService {
             Settlement::Keep
         };
         let id = Self::own_permit(&caller, &r.permit_id)?;
-        match &self.cluster {
-            Some(c) => c.release(&id, settlement).await?,
-            None => {
-                self.registry.release_id(&id, settlement)?;
-                if !r.refund {
-                    self.registry.completed_unreported(&id);
-                }
-            }
+        self.engine.release(&id, settlement).await?;
+        if !r.refund {
+            self.engine.released_unreported(&id);
         }
         Ok(Response::new(proto::ReleasePermitResponse {}))
     }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{name, resource_from_proto, resource_to_proto, to_duration, to_timestamp};
 use super::error::ServiceError;
 use crate::auth::{self, Caller, Role};
-use crate::cluster::Cluster;
+use crate::engine::PermitEngine;
 use crate::permits::resource::{MAX_NAME_LEN, Origin};
 use crate::permits::{QuotaView, Registry};
 use crate::proto::{self, quotas_server::Quotas};
@@ -32,7 +32,7 @@ pub struct QuotasService {
     hub: Hub,
     store: Arc<dyn ResourceStore>,
     admin: Arc<Mutex<()>>,
-    cluster: Option<Arc<Cluster>>,
+    engine: Arc<dyn PermitEngine>,
     auth: Arc<auth::Auth>,
 }
 
@@ -49,7 +49,7 @@ impl QuotasService {
         registry: Registry,
         hub: Hub,
         store: Arc<dyn ResourceStore>,
-        cluster: Option<Arc<Cluster>>,
+        engine: Arc<dyn PermitEngine>,
         auth: Arc<auth::Auth>,
     ) -> Self {
         Self {
@@ -57,7 +57,7 @@ impl QuotasService {
             hub,
             store,
             admin: Arc::new(Mutex::new(())),
-            cluster,
+            engine,
             auth,
         }
     }
@@ -118,8 +118,8 @@ impl Quotas for QuotasService {
     ) -> Result<Response<proto::ResourceSummary>, Status> {
         let caller = self.auth.caller(&request)?;
         caller.require(Role::Viewer, "GetSummary")?;
-        if self.cluster.is_some() {
-            return Err(super::summaries::cluster_unimplemented("GetSummary"));
+        if !self.engine.holds_buckets() {
+            return Err(super::summaries::not_held_here("GetSummary"));
         }
         let s = super::summaries::get(&self.registry, &caller, request.get_ref())?;
         Ok(Response::new(s))
@@ -131,8 +131,8 @@ impl Quotas for QuotasService {
     ) -> Result<Response<proto::ListPartitionsResponse>, Status> {
         let caller = self.auth.caller(&request)?;
         caller.require(Role::Viewer, "ListPartitions")?;
-        if self.cluster.is_some() {
-            return Err(super::summaries::cluster_unimplemented("ListPartitions"));
+        if !self.engine.holds_buckets() {
+            return Err(super::summaries::not_held_here("ListPartitions"));
         }
         let page = super::summaries::list(&self.registry, &caller, request.get_ref())?;
         Ok(Response::new(page))
@@ -144,8 +144,8 @@ impl Quotas for QuotasService {
     ) -> Result<Response<super::summaries::SummaryStream>, Status> {
         let caller = self.auth.caller(&request)?;
         caller.require(Role::Viewer, "WatchSummaries")?;
-        if self.cluster.is_some() {
-            return Err(super::summaries::cluster_unimplemented("WatchSummaries"));
+        if !self.engine.holds_buckets() {
+            return Err(super::summaries::not_held_here("WatchSummaries"));
         }
         let stream =
             super::summaries::watch(&self.registry, &self.hub, &caller.tenant, request.get_ref())?;
@@ -160,7 +160,7 @@ impl Quotas for QuotasService {
         caller.require(Role::Viewer, "Watch")?;
         let stream = super::watch::start(
             &self.registry,
-            self.cluster.clone(),
+            Arc::clone(&self.engine),
             &self.hub,
             &caller.tenant,
             request.get_ref(),
@@ -177,10 +177,7 @@ impl Quotas for QuotasService {
         let r = request.into_inner();
         let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
         name(&r.partition, "partition", false, MAX_NAME_LEN)?;
-        let v = match &self.cluster {
-            Some(c) => c.quota(&resource, &r.partition).await?,
-            None => self.registry.quota(&resource, &r.partition)?,
-        };
+        let v = self.engine.quota(&resource, &r.partition).await?;
         Ok(Response::new(quota_update(&r.resource, &r.partition, &v)))
     }
 
@@ -235,6 +232,7 @@ impl Quotas for QuotasService {
             .qualify(&resource.name, "resource.name", MAX_NAME_LEN)?
             .into_owned();
         let def = resource_from_proto(&resource, "resource")?;
+        self.engine.admits(&def)?;
         self.registry.check_new_resource(&def.name)?;
         let stored = resource_to_proto(&def);
         let answer = local_proto(&caller, &def);
@@ -247,17 +245,8 @@ impl Quotas for QuotasService {
             .map_err(ServiceError::from)?
             .map_err(ServiceError::from)?;
         let replaced = self.registry.put(def);
-        if let Some(c) = &self.cluster {
-            if replaced {
-                // A replaced resource starts afresh, as on the embedded engine: its buckets,
-                // leases, cooldowns and learned limits in Redis go (this also tells every
-                // replica). Should Redis fail, the definition is stored and the error says
-                // the state was not reset; PutResource again resets it.
-                c.reset(&stored.name).await?;
-            } else {
-                c.resource_changed(&stored.name).await;
-            }
-        }
+        // A replaced resource starts afresh on every engine.
+        self.engine.defined(&stored.name, replaced).await?;
         tracing::info!(resource = %stored.name, replaced, "resource defined");
         Ok(Response::new(proto::PutResourceResponse {
             resource: Some(answer),
@@ -274,10 +263,7 @@ impl Quotas for QuotasService {
         let r = request.into_inner();
         let qualified = caller.qualify(&r.name, "name", MAX_NAME_LEN)?.into_owned();
         let _admin = self.admin.lock().await;
-        let buckets = match &self.cluster {
-            Some(c) => c.reset(&qualified).await?,
-            None => self.registry.reset(&qualified)?,
-        };
+        let buckets = self.engine.reset(&qualified).await?;
         tracing::info!(resource = %qualified, buckets, "resource reset");
         Ok(Response::new(proto::ResetResourceResponse {
             buckets: u64::try_from(buckets).unwrap_or(u64::MAX),
@@ -293,14 +279,9 @@ impl Quotas for QuotasService {
         let r = request.into_inner();
         let qualified = caller.qualify(&r.name, "name", MAX_NAME_LEN)?.into_owned();
         let _admin = self.admin.lock().await;
-        // Its state in Redis goes first (as its buckets do on the embedded engine), so a
-        // resource of this name made later starts afresh; should Redis fail, nothing is
-        // deleted and the error says so.
-        if let Some(c) = &self.cluster
-            && self.registry.get(&qualified).is_some()
-        {
-            c.reset(&qualified).await?;
-        }
+        // Its state goes first, so a resource of this name made later starts afresh;
+        // should the engine fail, nothing is deleted and the error says so.
+        self.engine.deleting(&qualified).await?;
         let store = Arc::clone(&self.store);
         let key = qualified.clone();
         let existed_on_disk = tokio::task::spawn_blocking(move || store.delete_resource(&key))
@@ -310,9 +291,7 @@ impl Quotas for QuotasService {
         // Config-file resources live only in memory: deleting one is allowed too (until the
         // next start re-applies the file).
         let existed = self.registry.delete(&qualified) || existed_on_disk;
-        if let Some(c) = &self.cluster {
-            c.resource_changed(&qualified).await;
-        }
+        self.engine.deleted(&qualified).await?;
         if !existed {
             return Err(Status::not_found(format!("unknown resource {:?}", r.name)));
         }

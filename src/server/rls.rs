@@ -4,15 +4,14 @@
 //! hits taken for the others are given back: the request is not forwarded, so it must not
 //! spend their quota); `shadow_mode` rules count but never answer OVER_LIMIT.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Role, tenant};
-use crate::cluster::Cluster;
-use crate::permits::{AcquireRequest, PermitError, Registry, Settlement};
+use crate::engine::{Hold, PermitEngine};
+use crate::permits::{PermitError, Registry};
 use crate::proto::envoy::config::core::v3::HeaderValue;
 use crate::proto::envoy::service::ratelimit::v3::{
     RateLimitRequest, RateLimitResponse, rate_limit_response, rate_limit_service_server,
@@ -26,7 +25,7 @@ use rate_limit_response::{Code, DescriptorStatus, RateLimit};
 pub struct RlsService {
     rls: Arc<Rls>,
     registry: Registry,
-    cluster: Option<Arc<Cluster>>,
+    engine: Arc<dyn PermitEngine>,
     auth: Arc<auth::Auth>,
 }
 
@@ -36,30 +35,16 @@ impl RlsService {
     pub fn new(
         rls: Arc<Rls>,
         registry: Registry,
-        cluster: Option<Arc<Cluster>>,
+        engine: Arc<dyn PermitEngine>,
         auth: Arc<auth::Auth>,
     ) -> Self {
         Self {
             rls,
             registry,
-            cluster,
+            engine,
             auth,
         }
     }
-}
-
-/// What a hit holds until the request's answer is known.
-enum Held {
-    /// Nothing (not taken, a query, unlimited).
-    Nothing,
-    /// Taken without a lease (embedded engine): given back if the request is refused.
-    Taken {
-        resource: String,
-        partition: String,
-        hits: u64,
-    },
-    /// A permit (cluster engine): its lease ended as kept, or refunded if refused.
-    Permit(String),
 }
 
 /// One descriptor's hit, taken or not.
@@ -67,7 +52,7 @@ struct Hit {
     /// Its status (code, limit, remaining, reset).
     status: DescriptorStatus,
     /// What it took.
-    held: Held,
+    held: Hold,
     /// Its limit's window and burst, for the headers.
     window: Option<(u32, Duration)>,
 }
@@ -135,7 +120,7 @@ impl RlsService {
                     code: Code::Ok as i32,
                     ..Default::default()
                 },
-                held: Held::Nothing,
+                held: Hold::Nothing,
                 window: None,
             });
         };
@@ -192,7 +177,7 @@ impl RlsService {
                 duration_until_reset: Some(pdur(rls::until_full(remaining, &rate))),
                 quota: None,
             },
-            held: Held::Nothing,
+            held: Hold::Nothing,
             window,
         };
         if hits > rate.burst || shown.requests_per_unit == 0 {
@@ -208,42 +193,15 @@ impl RlsService {
                     duration_until_reset: Some(pdur(rls::until_full(remaining, &rate))),
                     quota: None,
                 },
-                held: Held::Nothing,
+                held: Hold::Nothing,
                 window,
             });
         }
-        let taken = match &self.cluster {
-            Some(c) => {
-                let cost = HashMap::from([("requests".to_owned(), hits)]);
-                let req = AcquireRequest {
-                    resource: &qualified,
-                    partition,
-                    cost: &cost,
-                    max_wait: Duration::ZERO,
-                    priority: 0,
-                    lease: None,
-                };
-                c.acquire(req).await.map(|o| {
-                    let remaining = o.remaining;
-                    match o.result {
-                        Ok(g) => (Held::Permit(g.permit_id), remaining),
-                        Err(_) => (Held::Nothing, remaining),
-                    }
-                })
-            }
-            None => self.registry.take(&qualified, partition, hits).map(|t| {
-                let held = if t.taken {
-                    Held::Taken {
-                        resource: qualified.clone().into_owned(),
-                        partition: partition.to_owned(),
-                        hits,
-                    }
-                } else {
-                    Held::Nothing
-                };
-                (held, t.remaining)
-            }),
-        };
+        let taken = self
+            .engine
+            .take(&qualified, partition, hits)
+            .await
+            .map(|t| (t.hold, t.remaining));
         let (held, remaining) = match taken {
             Ok(t) => t,
             // Too many distinct values: over limit, not an error Envoy would fail open on.
@@ -256,7 +214,7 @@ impl RlsService {
             .map(|(_, r)| *r)
             .min()
             .unwrap_or(0);
-        if matches!(held, Held::Nothing) {
+        if matches!(held, Hold::Nothing) {
             return Ok(over(remaining));
         }
         Ok(Hit {
@@ -274,10 +232,7 @@ impl RlsService {
 
     /// Units left in a bucket without taking any (a bucket not made yet is full).
     async fn peek(&self, resource: &str, partition: &str, full: u64) -> u64 {
-        let view = match &self.cluster {
-            Some(c) => c.quota(resource, partition).await,
-            None => self.registry.quota(resource, partition),
-        };
+        let view = self.engine.quota(resource, partition).await;
         view.ok()
             .and_then(|v| {
                 v.dimensions
@@ -290,27 +245,8 @@ impl RlsService {
     }
 
     /// Keep a hit, or give it back (`refund`: another descriptor refused the request).
-    async fn settle(&self, held: Held, refund: bool) {
-        let done = match held {
-            Held::Nothing => Ok(()),
-            Held::Taken { .. } if !refund => Ok(()),
-            Held::Taken {
-                resource,
-                partition,
-                hits,
-            } => self.registry.untake(&resource, &partition, hits),
-            Held::Permit(id) => {
-                let settlement = if refund {
-                    Settlement::Refund
-                } else {
-                    Settlement::Keep
-                };
-                match (&self.cluster, crate::permits::id::parse(&id)) {
-                    (Some(c), Some(pid)) => c.release(&pid, settlement).await,
-                    _ => self.registry.release(&id, settlement),
-                }
-            }
-        };
+    async fn settle(&self, held: Hold, refund: bool) {
+        let done = self.engine.settle(held, refund).await;
         if let Err(error) = done {
             tracing::debug!(%error, "rls hit settle");
         }
@@ -442,7 +378,7 @@ impl rate_limit_service_server::RateLimitService for RlsService {
                         code: Code::Ok as i32,
                         ..Default::default()
                     },
-                    held: Held::Nothing,
+                    held: Hold::Nothing,
                     window: None,
                 },
             };

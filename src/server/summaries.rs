@@ -40,7 +40,7 @@ pub type SummaryStream = std::pin::Pin<
 >;
 
 /// What a cluster replica answers: it holds no partition buckets of its own.
-pub fn cluster_unimplemented(rpc: &str) -> Status {
+pub fn not_held_here(rpc: &str) -> Status {
     Status::unimplemented(format!(
         "{rpc}: partition views need the embedded engine; a cluster replica holds no \
          partition buckets (use GetQuota per partition)"

@@ -20,7 +20,7 @@ use tonic::Status;
 use super::convert::{name, opt_duration};
 use super::quotas::quota_update;
 use crate::auth::tenant;
-use crate::cluster::Cluster;
+use crate::engine::PermitEngine;
 use crate::permits::resource::{MAX_NAME_LEN, Scope as ResourceScope};
 use crate::permits::{PermitError, QuotaView, Registry};
 use crate::proto;
@@ -41,32 +41,29 @@ const STALLED: Duration = Duration::from_secs(1);
 pub type WatchStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::QuotaUpdate, Status>> + Send>>;
 
-/// Where a subscriber reads bucket state: the embedded registry, or Redis when running as a
-/// cluster (changes made through any replica reach this one's hub over pub/sub).
+/// Where a subscriber reads bucket state: the engine (over Redis, changes made through any
+/// replica reach this one's hub over pub/sub), and the catalog of definitions.
 #[derive(Clone)]
 struct Source {
     registry: Registry,
-    cluster: Option<Arc<Cluster>>,
+    engine: Arc<dyn PermitEngine>,
 }
 
 impl Source {
     async fn quota(&self, resource: &str, partition: &str) -> Result<QuotaView, PermitError> {
-        match &self.cluster {
-            Some(c) => c.quota(resource, partition).await,
-            None => self.registry.quota(resource, partition),
-        }
+        self.engine.quota(resource, partition).await
     }
 
     /// The buckets to show first, as keys (a range of a shared list): each one's state is
-    /// read when it is sent. A cluster replica knows no bucket of its own: it lists each
-    /// matching resource's resource-wide bucket; partitions follow as they change.
+    /// read when it is sent. An engine that holds no bucket here (a Redis replica) lists
+    /// each matching resource's resource-wide bucket; partitions follow as they change.
     fn snapshot(&self, prefix: &str, shared_only: bool) -> (Arc<[Arc<BucketKey>]>, Range<usize>) {
-        if self.cluster.is_none() && !shared_only {
+        let embedded = self.engine.holds_buckets();
+        if embedded && !shared_only {
             return self.registry.bucket_keys(prefix);
         }
         // Resource-wide buckets only: one per resource, whatever its partitions (an
         // embedded per-partition resource has one only when it has shared limits).
-        let embedded = self.cluster.is_none();
         let mut keys: Vec<_> = self
             .registry
             .list(prefix, "", usize::MAX)
@@ -95,7 +92,7 @@ impl Source {
 /// Validate a Watch request and start its subscriber task.
 pub fn start(
     registry: &Registry,
-    cluster: Option<Arc<Cluster>>,
+    engine: Arc<dyn PermitEngine>,
     hub: &Hub,
     tenant: &str,
     req: &proto::WatchRequest,
@@ -136,7 +133,7 @@ pub fn start(
     tokio::spawn(run(
         Source {
             registry: registry.clone(),
-            cluster,
+            engine,
         },
         sub,
         scope,

@@ -55,11 +55,8 @@ end
 for k, s in ipairs(slots) do
   local c = cost[s.dim] or 0
   if c > s.b then return answer(4, 0, aheads) end
-  local need = aheads[k] + c * s.p - s.b * s.p
-  if c > 0 and need > 0 then
-    local w = math.ceil(need / s.a)
-    if w > wait then wait = w end
-  end
+  local w = wait_for(s, aheads[k], c)
+  if w > wait then wait = w end
 end
 
 if conc > 0 then
@@ -77,7 +74,7 @@ for d = 0, ndims - 1 do costs[#costs + 1] = int(cost[d]) end
 for k, s in ipairs(slots) do
   local c = cost[s.dim] or 0
   if c > 0 then
-    aheads[k] = aheads[k] + c * s.p
+    aheads[k] = taken(s, aheads[k], c)
     put_ahead(s.key, s.name, aheads[k], now)
   end
 end

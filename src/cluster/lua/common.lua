@@ -2,7 +2,9 @@
 -- self-contained EVALSHA). Time is Redis TIME in microseconds, so replica clocks never
 -- matter. A limit slot is an exact integer GCRA kept as "ahead": how far its theoretical
 -- arrival time is past now, in units of 1/a microseconds, where a/p microseconds is the
--- limit's rate reduced by its gcd. Integers stay below 2^53, exact in Lua's doubles.
+-- limit's rate reduced by its gcd. Integers stay below 2^53, exact in Lua's doubles: the
+-- engine refuses limits whose burst * p reaches 2^52 (`exact_in_lua` on the Rust side), and
+-- `ahead` never exceeds (burst + cost) * p <= 2 * burst * p.
 -- Numbers go to Redis as exact integer text: Lua 5.1's own number-to-string conversion
 -- keeps only 14 significant digits, which would round microsecond timestamps.
 local function int(x)
@@ -28,6 +30,18 @@ end
 
 local function put_ahead(key, name, ahead, now)
   redis.call('HSET', key, 'a' .. name, int(ahead), 't' .. name, int(now))
+end
+
+-- Microseconds until `c` units fit in slot `s` holding `ahead` (0: they fit now).
+local function wait_for(s, ahead, c)
+  local need = ahead + c * s.p - s.b * s.p
+  if c > 0 and need > 0 then return math.ceil(need / s.a) end
+  return 0
+end
+
+-- The slot's "ahead" once `c` units are taken.
+local function taken(s, ahead, c)
+  return ahead + c * s.p
 end
 
 -- Whole units available (what GetQuota and `remaining` show).
