@@ -8,20 +8,9 @@ use std::time::{Duration, Instant};
 use permitd::proto::{self, permits_client::PermitsClient};
 use tonic::transport::Channel;
 
-use crate::support::{TestServer, acquire_req, dur, from_dur, from_ts, limit, put, resource};
-
-async fn quota(server: &TestServer, name: &str) -> proto::QuotaUpdate {
-    server
-        .quotas()
-        .await
-        .get_quota(proto::GetQuotaRequest {
-            resource: name.into(),
-            partition: String::new(),
-        })
-        .await
-        .expect("get_quota")
-        .into_inner()
-}
+use crate::support::{
+    TestServer, acquire_req, dur, from_dur, from_ts, limit, put, quota, resource,
+};
 
 fn remaining(q: &proto::QuotaUpdate) -> u64 {
     q.dimensions

@@ -28,6 +28,7 @@ mod dash_metrics;
 mod dash_watch_cli;
 mod dashboard;
 mod durability;
+mod engine;
 mod faults;
 mod feedback;
 mod group_commit;

@@ -14,7 +14,7 @@ use permitd::proto::{self, permits_client::PermitsClient};
 use tonic::transport::Channel;
 
 use crate::support::{
-    TestServer, acquire_req, dur, from_dur, from_ts, limit, put, resource, wait_queue_depth,
+    TestServer, acquire_req, dur, from_dur, from_ts, limit, put, quota, resource, wait_queue_depth,
 };
 
 /// Lease asked for by every request here, so grant instants can be derived from
@@ -54,19 +54,6 @@ fn granted_at(r: &proto::AcquirePermitResponse) -> SystemTime {
 
 fn reason(r: &proto::AcquirePermitResponse) -> proto::DenialReason {
     proto::DenialReason::try_from(r.denial_reason).expect("known denial reason")
-}
-
-async fn quota(server: &TestServer, name: &str) -> proto::QuotaUpdate {
-    server
-        .quotas()
-        .await
-        .get_quota(proto::GetQuotaRequest {
-            resource: name.into(),
-            partition: String::new(),
-        })
-        .await
-        .expect("get_quota")
-        .into_inner()
 }
 
 /// A resource with only a concurrency limit of 1, and a permit holding its slot.

@@ -285,6 +285,20 @@ pub fn acquire_req(resource: &str) -> proto::AcquirePermitRequest {
     }
 }
 
+/// A resource's resource-wide bucket, as GetQuota shows it.
+pub async fn quota(server: &TestServer, name: &str) -> proto::QuotaUpdate {
+    server
+        .quotas()
+        .await
+        .get_quota(proto::GetQuotaRequest {
+            resource: name.into(),
+            partition: String::new(),
+        })
+        .await
+        .expect("get_quota")
+        .into_inner()
+}
+
 /// Wait (bounded) until a bucket's queue holds `depth` waiters: the event the queue tests
 /// order their steps by.
 pub async fn wait_queue_depth(server: &TestServer, resource: &str, partition: &str, depth: u32) {
