@@ -49,7 +49,7 @@ pub enum PermitError {
     /// The shared state (Redis) cannot be reached and the failure policy is to fail closed:
     /// never reported as "over limit".
     #[error("shared state unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A cap on what the server holds is reached.
     #[error("{cap} reached: {what} (at most {limit}; raise it in [limits], or per tenant)")]
     Exhausted {
