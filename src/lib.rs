@@ -36,7 +36,8 @@
 //! - [`cluster`]: the permit engine of several replicas over Redis: one Lua script per
 //!   decision on Redis time, pub/sub wake-ups and fan-out, the failure policy.
 //! - [`store`]: persistence behind traits (sled on disk, Redis shared by replicas, memory
-//!   for tests), group commit. [`testkit`] (hidden) holds helpers the tests share.
+//!   for tests), group commit. The tests' process helpers (redis-server, a throwaway
+//!   CA) are the dev-only crate `crates/testkit`.
 //! - [`clock`]: monotonic time the domain is given, never reads itself.
 
 /// Generated protobuf and gRPC code.
@@ -99,7 +100,5 @@ pub mod rls;
 pub mod server;
 pub mod store;
 pub mod sweeper;
-#[doc(hidden)]
-pub mod testkit;
 pub mod tls;
 pub mod watch;

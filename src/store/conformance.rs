@@ -5,10 +5,10 @@
 //! replicas or going away) is tested below the macro lines.
 //!
 //! The Redis bodies share one `redis-server` per test binary (started on first use, see
-//! [`crate::testkit::RedisServer`]), each store under a key prefix of its own. Without
+//! [`permitd_testkit::RedisServer`]), each store under a key prefix of its own. Without
 //! `redis-server` installed they print a skip notice and pass, except under `CI=true`. The
 //! Redis Cluster bodies likewise share one three-node cluster per test binary
-//! ([`crate::testkit::RedisCluster`]), opened through its seed list. The
+//! ([`permitd_testkit::RedisCluster`]), opened through its seed list. The
 //! [`super::RecordStore`] bodies live in [`records`] and run from the same macro.
 
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use super::{MemoryStore, OpenHint, RedisStore, ResourceStore, SledStore, StoreError, codec};
-use crate::testkit::{RedisCluster, RedisServer};
+use permitd_testkit::{RedisCluster, RedisServer};
 
 mod records;
 use records::*;

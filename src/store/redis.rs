@@ -810,7 +810,7 @@ mod tests {
     #[test]
     fn tls_server_needs_its_ca() {
         let Some(server) =
-            crate::testkit::RedisServer::for_test_tls("store::redis::tls_server_needs_its_ca")
+            permitd_testkit::RedisServer::for_test_tls("store::redis::tls_server_needs_its_ca")
         else {
             return;
         };

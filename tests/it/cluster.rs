@@ -23,7 +23,7 @@ use permitd::proto;
 use permitd::proto::idempotency_client::IdempotencyClient;
 use permitd::proto::permits_client::PermitsClient;
 use permitd::proto::quotas_client::QuotasClient;
-use permitd::testkit::{RedisCluster, RedisServer};
+use permitd_testkit::{RedisCluster, RedisServer};
 use tonic::transport::Channel;
 
 use crate::load::{Run, drive_clients, envelope, utilisation};

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use permitd::proto::{self, permits_client::PermitsClient};
-use permitd::testkit::{RedisCluster, RedisServer};
+use permitd_testkit::{RedisCluster, RedisServer};
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -217,7 +217,7 @@ async fn year_long_pauses_are_capped_visible_and_clearable() {
 #[tokio::test]
 async fn redis_answering_an_error_does_not_fall_back() {
     let Some(redis) =
-        permitd::testkit::RedisServer::for_test("redis_answering_an_error_does_not_fall_back")
+        permitd_testkit::RedisServer::for_test("redis_answering_an_error_does_not_fall_back")
     else {
         return;
     };
@@ -275,7 +275,7 @@ async fn replicas_converge_without_the_change_message() {
     use permitd::store::ResourceStore as _;
     use prost::Message as _;
     let Some(redis) =
-        permitd::testkit::RedisServer::for_test("replicas_converge_without_the_change_message")
+        permitd_testkit::RedisServer::for_test("replicas_converge_without_the_change_message")
     else {
         return;
     };

@@ -889,7 +889,7 @@ async fn isolation_table_over_connect() {
 /// The table over a real Redis (one replica: the keys and scripts are the cluster's).
 #[tokio::test]
 async fn isolation_table_redis() {
-    let Some(redis) = permitd::testkit::RedisServer::for_test("isolation_table_redis") else {
+    let Some(redis) = permitd_testkit::RedisServer::for_test("isolation_table_redis") else {
         return;
     };
     let server = TestServer::start_secure(|c| {

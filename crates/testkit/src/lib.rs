@@ -1,8 +1,6 @@
-//! Helpers the unit and integration tests share; not part of the service.
-//!
-//! Compiled into the library (not `cfg(test)`) because the integration tests in `tests/it`
-//! link the library as any other crate and cannot see its test-only items. Std only: no
-//! dev-dependency may be named here.
+//! Helpers permitd's unit and integration tests share; not part of the service. A crate of
+//! its own, a dev-dependency only, so the shipped library neither carries nor exports it.
+//! Std only.
 //!
 //! [`RedisServer`] runs a real, throwaway `redis-server` on a loopback port. Readiness is
 //! the server's own "Ready to accept connections" log line, read from its stdout, never a
