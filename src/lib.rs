@@ -21,8 +21,8 @@
 //! - [`app`]: composition root: opens the store, loads resources, runs the servers.
 //! - [`metrics`]: HTTP on `--metrics-listen`: Prometheus `/metrics`, the live dashboard
 //!   page and its server-sent events feed.
-//! - [`config`]: TOML file + flags -> validated [`config::Config`]; [`cli`]: the client
-//!   subcommands of the binary.
+//! - [`config`]: TOML file + flags -> validated [`config::Config`]. The client
+//!   subcommands and the bench drivers are the binary's (`src/cli/`), not the library's.
 //! - [`server`]: tonic services, proto <-> domain conversion, error -> status mapping,
 //!   health, reflection, shutdown.
 //! - [`permits`]: the domain: resources, bucket math, queue, leases. No transport or storage.
@@ -85,7 +85,6 @@ pub mod app;
 pub mod auth;
 pub mod backoff;
 pub mod cache;
-pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -4,13 +4,16 @@
 //! Thin on purpose: everything worth testing lives in the library. Errors end here, printed
 //! once as `error: ...` (with their causes) and turned into exit status 1.
 
+use crate::cli::ClientCommand;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use permitd::cli::ClientCommand;
 use permitd::config::{Config, LogFormat, Overrides};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+// The client subcommands and the bench drivers: the binary's, not the library's.
+mod cli;
 
 // mimalloc: glibc malloc and free were 12 % of a granted AcquirePermit's server CPU in the
 // profile (bench/profile.md), most of it h2/hyper/tonic's per-request buffers.
@@ -163,7 +166,7 @@ fn run() -> anyhow::Result<ExitCode> {
             // is given (pin it with taskset to keep it off the server's).
             let rt = if matches!(
                 cmd,
-                permitd::cli::ClientCommand::Bench(_) | permitd::cli::ClientCommand::BenchCoord(_)
+                cli::ClientCommand::Bench(_) | cli::ClientCommand::BenchCoord(_)
             ) {
                 tokio::runtime::Builder::new_multi_thread()
             } else {
@@ -172,7 +175,7 @@ fn run() -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?;
-            rt.block_on(permitd::cli::run(cmd))
+            rt.block_on(cli::run(cmd))
         }
     }
 }

@@ -29,57 +29,57 @@ use crate::cli::rpc::Conn as Channel;
 use anyhow::Context as _;
 
 use super::ConnArgs;
-use crate::proto::{self, permits_client::PermitsClient, quotas_client::QuotasClient};
+use permitd::proto::{self, permits_client::PermitsClient, quotas_client::QuotasClient};
 
 /// Flags of `permitd bench`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Where the server is.
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
     /// Requests in flight at once
     #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// HTTP/2 connections the requests are spread over
     #[arg(long, default_value_t = 8)]
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Measured time per phase (split into rounds that interleave the phases)
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Rounds the phases are interleaved in
     #[arg(long, default_value_t = 5)]
-    pub rounds: u32,
+    pub(crate) rounds: u32,
     /// Distinct buckets (partitions) the permits spread over, 1 to 1 000 000
     #[arg(long, default_value_t = 1)]
-    pub buckets: u64,
+    pub(crate) buckets: u64,
     /// Phases to run, comma-separated: health, grant, deny, release, batch, json, rls
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "health,grant,deny,release"
     )]
-    pub phases: Vec<Phase>,
+    pub(crate) phases: Vec<Phase>,
     /// Permits per AcquirePermits call in the batch phase, 1 to 1000
     #[arg(long, value_name = "N", default_value_t = 100)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// The server's process id, to measure its CPU time per request
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub(crate) server_pid: Option<u32>,
     /// A bare gRPC server whose Health/Check is the true floor, measured in the same rounds
     /// (plaintext; `cargo run --release --example floor -- ADDR` is one)
     #[arg(long, value_name = "URL")]
-    pub floor_server: Option<String>,
+    pub(crate) floor_server: Option<String>,
     /// The bare server's process id, to measure its CPU time per request
     #[arg(long, value_name = "PID", requires = "floor_server")]
-    pub floor_pid: Option<u32>,
+    pub(crate) floor_pid: Option<u32>,
     /// Print only the JSON line
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// One kind of request the bench sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// grpc.health.v1.Health/Check: the floor.
     Health,
     /// AcquirePermit, granted at once.
@@ -198,7 +198,7 @@ struct Clients {
     permits: PermitsClient<Channel>,
     /// Its own HTTP/1.1 connection (a client per worker), and the method's URL.
     json: (Http, String),
-    rls: crate::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<Channel>,
+    rls: permitd::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<Channel>,
 }
 
 async fn one(
@@ -229,10 +229,10 @@ async fn one(
                 .is_ok_and(|b| ok && memchr_granted(&b.to_bytes()))
         }
         Phase::Rls => {
-            use crate::proto::envoy::extensions::common::ratelimit::v3::{
+            use permitd::proto::envoy::extensions::common::ratelimit::v3::{
                 RateLimitDescriptor, rate_limit_descriptor::Entry,
             };
-            use crate::proto::envoy::service::ratelimit::v3::RateLimitRequest;
+            use permitd::proto::envoy::service::ratelimit::v3::RateLimitRequest;
             c.rls
                 .should_rate_limit(RateLimitRequest {
                     domain: "bench".into(),
@@ -346,7 +346,7 @@ async fn round(
                         .build_http(),
                     json_url,
                 ),
-                rls: crate::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::new(ch),
+                rls: permitd::proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::new(ch),
             };
             let (mut lat, mut errors) = (Vec::new(), 0u64);
             // Spread over the buckets with a stride, so every worker visits all of them.
@@ -425,9 +425,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCod
     );
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(
-        (1..=crate::server::batch::MAX_BATCH).contains(&args.batch),
+        (1..=permitd::server::batch::MAX_BATCH).contains(&args.batch),
         "--batch must be 1 to {}",
-        crate::server::batch::MAX_BATCH
+        permitd::server::batch::MAX_BATCH
     );
     anyhow::ensure!(
         !args.phases.contains(&Phase::Json)

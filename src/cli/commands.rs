@@ -5,15 +5,15 @@
 use super::output::{self, emit};
 use super::rpc::{RpcError, connect, request};
 use super::{AcquireArgs, ConnArgs, EXIT_DENIED, QuotaArgs, ReleaseArgs, ReportArgs, SummaryArgs};
-use crate::config::{parse_resources_toml, resource_to_toml};
-use crate::proto::permits_client::PermitsClient;
-use crate::proto::quotas_client::QuotasClient;
-use crate::proto::{
+use anyhow::Context as _;
+use permitd::config::{parse_resources_toml, resource_to_toml};
+use permitd::proto::permits_client::PermitsClient;
+use permitd::proto::quotas_client::QuotasClient;
+use permitd::proto::{
     AcquirePermitRequest, AcquirePermitResponse, DeleteResourceRequest, DenialReason,
     GetQuotaRequest, LimitScope, LimitSource, ListResourcesRequest, PutResourceRequest,
     ReleasePermitRequest, ReportOutcomeRequest, Resource,
 };
-use anyhow::Context as _;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Read as _;
@@ -372,7 +372,7 @@ pub(super) async fn resources_delete(conn: &ConnArgs, name: String) -> anyhow::R
 /// `permitd resources reset`.
 pub(super) async fn resources_reset(conn: &ConnArgs, name: String) -> anyhow::Result<ExitCode> {
     let mut client = QuotasClient::new(connect(conn, conn.timeout).await?);
-    let msg = crate::proto::ResetResourceRequest { name: name.clone() };
+    let msg = permitd::proto::ResetResourceRequest { name: name.clone() };
     let r = client
         .reset_resource(request(msg, conn.timeout))
         .await
@@ -460,7 +460,7 @@ pub(super) async fn quota(args: QuotaArgs) -> anyhow::Result<ExitCode> {
 /// `permitd summary`: a resource's totals over its partitions and the ones under most
 /// pressure, or with `--all` every partition, page by page.
 pub(super) async fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
-    use crate::proto::{GetSummaryRequest, ListPartitionsRequest, PartitionOrder};
+    use permitd::proto::{GetSummaryRequest, ListPartitionsRequest, PartitionOrder};
     let mut client = QuotasClient::new(connect(&args.conn, args.conn.timeout).await?);
     let prefix = args.partition_prefix.unwrap_or_default();
     let s = client
@@ -564,7 +564,7 @@ pub(super) async fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A table of partitions: the tightest dimension of each, its use and its counts.
-fn partition_rows(parts: &[crate::proto::QuotaUpdate]) -> Vec<Vec<String>> {
+fn partition_rows(parts: &[permitd::proto::QuotaUpdate]) -> Vec<Vec<String>> {
     let mut rows = vec![
         [
             "PARTITION",
@@ -582,7 +582,7 @@ fn partition_rows(parts: &[crate::proto::QuotaUpdate]) -> Vec<Vec<String>> {
     for p in parts {
         // The dimension with the least left, as a share of its limit.
         let tight = p.dimensions.iter().filter(|d| d.limit > 0).min_by(|a, b| {
-            let share = |d: &crate::proto::DimensionQuota| d.remaining as f64 / d.limit as f64;
+            let share = |d: &permitd::proto::DimensionQuota| d.remaining as f64 / d.limit as f64;
             share(a).total_cmp(&share(b))
         });
         let (dim, left) = tight.map_or(("-".to_owned(), "-".to_owned()), |d| {

@@ -23,11 +23,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Exit status of `acquire` when the permit is denied.
-pub const EXIT_DENIED: u8 = 3;
+pub(crate) const EXIT_DENIED: u8 = 3;
 
 /// The client subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum ClientCommand {
+pub(crate) enum ClientCommand {
     /// Ask for a permit (exit status 0 granted, 3 denied, 1 error)
     ///
     /// Prints whether the permit was granted, its id, what remains per dimension and, on a
@@ -86,7 +86,7 @@ pub enum ClientCommand {
 
 /// Where the server is and how long to wait for it; taken by every client subcommand.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ConnArgs {
+pub(crate) struct ConnArgs {
     /// The server's URL (http:// is assumed when no scheme is given)
     #[arg(
         long,
@@ -94,11 +94,11 @@ pub struct ConnArgs {
         value_name = "URL",
         default_value = "http://127.0.0.1:50051"
     )]
-    pub server: String,
+    pub(crate) server: String,
     /// How long to wait for the server to connect, and then to answer (acquire waits
     /// --max-wait longer)
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Bearer token to present (`permitd token new` mints one)
     #[arg(
         long,
@@ -106,36 +106,36 @@ pub struct ConnArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// The tenant to act for (operator principals only; others act for their own)
     #[arg(long, env = "PERMITD_TENANT", value_name = "TENANT")]
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// CA certificate (PEM) that signed the server's: speak TLS (https://)
     #[arg(long, env = "PERMITD_TLS_CA", value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mTLS
     #[arg(long, env = "PERMITD_CLIENT_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM)
     #[arg(long, env = "PERMITD_CLIENT_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 /// Flags of `permitd acquire`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct AcquireArgs {
+pub(crate) struct AcquireArgs {
     /// The resource, e.g. openai:gpt-4o
-    pub resource: String,
+    pub(crate) resource: String,
     /// The partition (per-user, per-key, per-channel sub-key), e.g. user:42
     #[arg(long, value_name = "PARTITION")]
-    pub partition: Option<String>,
+    pub(crate) partition: Option<String>,
     /// What the call will use, one dimension per flag (--cost tokens=1200); an absent
     /// requests cost counts as 1
     #[arg(long = "cost", value_name = "DIM=N", value_parser = parse_amount)]
-    pub cost: Vec<(String, u64)>,
+    pub(crate) cost: Vec<(String, u64)>,
     /// How long to wait in the resource's queue before giving up (default: answer at once)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub max_wait: Option<Duration>,
+    pub(crate) max_wait: Option<Duration>,
     /// Queue priority: higher is served first, FIFO within one priority
     #[arg(
         long,
@@ -143,68 +143,68 @@ pub struct AcquireArgs {
         default_value_t = 0,
         allow_negative_numbers = true
     )]
-    pub priority: i32,
+    pub(crate) priority: i32,
     /// How long the concurrency slot is held before it is reclaimed (default: the
     /// resource's lease)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub lease: Option<Duration>,
+    pub(crate) lease: Option<Duration>,
     /// Who asks, for logs and dashboards
     #[arg(long, value_name = "ID", default_value = "permitd-cli")]
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Print one JSON object on one line instead of text
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Connection flags.
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 }
 
 /// Flags of `permitd release`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ReleaseArgs {
+pub(crate) struct ReleaseArgs {
     /// The permit id printed by permitd acquire
-    pub permit_id: String,
+    pub(crate) permit_id: String,
     /// The upstream call was never made: give its cost back
     #[arg(long)]
-    pub refund: bool,
+    pub(crate) refund: bool,
     /// Connection flags.
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 }
 
 /// Flags of `permitd report`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["permit_id", "resource"])))]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// The permit the call was made under (releases it)
     #[arg(long, value_name = "ID")]
-    pub permit_id: Option<String>,
+    pub(crate) permit_id: Option<String>,
     /// The resource (required without --permit-id)
     #[arg(long, value_name = "RESOURCE")]
-    pub resource: Option<String>,
+    pub(crate) resource: Option<String>,
     /// The partition (used without --permit-id)
     #[arg(long, value_name = "PARTITION")]
-    pub partition: Option<String>,
+    pub(crate) partition: Option<String>,
     /// HTTP status of the upstream's answer; 0 = no answer (timeout, reset)
     #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u32).range(0..=999))]
-    pub status: u32,
+    pub(crate) status: u32,
     /// An upstream response header, one per flag (--header 'Retry-After: 2')
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// What the call really used, one dimension per flag (--actual-cost tokens=980)
     #[arg(long = "actual-cost", value_name = "DIM=N", value_parser = parse_amount)]
-    pub actual_cost: Vec<(String, u64)>,
+    pub(crate) actual_cost: Vec<(String, u64)>,
     /// Which attempt this was: 1 for a first try
     #[arg(long, value_name = "N", default_value_t = 1)]
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// Connection flags.
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 }
 
 /// The `permitd resources` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum ResourcesCommand {
+pub(crate) enum ResourcesCommand {
     /// List resources in name order
     List {
         /// Only names starting with this
@@ -222,7 +222,7 @@ pub enum ResourcesCommand {
     },
     /// Define or replace resources from a TOML file
     ///
-    /// FILE is in the config file's syntax (see `crate::config::parse_resources_toml`).
+    /// FILE is in the config file's syntax (see `permitd::config::parse_resources_toml`).
     #[command(long_about = "Define or replace resources from a TOML file\n\n\
         FILE holds [[resources]] tables (a whole config file works; its other sections are \
         ignored) or one resource at top level (name = \"...\"), in the config file's syntax. \
@@ -255,61 +255,61 @@ pub enum ResourcesCommand {
 
 /// Flags of `permitd quota`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct QuotaArgs {
+pub(crate) struct QuotaArgs {
     /// The resource
-    pub resource: String,
+    pub(crate) resource: String,
     /// The partition; absent = the resource-wide bucket
     #[arg(long, value_name = "PARTITION")]
-    pub partition: Option<String>,
+    pub(crate) partition: Option<String>,
     /// Connection flags.
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 }
 
 /// Flags of `permitd summary`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SummaryArgs {
+pub(crate) struct SummaryArgs {
     /// The resource
-    pub resource: String,
+    pub(crate) resource: String,
     /// Only partitions whose name starts with this
     #[arg(long, value_name = "PREFIX")]
-    pub partition_prefix: Option<String>,
+    pub(crate) partition_prefix: Option<String>,
     /// Partitions under most pressure to list (at most 100)
     #[arg(long, default_value_t = 10)]
-    pub top: u32,
+    pub(crate) top: u32,
     /// List every matching partition instead of the top ones
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     /// With --all: most pressed first instead of by name
     #[arg(long, requires = "all")]
-    pub by_pressure: bool,
+    pub(crate) by_pressure: bool,
     /// Connection flags.
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 }
 
 /// Flags of `permitd watch`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// Only resources whose name starts with this
     #[arg(long, value_name = "PREFIX")]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// At most one update per bucket per this interval
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Only partitions whose name starts with this (leaves out resource-wide buckets)
     #[arg(long, value_name = "PREFIX")]
-    pub partition_prefix: Option<String>,
+    pub(crate) partition_prefix: Option<String>,
     /// Only resource-wide buckets, no partition's (for resources with many partitions:
     /// `permitd summary` shows those at a glance)
     #[arg(long, conflicts_with = "partition_prefix")]
-    pub resource_buckets_only: bool,
+    pub(crate) resource_buckets_only: bool,
     /// Print one JSON object per update, one per line, instead of the table
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Connection flags.
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 }
 
 /// Run one client subcommand against the server and say how the process should exit.
@@ -317,7 +317,7 @@ pub struct WatchArgs {
 /// # Errors
 /// The server cannot be reached, answers with a gRPC error (shown as `CODE: message`), or
 /// an input (flag, file) is invalid. `main` prints the error and exits with status 1.
-pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ClientCommand::Acquire(args) => commands::acquire(args).await,
         ClientCommand::Release(args) => commands::release(args).await,

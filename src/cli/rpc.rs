@@ -28,7 +28,7 @@ impl tonic::service::Interceptor for Credentials {
         }
         if let Some(v) = &self.tenant {
             req.metadata_mut()
-                .insert(crate::auth::TENANT_HEADER, v.clone());
+                .insert(permitd::auth::TENANT_HEADER, v.clone());
         }
         Ok(req)
     }

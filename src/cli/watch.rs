@@ -21,8 +21,8 @@ use tonic::Code;
 use super::WatchArgs;
 use super::output::{self, json_str};
 use super::rpc::{RpcError, connect};
-use crate::proto::quotas_client::QuotasClient;
-use crate::proto::{LimitSource, QuotaUpdate, WatchRequest};
+use permitd::proto::quotas_client::QuotasClient;
+use permitd::proto::{LimitSource, QuotaUpdate, WatchRequest};
 
 /// Width of a remaining/limit bar, in characters.
 const BAR: usize = 20;
@@ -289,7 +289,7 @@ mod tests {
         let u = QuotaUpdate {
             resource: "a\"b".into(),
             partition: String::new(),
-            dimensions: vec![crate::proto::DimensionQuota {
+            dimensions: vec![permitd::proto::DimensionQuota {
                 dimension: "requests".into(),
                 limit: 10,
                 remaining: 9,

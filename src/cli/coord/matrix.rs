@@ -24,7 +24,7 @@ const NAIVE_UTILISATION_MARGIN: f64 = 0.05;
 /// A `--burst` value: a number of units, or a multiple of the rate (`rate`, `10rate`),
 /// rounded up.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BurstSpec {
+pub(crate) enum BurstSpec {
     /// This many units.
     Units(u64),
     /// This many seconds of the rate, rounded up.
@@ -88,19 +88,19 @@ pub(super) fn exact_rate(rate: f64) -> (u64, Duration) {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Cell {
     /// The upstream's units per second.
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Its capacity.
-    pub burst: u64,
+    pub(crate) burst: u64,
     /// Its hidden tolerance.
-    pub slack: u64,
+    pub(crate) slack: u64,
     /// Its headers.
-    pub dialect: Dialect,
+    pub(crate) dialect: Dialect,
     /// Workers in the whole fleet.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// OS processes the fleet is split over.
-    pub processes: usize,
+    pub(crate) processes: usize,
     /// How the workers coordinate.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
 }
 
 impl Cell {
@@ -141,13 +141,13 @@ impl Cell {
 /// The lists a run combines.
 #[derive(Debug, Clone)]
 pub(super) struct Lists {
-    pub rates: Vec<f64>,
-    pub bursts: Vec<BurstSpec>,
-    pub slack: u64,
-    pub dialects: Vec<Dialect>,
-    pub workers: Vec<usize>,
-    pub processes: Vec<usize>,
-    pub modes: Vec<Mode>,
+    pub(crate) rates: Vec<f64>,
+    pub(crate) bursts: Vec<BurstSpec>,
+    pub(crate) slack: u64,
+    pub(crate) dialects: Vec<Dialect>,
+    pub(crate) workers: Vec<usize>,
+    pub(crate) processes: Vec<usize>,
+    pub(crate) modes: Vec<Mode>,
 }
 
 /// Every cell of `lists`. Modes that ignore headers (`known`, `naive`) run once per
@@ -195,13 +195,13 @@ pub(super) fn cells(lists: &Lists) -> Vec<Cell> {
 #[derive(Debug, Clone)]
 pub(super) struct Outcome {
     /// The cell.
-    pub cell: Cell,
+    pub(crate) cell: Cell,
     /// ok and 429 as the upstream counted them; errors as the workers did.
-    pub tally: Tally,
+    pub(crate) tally: Tally,
     /// Why the cell could not run to its end (a child process failed, say).
-    pub failure: Option<String>,
+    pub(crate) failure: Option<String>,
     /// How long the server was away when it was restarted in the middle of the run.
-    pub restart_away: Option<Duration>,
+    pub(crate) restart_away: Option<Duration>,
 }
 
 impl Outcome {
@@ -230,11 +230,11 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub(super) struct Verdict {
     /// The target in words.
-    pub target: String,
+    pub(crate) target: String,
     /// `None` for the naive baseline, which has no target.
-    pub met: Option<bool>,
+    pub(crate) met: Option<bool>,
     /// Each missed part, in words.
-    pub missed: Vec<String>,
+    pub(crate) missed: Vec<String>,
 }
 
 /// Hold `o` to its mode's target and to its naive baseline, if it ran. "Never worse than

@@ -47,9 +47,9 @@ use crate::cli::rpc::Conn as Channel;
 use anyhow::Context as _;
 
 use super::ConnArgs;
-use crate::proto::{self, quotas_client::QuotasClient};
-use crate::server::convert::to_duration;
 use matrix::{BurstSpec, Cell, Lists, Outcome};
+use permitd::proto::{self, quotas_client::QuotasClient};
+use permitd::server::convert::to_duration;
 use upstream::Dialect;
 use workers::Mode;
 use workers::{Share, Tally};
@@ -59,14 +59,14 @@ const CHILD_LEAD: Duration = Duration::from_secs(2);
 
 /// Flags of `permitd bench-coord`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CoordArgs {
+pub(crate) struct CoordArgs {
     /// Where the server is (for every mode but naive), unless --spawn-server
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
     /// Run every combination of the lists given (rates x bursts x dialects x workers x
     /// processes x modes), --parallel cells at once
     #[arg(long)]
-    pub matrix: bool,
+    pub(crate) matrix: bool,
     /// The upstream's rate in units per second (fractions allowed: 0.5) [default: 50;
     /// --matrix: 1,3,10,50]
     #[arg(
@@ -75,14 +75,14 @@ pub struct CoordArgs {
         value_name = "N[,N...]",
         value_delimiter = ','
     )]
-    pub rates: Vec<f64>,
+    pub(crate) rates: Vec<f64>,
     /// The upstream's capacity: N units, `rate` (the rate rounded up) or Krate (K x rate,
     /// rounded up) [default: rate; --matrix: 1,rate,10rate]
     #[arg(long = "burst", visible_alias = "bursts", value_name = "B[,B...]", value_delimiter = ',', value_parser = matrix::parse_burst)]
-    pub bursts: Vec<BurstSpec>,
+    pub(crate) bursts: Vec<BurstSpec>,
     /// Units the upstream tolerates beyond its capacity (hidden from its headers)
     #[arg(long, default_value_t = 1)]
-    pub slack: u64,
+    pub(crate) slack: u64,
     /// The upstream's rate-limit headers [default: ietf; --matrix: all six]
     #[arg(
         long = "dialect",
@@ -91,43 +91,43 @@ pub struct CoordArgs {
         value_enum,
         value_delimiter = ','
     )]
-    pub dialects: Vec<Dialect>,
+    pub(crate) dialects: Vec<Dialect>,
     /// Workers calling the upstream at once, in all processes together [default: 16;
     /// --matrix: 8,50,200]
     #[arg(long, value_name = "N[,N...]", value_delimiter = ',')]
-    pub workers: Vec<usize>,
+    pub(crate) workers: Vec<usize>,
     /// OS processes the workers are split over [default: 1; --matrix: 1,3]
     #[arg(long, value_name = "N[,N...]", value_delimiter = ',')]
-    pub processes: Vec<usize>,
+    pub(crate) processes: Vec<usize>,
     /// Modes, comma-separated: known, high, low, bare, naive [default: all]
     #[arg(long, value_name = "MODE[,MODE...]", value_enum, value_delimiter = ',')]
-    pub modes: Vec<Mode>,
+    pub(crate) modes: Vec<Mode>,
     /// How long each mode (each cell) runs
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Cells run at once with --matrix
     #[arg(long, value_name = "K", default_value_t = 8)]
-    pub parallel: usize,
+    pub(crate) parallel: usize,
     /// Start this permitd binary on 127.0.0.1:<free port> with a temporary data directory
     /// and use it (instead of --server)
     #[arg(long, value_name = "PATH")]
-    pub spawn_server: Option<PathBuf>,
+    pub(crate) spawn_server: Option<PathBuf>,
     /// With --spawn-server: SIGTERM the server this far into each run and start it again on
     /// the same port and data directory
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "spawn_server")]
-    pub restart_at: Option<Duration>,
+    pub(crate) restart_at: Option<Duration>,
     /// Print only the JSON lines
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// (child process) The upstream's URL: run one share of the workers and print a tally.
     #[arg(long, hide = true)]
-    pub child_url: Option<String>,
+    pub(crate) child_url: Option<String>,
     /// (child process) The resource to acquire on.
     #[arg(long, hide = true)]
-    pub child_resource: Option<String>,
+    pub(crate) child_resource: Option<String>,
     /// (child process) The common start, in milliseconds since the UNIX epoch.
     #[arg(long, hide = true)]
-    pub child_start_ms: Option<u64>,
+    pub(crate) child_start_ms: Option<u64>,
 }
 
 /// Run the benchmark (or, with the hidden child flags, one process's share of it).

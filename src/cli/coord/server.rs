@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use crate::proto::{self, quotas_client::QuotasClient};
+use permitd::proto::{self, quotas_client::QuotasClient};
 
 /// How long a start may take before it counts as failed.
 const READY_WITHIN: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ use axum::routing::get;
 
 /// The rate-limit headers the upstream sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     /// IETF `RateLimit-Policy` / `RateLimit` structured fields (q = burst, w = burst / rate).
     Ietf,
     /// OpenAI's `x-ratelimit-{limit,remaining,reset}-requests`, resets as Go durations.
@@ -62,13 +62,13 @@ impl Dialect {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Shape {
     /// Units per second.
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// The bucket's capacity.
-    pub burst: u64,
+    pub(crate) burst: u64,
     /// Units tolerated beyond the capacity, never shown in the headers.
-    pub slack: u64,
+    pub(crate) slack: u64,
     /// The headers it sends.
-    pub dialect: Dialect,
+    pub(crate) dialect: Dialect,
 }
 
 /// The upstream's state and counters.
@@ -78,22 +78,22 @@ pub(super) struct Upstream {
     /// (units available, tolerance included; when last refilled).
     bucket: Mutex<(f64, Instant)>,
     /// Calls served with a 200.
-    pub ok: AtomicU64,
+    pub(crate) ok: AtomicU64,
     /// Calls refused with a 429.
-    pub limited: AtomicU64,
+    pub(crate) limited: AtomicU64,
 }
 
 /// What one call to the upstream found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Take {
     /// Whether the call was served.
-    pub allowed: bool,
+    pub(crate) allowed: bool,
     /// Units left as the headers show them (the tolerance hidden, floored).
-    pub remaining: u64,
+    pub(crate) remaining: u64,
     /// Seconds until one more unit (0 when one is there).
-    pub until_one: f64,
+    pub(crate) until_one: f64,
     /// Seconds until the shown bucket is whole again.
-    pub until_full: f64,
+    pub(crate) until_full: f64,
 }
 
 impl Upstream {
@@ -265,7 +265,7 @@ pub(super) async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feedback;
+    use permitd::feedback;
 
     /// Go's spelling, and permitd's OpenAI parser reads each back exactly.
     #[test]

@@ -10,11 +10,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::backoff;
 use crate::cli::rpc;
-use crate::permits::resource::{BackoffDef, BackoffKind};
-use crate::proto::{self, permits_client::PermitsClient};
-use crate::server::convert::to_duration;
+use permitd::backoff;
+use permitd::permits::resource::{BackoffDef, BackoffKind};
+use permitd::proto::{self, permits_client::PermitsClient};
+use permitd::server::convert::to_duration;
 
 /// How long a worker waits before asking permitd again after a failed call (the server
 /// restarting, say).
@@ -22,7 +22,7 @@ const RETRY_ON_ERROR: Duration = Duration::from_millis(50);
 
 /// How the workers coordinate, and what permitd is told beforehand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Through permitd, the upstream's exact limit configured; headers not learned from.
     Known,
     /// Through permitd, a guess 100x too high configured; learning from headers.
@@ -60,13 +60,13 @@ impl Mode {
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(super) struct Tally {
     /// Calls served (as the workers saw them).
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// Calls refused with a 429 (as the workers saw them).
-    pub limited: u64,
+    pub(crate) limited: u64,
     /// Calls with no answer, and failed permitd calls.
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// From the common start to the last worker's end.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 impl Tally {
@@ -133,19 +133,19 @@ async fn call(http: &Http, url: &str) -> (u16, HashMap<String, String>) {
 #[derive(Debug, Clone)]
 pub(super) struct Share {
     /// Workers in this process.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// The upstream's URL.
-    pub url: String,
+    pub(crate) url: String,
     /// permitd's channel and the resource (absent for naive).
-    pub permitd: Option<(Channel, String)>,
+    pub(crate) permitd: Option<(Channel, String)>,
     /// When every process starts.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// How long the workers run from `start`.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Extra time a permitd call may take beyond its wait.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Distinguishes the workers' client ids between processes.
-    pub tag: String,
+    pub(crate) tag: String,
 }
 
 /// Run the share's workers from its start to its end.
