@@ -341,7 +341,7 @@ pub(super) fn partitions_json(
         if i > 0 {
             o.push(',');
         }
-        o.push_str(&quota_json(&crate::server::quotas::quota_update(
+        o.push_str(&quota_json(&crate::server::convert::quota_update(
             &resource, p, v,
         )));
     }

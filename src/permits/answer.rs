@@ -5,22 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::denial::DenialReason;
 use super::resource::ResourceDef;
-
-/// Why a permit was denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenialReason {
-    /// A rate limit has no room.
-    RateLimited,
-    /// The concurrency limit is reached.
-    ConcurrencyLimited,
-    /// The resource is paused after an upstream 429.
-    Cooldown,
-    /// Waited `max_wait` without a grant.
-    QueueTimeout,
-    /// The queue is full.
-    QueueFull,
-}
 
 /// A request for a permit, validated except for what needs the resource.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ pub mod answer;
 pub mod bucket;
 pub mod caps;
 mod cost;
+pub mod denial;
 pub mod id;
 pub mod limit;
 pub mod registry;
@@ -16,10 +17,11 @@ pub mod stats;
 pub mod summary;
 
 pub use answer::{
-    AcquireOutcome, AcquireRequest, Denial, DenialReason, DimensionView, GrantInfo, QuotaView,
-    ResourceMetrics, Settlement, Taken,
+    AcquireOutcome, AcquireRequest, Denial, DimensionView, GrantInfo, QuotaView, ResourceMetrics,
+    Settlement, Taken,
 };
 pub(crate) use cost::{never, resolve_actual, resolve_cost};
+pub use denial::DenialReason;
 pub use registry::Registry;
 pub use resource::ResourceDef;
 

@@ -21,13 +21,12 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::PermitError;
-use super::answer::{
-    AcquireOutcome, AcquireRequest, Denial, DenialReason, GrantInfo, Settlement, Taken,
-};
+use super::answer::{AcquireOutcome, AcquireRequest, Denial, GrantInfo, Settlement, Taken};
 use super::bucket::{
     Block, BucketState, Granted, LearnedState, QueueKey, Settle, WaitOutcome, Waiter,
 };
 use super::cost::{never, resolve_actual, resolve_cost};
+use super::denial::DenialReason;
 use super::id::{self, PermitId};
 use super::resource::{ResourceDef, Scope};
 use super::stats::ResourceStats;

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::answer::DenialReason;
+use super::denial::DenialReason;
 
 /// Upper bounds (seconds) of the queue-wait histogram buckets.
 pub const WAIT_BOUNDS: [f64; 12] = [

@@ -1,6 +1,6 @@
 //! `Permits.AcquirePermits`: many AcquirePermit items in one call, each validated and
-//! answered on its own by the same code as the unary call
-//! ([`PermitsService::acquire_one`]).
+//! answered on its own by the same code as the unary call (the caller passes it in:
+//! `PermitsService::acquire_one`).
 //!
 //! Items that queue (`max_wait`) must not hold the others up, so every item runs as its own
 //! future and a small join ([`join_in_order`]) drives them all inside the one request task:
@@ -13,11 +13,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tonic::Status;
 
-use super::permits::PermitsService;
 use crate::permits::PermitError;
 use crate::proto;
 
@@ -26,27 +24,26 @@ pub const MAX_BATCH: usize = 1000;
 /// Items started per poll of the join before it yields to other tasks.
 const START_PER_POLL: usize = 64;
 
-/// Answer every item of `requests` (at most [`MAX_BATCH`]); `deadline` is the call's gRPC
-/// deadline, which bounds each item's `max_wait`.
+/// Answer every item of `requests` (at most [`MAX_BATCH`]) with `one`, the unary call's
+/// own code.
 ///
 /// # Errors
 /// `requests` holds more than [`MAX_BATCH`] items. Every other failure is an item's.
-pub(super) async fn acquire_all(
-    service: &PermitsService,
-    caller: &crate::auth::Caller,
-    requests: &[proto::AcquirePermitRequest],
-    deadline: Option<Duration>,
-) -> Result<proto::AcquirePermitsResponse, PermitError> {
+pub(super) async fn acquire_all<'a, F, Fut>(
+    requests: &'a [proto::AcquirePermitRequest],
+    one: F,
+) -> Result<proto::AcquirePermitsResponse, PermitError>
+where
+    F: Fn(&'a proto::AcquirePermitRequest) -> Fut,
+    Fut: Future<Output = Result<proto::AcquirePermitResponse, Status>>,
+{
     if requests.len() > MAX_BATCH {
         return Err(PermitError::Invalid {
             field: "requests".into(),
             message: format!("{} items, at most {MAX_BATCH}", requests.len()),
         });
     }
-    let items = requests
-        .iter()
-        .map(|r| Box::pin(service.acquire_one(caller, r, deadline)))
-        .collect();
+    let items = requests.iter().map(|r| Box::pin(one(r))).collect();
     let answers = join_in_order(items).await;
     let results = answers
         .into_iter()
@@ -141,6 +138,7 @@ fn poll_slot<F: Future>(slot: &mut Slot<F>, cx: &mut Context<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Outputs come back in input order whatever order the futures finish in, and a
     /// waiting future does not delay the ones after it: item 0 waits for a signal that only

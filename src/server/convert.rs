@@ -350,6 +350,50 @@ pub fn resource_to_proto(d: &ResourceDef) -> proto::Resource {
     }
 }
 
+/// A bucket view on the wire.
+#[must_use]
+pub fn quota_update(
+    resource: &str,
+    partition: &str,
+    v: &crate::permits::QuotaView,
+) -> proto::QuotaUpdate {
+    proto::QuotaUpdate {
+        resource: resource.to_owned(),
+        partition: partition.to_owned(),
+        dimensions: v
+            .dimensions
+            .iter()
+            // An index read back from Redis after a redefinition dropped its dimension
+            // names nothing now: skipped, never a panic.
+            .filter_map(|d| Some((d, v.def.dimensions.get(d.dimension)?)))
+            .map(|(d, name)| proto::DimensionQuota {
+                dimension: name.clone(),
+                limit: d.limit,
+                remaining: d.remaining,
+                reset_at: Some(to_timestamp(d.reset_at)),
+                source: match d.source {
+                    Origin::Config => proto::LimitSource::Config,
+                    Origin::Learned => proto::LimitSource::Learned,
+                    Origin::Adaptive => proto::LimitSource::Adaptive,
+                } as i32,
+                period: Some(to_duration(d.period)),
+                reason: d.reason.clone(),
+                rate_per_second: d.rate_per_second,
+            })
+            .collect(),
+        in_flight: v.in_flight,
+        concurrency: v.concurrency,
+        queue_depth: v.queue_depth,
+        cooldown_until: v.cooldown_until.map(to_timestamp),
+        granted_total: v.granted_total,
+        denied_total: v.denied_total,
+        upstream_429_total: v.upstream_429_total,
+        at: Some(to_timestamp(v.at)),
+        probing: v.probing,
+        cooldown_reason: v.cooldown_reason.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -263,7 +263,10 @@ impl Permits for PermitsService {
         caller.require(Role::Worker, "AcquirePermits")?;
         let r = request.into_inner();
         Ok(Response::new(
-            super::batch::acquire_all(self, &caller, &r.requests, deadline).await?,
+            super::batch::acquire_all(&r.requests, |item| {
+                self.acquire_one(&caller, item, deadline)
+            })
+            .await?,
         ))
     }
 

@@ -10,12 +10,12 @@ use prost::Message as _;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use super::convert::{name, resource_from_proto, resource_to_proto, to_duration, to_timestamp};
+use super::convert::{name, quota_update, resource_from_proto, resource_to_proto};
 use super::error::ServiceError;
 use crate::auth::{self, Caller, Role};
 use crate::engine::PermitEngine;
-use crate::permits::resource::{MAX_NAME_LEN, Origin};
-use crate::permits::{QuotaView, Registry};
+use crate::permits::Registry;
+use crate::permits::resource::MAX_NAME_LEN;
 use crate::proto::{self, quotas_server::Quotas};
 use crate::store::ResourceStore;
 use crate::watch::Hub;
@@ -68,46 +68,6 @@ fn local_proto(caller: &Caller, def: &crate::permits::ResourceDef) -> proto::Res
     let mut r = resource_to_proto(def);
     r.name = caller.local(&def.name).to_owned();
     r
-}
-
-/// A bucket view on the wire.
-#[must_use]
-pub fn quota_update(resource: &str, partition: &str, v: &QuotaView) -> proto::QuotaUpdate {
-    proto::QuotaUpdate {
-        resource: resource.to_owned(),
-        partition: partition.to_owned(),
-        dimensions: v
-            .dimensions
-            .iter()
-            // An index read back from Redis after a redefinition dropped its dimension
-            // names nothing now: skipped, never a panic.
-            .filter_map(|d| Some((d, v.def.dimensions.get(d.dimension)?)))
-            .map(|(d, name)| proto::DimensionQuota {
-                dimension: name.clone(),
-                limit: d.limit,
-                remaining: d.remaining,
-                reset_at: Some(to_timestamp(d.reset_at)),
-                source: match d.source {
-                    Origin::Config => proto::LimitSource::Config,
-                    Origin::Learned => proto::LimitSource::Learned,
-                    Origin::Adaptive => proto::LimitSource::Adaptive,
-                } as i32,
-                period: Some(to_duration(d.period)),
-                reason: d.reason.clone(),
-                rate_per_second: d.rate_per_second,
-            })
-            .collect(),
-        in_flight: v.in_flight,
-        concurrency: v.concurrency,
-        queue_depth: v.queue_depth,
-        cooldown_until: v.cooldown_until.map(to_timestamp),
-        granted_total: v.granted_total,
-        denied_total: v.denied_total,
-        upstream_429_total: v.upstream_429_total,
-        at: Some(to_timestamp(v.at)),
-        probing: v.probing,
-        cooldown_reason: v.cooldown_reason.clone(),
-    }
 }
 
 #[tonic::async_trait]

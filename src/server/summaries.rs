@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::convert::quota_update;
 use super::convert::{name, opt_duration, to_duration, to_timestamp};
-use super::quotas::quota_update;
 use crate::auth::{Caller, tenant};
 use crate::permits::resource::MAX_NAME_LEN;
 use crate::permits::summary::{DEFAULT_TOP, MAX_TOP, Order, REFRESH, SummaryView};

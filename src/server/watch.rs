@@ -17,8 +17,8 @@ use tokio::sync::{broadcast::error::TryRecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::convert::quota_update;
 use super::convert::{name, opt_duration};
-use super::quotas::quota_update;
 use crate::auth::tenant;
 use crate::engine::PermitEngine;
 use crate::permits::resource::{MAX_NAME_LEN, Scope as ResourceScope};
