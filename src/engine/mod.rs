@@ -11,6 +11,7 @@
 //! engines, and the engine reads them from there.
 
 mod embedded;
+pub mod report;
 
 use std::collections::HashMap;
 use std::future::Future;

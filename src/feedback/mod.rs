@@ -28,6 +28,7 @@ mod value;
 
 #[cfg(test)]
 mod proptests;
+
 #[cfg(test)]
 mod tests;
 
@@ -433,5 +434,27 @@ impl Partial {
             refill,
             resolution,
         })
+    }
+}
+
+/// What the upstream's answer says about waiting, whatever its dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream {
+    /// Retry-After, else the reset of an exhausted dimension.
+    pub wait: Option<Duration>,
+    /// Some dimension has 0 remaining.
+    pub remaining_zero: bool,
+}
+
+impl Upstream {
+    /// Read off an observation.
+    #[must_use]
+    pub fn of(obs: &Observation) -> Self {
+        let exhausted = obs.dimensions.iter().filter(|d| d.remaining == Some(0));
+        let reset = exhausted.clone().filter_map(|d| d.reset_after).max();
+        Self {
+            wait: obs.retry_after.or(reset),
+            remaining_zero: exhausted.count() > 0,
+        }
     }
 }

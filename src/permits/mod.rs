@@ -52,6 +52,9 @@ pub enum PermitError {
     /// never reported as "over limit".
     #[error("shared state unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A broken invariant (a bug): logged and answered INTERNAL, never "over limit".
+    #[error("internal: {0}")]
+    Internal(&'static str),
     /// A cap on what the server holds is reached.
     #[error("{cap} reached: {what} (at most {limit}; raise it in [limits], or per tenant)")]
     Exhausted {

@@ -36,6 +36,7 @@ impl From<ServiceError> for Status {
                 PermitError::UnknownResource(_) | PermitError::UnknownPermit => Code::NotFound,
                 PermitError::ShuttingDown | PermitError::Unavailable(_) => Code::Unavailable,
                 PermitError::Exhausted { .. } => Code::ResourceExhausted,
+                PermitError::Internal(_) => Code::Internal,
             },
             ServiceError::Store(s) if s.is_transient() => Code::Unavailable,
             ServiceError::Store(_) | ServiceError::Join(_) => Code::Internal,

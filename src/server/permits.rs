@@ -11,17 +11,13 @@ use super::convert::{name, opt_duration, to_duration, to_timestamp};
 use crate::auth::tenant::check_qualified;
 use crate::auth::{self, Caller, Role};
 use crate::backoff::{self, Retryable};
-use crate::clock::Nanos;
 use crate::engine::PermitEngine;
-use crate::feedback::{
-    self,
-    apply::{Counters, Target, is_cooldown_status},
-};
+use crate::engine::report::{Report, Reported};
+use crate::feedback::{self, Upstream, apply::Counters};
 use crate::permits::resource::check_name;
 use crate::permits::resource::{MAX_DIMENSION_LEN, MAX_LEASE, MAX_NAME_LEN, MIN_LEASE};
 use crate::permits::{
-    self, AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, ResourceDef,
-    Settlement,
+    self, AcquireOutcome, AcquireRequest, DenialReason, PermitError, Registry, Settlement,
 };
 use crate::proto::{self, permits_server::Permits};
 
@@ -176,25 +172,6 @@ fn check_headers(headers: &HashMap<String, String>) -> Result<(), PermitError> {
     Ok(())
 }
 
-/// What the upstream's answer says about waiting, whatever its dialect.
-struct Upstream {
-    /// Retry-After, else the reset of an exhausted dimension.
-    wait: Option<Duration>,
-    /// Some dimension has 0 remaining.
-    remaining_zero: bool,
-}
-
-impl Upstream {
-    fn of(obs: &feedback::Observation) -> Self {
-        let exhausted = obs.dimensions.iter().filter(|d| d.remaining == Some(0));
-        let reset = exhausted.clone().filter_map(|d| d.reset_after).max();
-        Self {
-            wait: obs.retry_after.or(reset),
-            remaining_zero: exhausted.count() > 0,
-        }
-    }
-}
-
 fn reason(r: DenialReason) -> proto::DenialReason {
     match r {
         DenialReason::RateLimited => proto::DenialReason::RateLimited,
@@ -295,10 +272,8 @@ impl Permits for PermitsService {
             MAX_ANSWERED_AGO,
         )?
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let (resource, partition, call) = if r.permit_id.is_empty() {
-            let resource = caller
-                .qualify(&r.resource, "resource", MAX_NAME_LEN)?
-                .into_owned();
+        let call = if r.permit_id.is_empty() {
+            let resource = caller.qualify(&r.resource, "resource", MAX_NAME_LEN)?;
             name(&r.partition, "partition", false, MAX_NAME_LEN)?;
             // Feedback without a permit can pause a resource for everyone: a worker may
             // send it only where the resource says so.
@@ -306,7 +281,7 @@ impl Permits for PermitsService {
                 let def = self
                     .registry
                     .get(&resource)
-                    .ok_or_else(|| PermitError::UnknownResource(resource.clone()))?;
+                    .ok_or_else(|| PermitError::UnknownResource(resource.clone().into_owned()))?;
                 if !def.accept_feedback_without_permit {
                     return Err(Status::permission_denied(format!(
                         "role {} cannot ReportOutcome without a permit_id on resource {:?} \
@@ -316,118 +291,45 @@ impl Permits for PermitsService {
                     )));
                 }
             }
-            self.engine
-                .charge(&resource, &r.partition, &r.actual_cost)
-                .await?;
-            (resource, r.partition.clone(), None)
+            (Some(resource), None)
         } else {
-            let id = Self::own_permit(&caller, &r.permit_id)?;
-            let settlement = if r.actual_cost.is_empty() {
-                Settlement::Keep
-            } else {
-                Settlement::Actual(&r.actual_cost)
-            };
-            // When the permit was granted: the upstream answered after it. The Redis
-            // engine does not say, and the report's instant is used instead.
-            let released = self.engine.release(&id, settlement).await;
-            let granted = match released {
-                Ok(g) => g,
-                // A lease that already ended has nothing to release, but what the upstream
-                // said still matters to every other worker: learn from it anyway.
-                Err(PermitError::UnknownPermit) => None,
-                Err(e) => return Err(e.into()),
-            };
-            (
-                id.resource.to_owned(),
-                id.partition.to_owned(),
-                Some(feedback::apply::Call {
-                    seq: id.seq,
-                    granted,
-                }),
-            )
+            (None, Some(Self::own_permit(&caller, &r.permit_id)?))
         };
-        let clock = self.registry.clock();
-        let now = clock.now();
-        let since_grant = call
-            .and_then(|c| c.granted)
-            .map_or(u64::MAX, |g| now.saturating_sub(g));
-        let obs = feedback::parse(
-            r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            // On the wall clock: the monotonic one starts with the server.
-            clock
-                .wall(now)
-                .checked_sub(Duration::from_nanos(ago.min(since_grant)))
-                .unwrap_or(std::time::UNIX_EPOCH),
-        );
-        let upstream = Upstream::of(&obs);
-        let attempt = r.attempt.max(1);
-        let retryable = &self.retryable;
-        let decide = |def: &ResourceDef, target: &mut dyn Target, now: Nanos| {
-            let mut rng = fastrand::Rng::new();
-            let advice = backoff::advise(
-                &def.backoff,
-                retryable,
-                attempt,
+        let reported = match &call {
+            (Some(resource), _) => Reported::Bucket {
+                resource,
+                partition: &r.partition,
+            },
+            (None, Some(id)) => Reported::Permit(id.clone()),
+            (None, None) => return Err(Status::internal("a report names no call (a bug)")),
+        };
+        let advice = crate::engine::report::report(
+            self.engine.as_ref(),
+            &self.registry,
+            &self.retryable,
+            &self.counters,
+            Report {
+                call: reported,
                 status,
-                upstream.wait,
-                upstream.remaining_zero,
-                &mut rng,
-            );
-            // Uncapped: apply cuts every pause to max_retry_after, and says so.
-            let cooldown = is_cooldown_status(status, upstream.remaining_zero).then(|| {
-                upstream
-                    .wait
-                    .unwrap_or_else(|| backoff::delay(&def.backoff, attempt, &mut rng))
-            });
-            let applied = feedback::apply::apply(def, target, &obs, status, cooldown, call, now);
-            (advice, applied)
-        };
-        let mut decided = None;
-        let engine_says = self
-            .engine
-            .feedback(&resource, &partition, &mut |def, target, now| {
-                decided = Some(decide(def, target, now));
-            })
-            .await?;
-        let (mut advice, mut applied) = decided
-            .ok_or_else(|| Status::internal("the engine applied no feedback decision (a bug)"))?;
-        let now = engine_says.now;
-        // The cooldown in force, which another replica may have set.
-        applied.cooldown_until = engine_says.cooldown_until;
-        // A pause set by anyone outlasts this caller's own delay: say so. And no retry
-        // can be granted before the bucket has room for it: advise that instant.
-        if advice.retry {
-            if let Some(until) = applied.cooldown_until {
-                advice.retry_after = advice
-                    .retry_after
-                    .max(Duration::from_nanos(until.saturating_sub(now)));
-            }
-            if let Some(wait) = self.engine.retry_wait(&resource, &partition) {
-                advice.retry_after = advice.retry_after.max(wait);
-            }
-        }
-        // What the bucket learned changed: keep it across restarts. The adaptive rate's
-        // slow growth between cuts is not worth a write per success: a restart resumes
-        // from the last cut, the safe side.
-        if applied.limits_changed > 0 || applied.imposed || applied.adapted {
-            self.engine.learned(&resource, &partition);
-        }
-        self.counters.record(&obs, &applied, status);
-        self.registry.count_upstream(&resource, status);
+                headers: &r.headers,
+                actual_cost: &r.actual_cost,
+                attempt: r.attempt,
+                answered_ago: ago,
+            },
+        )
+        .await?;
         Ok(Response::new(proto::ReportOutcomeResponse {
             retry: advice.retry,
             retry_after: Some(to_duration(advice.retry_after)),
-            cooldown_until: applied
-                .cooldown_until
-                .map(|at| to_timestamp(clock.wall(at))),
-            learned: applied
+            cooldown_until: advice.cooldown_until.map(to_timestamp),
+            learned: advice
                 .learned
                 .into_iter()
-                .map(|l| proto::LearnedLimit {
+                .map(|(l, reset_at)| proto::LearnedLimit {
                     dimension: l.dimension,
                     limit: l.limit.unwrap_or(0),
                     remaining: l.remaining.unwrap_or(0),
-                    reset_at: l.reset_at.map(|at| to_timestamp(clock.wall(at))),
+                    reset_at: reset_at.map(to_timestamp),
                     source: l.source,
                 })
                 .collect(),
