@@ -186,3 +186,99 @@ pub async fn report(
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::{Clock as _, ManualClock};
+    use crate::permits::limit::Rate;
+    use crate::permits::resource::{BackoffDef, LimitDef, Origin, REQUESTS, Scope};
+    use crate::permits::{AcquireRequest, id};
+    use crate::watch::Hub;
+
+    fn def() -> ResourceDef {
+        ResourceDef {
+            name: "t:r".into(),
+            dimensions: vec![REQUESTS.into()],
+            declared_dimensions: vec![],
+            limits: vec![LimitDef {
+                dimension: 0,
+                rate: Rate {
+                    amount: 10,
+                    period_ns: 1_000_000_000,
+                    burst: 10,
+                },
+                scope: Scope::Resource,
+                scope_explicit: false,
+                origin: Origin::Config,
+            }],
+            concurrency: 0,
+            lease: Duration::from_secs(60),
+            per_partition: false,
+            backoff: BackoffDef::default(),
+            max_queue: 10,
+            learn_from_headers: true,
+            failure_policy: None,
+            limits_known: true,
+            probe_concurrency: 0,
+            accept_feedback_without_permit: false,
+        }
+    }
+
+    /// A 429 with Retry-After reported on a permit, on the embedded engine and a manual
+    /// clock: the permit is settled, the advice is to retry after exactly the upstream's
+    /// wait, the cooldown is in force for everyone, and it is counted.
+    #[tokio::test]
+    async fn a_429_pauses_the_resource_and_says_until_when() {
+        let clock = Arc::new(ManualClock::new());
+        let registry = Registry::new(clock.clone(), None, Hub::new());
+        registry.put(def());
+        let cost = HashMap::new();
+        let grant = registry
+            .acquire(AcquireRequest {
+                resource: "t:r",
+                partition: "",
+                cost: &cost,
+                max_wait: Duration::ZERO,
+                priority: 0,
+                lease: None,
+            })
+            .await
+            .expect("acquire")
+            .result
+            .expect("granted");
+        let pid = id::parse(&grant.permit_id).expect("an id");
+        let counters = Counters::default();
+        let headers = HashMap::from([("retry-after".to_owned(), "7".to_owned())]);
+        let advice = report(
+            &registry,
+            &registry,
+            &Retryable::new([429, 503]),
+            &counters,
+            Report {
+                call: Reported::Permit(pid.clone()),
+                status: 429,
+                headers: &headers,
+                actual_cost: &HashMap::new(),
+                attempt: 1,
+                answered_ago: 0,
+            },
+        )
+        .await
+        .expect("report");
+        assert!(advice.retry);
+        assert_eq!(advice.retry_after, Duration::from_secs(7));
+        let until = advice.cooldown_until.expect("a cooldown");
+        let in_force = until
+            .duration_since(clock.wall(clock.now()))
+            .expect("in the future");
+        assert_eq!(in_force, Duration::from_secs(7));
+        // The permit is settled: releasing it again finds nothing.
+        assert!(matches!(
+            registry.release_id(&pid, Settlement::Keep),
+            Err(PermitError::UnknownPermit)
+        ));
+    }
+}
